@@ -1,0 +1,41 @@
+"""What a published weight set is: one small frozen record per checkpoint.
+
+The pipeline reads preprocessing (input size, mean/std) and geometry from here, so nothing
+hard-codes normalisation twice. Each model file owns the records for its family in a
+``WEIGHTS`` dict; ``models/__init__.py`` joins them into one explicit catalogue.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class Weights:
+    name: str                      # catalogue name, e.g. "hrnet_w32_coco_256x192"
+    family: str                    # "yolox" | "hrnet" | "videopose3d" | "hmr"
+    url: str                       # official download URL (the authors' or mmpose's)
+    filename: str                  # file name in the cache directory
+    source_format: str             # container layout of the official file, e.g. "yolox", "hrnet", "mmpose"
+    arch: Mapping[str, Any] = field(default_factory=dict)   # builder keyword arguments
+    sha256: str | None = None      # full hash when one is published or known
+    hash_prefix: str | None = None  # sha256 prefix embedded in the file name (mmpose / torchvision style)
+    input_size: tuple[int, int] | None = None  # (height, width) of the network input
+    mean: tuple[float, ...] | None = None      # per channel, in the network's channel order and value range
+    std: tuple[float, ...] | None = None
+    color: str = "RGB"             # channel order the network expects
+    keypoint_names: tuple[str, ...] = ()
+    skeleton: tuple[tuple[int, int], ...] = ()
+    license: str = ""
+    paper: str = ""
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    notes: str = ""
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-friendly summary (used by `posepipe weights list` and Parquet provenance)."""
+        return {
+            "name": self.name, "family": self.family, "url": self.url, "sha256": self.sha256,
+            "hash_prefix": self.hash_prefix, "source_format": self.source_format,
+            "input_size": self.input_size, "license": self.license, "paper": self.paper,
+            "metrics": dict(self.metrics),
+        }

@@ -1,0 +1,71 @@
+"""Shared helpers for golden parity tests: regenerate the official weights from a manifest.
+
+The rule is in ../shared/golden/README.md; iterate the manifest (official order), never our own
+modules, because each tensor's seed is its index there.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+GOLDEN = SHARED / "golden"
+MEDIA = SHARED / "media"
+SPECIAL_HMR = {"init_pose": "mean_params/pose", "init_shape": "mean_params/shape", "init_cam": "mean_params/cam"}
+
+
+def golden_dir(name: str) -> Path:
+    path = GOLDEN / name
+    if not path.is_dir():
+        pytest.skip(f"golden vectors not present at {path}")
+    return path
+
+
+def golden_cases(name: str) -> list[Path]:
+    """Every case_seed*.npz of a model (hidden cases dropped in later are picked up too)."""
+    path = GOLDEN / name
+    return sorted(path.glob("case_seed*.npz")) if path.is_dir() else []
+
+
+def generate_state_dict(manifest_path: Path, case: dict) -> "OrderedDict[str, torch.Tensor]":
+    manifest = json.loads(Path(manifest_path).read_text())
+    seed = int(case["seed"])
+    state: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    for i, entry in enumerate(manifest):
+        name, shape = entry["name"], tuple(entry["shape"])
+        leaf = name.rsplit(".", 1)[-1]
+        rng = np.random.default_rng([seed, i])
+        if name in SPECIAL_HMR and SPECIAL_HMR[name] in case:
+            value = np.asarray(case[SPECIAL_HMR[name]], dtype=np.float32).reshape(shape)
+        elif leaf == "num_batches_tracked":
+            state[name] = torch.tensor(0, dtype=torch.int64)
+            continue
+        elif leaf == "running_var":
+            value = rng.uniform(0.5, 1.5, shape)
+        elif leaf == "running_mean":
+            value = rng.normal(0.0, 0.1, shape)
+        elif len(shape) >= 2:
+            value = rng.normal(0.0, 1.0, shape) * math.sqrt(1.0 / math.prod(shape[1:]))
+        elif leaf == "weight":
+            value = rng.uniform(0.5, 1.5, shape)
+        elif leaf == "bias":
+            value = rng.normal(0.0, 0.1, shape)
+        else:
+            raise AssertionError(f"no rule for manifest entry {name}")
+        value = np.asarray(value).astype(np.float32)
+        multiplier = f"weight_multiplier/{name}"
+        if multiplier in case:
+            value = value * np.float32(case[multiplier])
+        state[name] = torch.from_numpy(np.ascontiguousarray(value))
+    return state
+
+
+def load_case(npz_path: Path) -> dict:
+    with np.load(npz_path) as data:
+        return {k: data[k] for k in data.files}
