@@ -1,0 +1,1 @@
+"""posepipe's pipeline: sources, decoding, stages, tracking, Arrow schema and the job runner."""

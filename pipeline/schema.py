@@ -1,0 +1,108 @@
+"""The one place that defines posepipe's output tables (Arrow schemas) and their provenance.
+
+Every batch is cast to these schemas before it is written. Units and joint orders are documented
+in the field metadata so that `DESCRIBE`/`parquet-tools` users see them without the README.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+
+import numpy as np
+import pyarrow as pa
+
+SCHEMA_VERSION = "1"
+NUM_KP2D = 17   # COCO-17
+NUM_KP3D = 17   # H36M-17
+NUM_SMPL_BODY = 23
+NUM_BETAS = 10
+
+
+def _f32_list(size: int) -> pa.DataType:
+    return pa.list_(pa.float32(), size)
+
+
+def _field(name: str, type_: pa.DataType, doc: str, nullable: bool = True) -> pa.Field:
+    return pa.field(name, type_, nullable=nullable, metadata={"doc": doc})
+
+
+POSES_SCHEMA = pa.schema([
+    _field("video_id", pa.string(), "input file path relative to the job's INPUT", nullable=False),
+    _field("frame_index", pa.int32(), "0-based decoded frame index", nullable=False),
+    _field("timestamp_s", pa.float64(), "presentation time of the frame in seconds, from the stream", nullable=False),
+    _field("track_id", pa.int32(), "identity of the person through the video (-1: never confirmed by the tracker)", nullable=False),
+    _field("bbox_xyxy", _f32_list(4), "person box x1, y1, x2, y2 in pixels of the displayed frame", nullable=False),
+    _field("bbox_score", pa.float32(), "detector score obj*cls for the person class", nullable=False),
+    _field("keypoints_2d", pa.list_(_f32_list(2), NUM_KP2D), "17x2 COCO-17 keypoints (x, y) in pixels", nullable=False),
+    _field("keypoint_scores", _f32_list(NUM_KP2D), "17 heatmap maxima (HRNet confidence)", nullable=False),
+    _field("keypoints_3d", pa.list_(_f32_list(3), NUM_KP3D), "17x3 H36M-17 joints in metres, camera frame, relative to the pelvis"),
+    _field("smpl_global_orient", _f32_list(3), "SMPL root orientation, axis-angle (radians)"),
+    _field("smpl_body_pose", pa.list_(_f32_list(3), NUM_SMPL_BODY), "SMPL 23 body joint rotations, axis-angle (radians)"),
+    _field("smpl_betas", _f32_list(NUM_BETAS), "SMPL shape coefficients"),
+    _field("smpl_camera", _f32_list(3), "weak-perspective camera s, tx, ty of the HMR crop"),
+])
+
+VIDEOS_SCHEMA = pa.schema([
+    _field("video_id", pa.string(), "input file path relative to the job's INPUT", nullable=False),
+    _field("uri", pa.string(), "where the video was read from (no credentials)", nullable=False),
+    _field("status", pa.string(), "'ok' or 'failed'", nullable=False),
+    _field("error", pa.string(), "why the video failed, for a person to read; null when ok"),
+    _field("num_frames", pa.int64(), "decoded frame count"),
+    _field("fps", pa.float64(), "average frame rate reported by the stream"),
+    _field("width", pa.int32(), "frame width as displayed (after rotation metadata)"),
+    _field("height", pa.int32(), "frame height as displayed (after rotation metadata)"),
+    _field("duration_s", pa.float64(), "stream duration in seconds"),
+    _field("num_rows", pa.int64(), "rows this video contributed to poses/"),
+    _field("num_tracks", pa.int32(), "distinct confirmed track ids"),
+    _field("job_fingerprint", pa.string(), "hash of the options that change results; a rerun with the same one skips the video"),
+])
+
+
+def provenance_metadata(provenance: Mapping[str, Any]) -> dict[bytes, bytes]:
+    """Schema-level metadata: posepipe version, models and weight hashes, job options."""
+    return {
+        b"posepipe.schema_version": SCHEMA_VERSION.encode(),
+        b"posepipe.provenance": json.dumps(provenance, sort_keys=True, default=str).encode(),
+    }
+
+
+def _nested(values: np.ndarray, type_: pa.DataType, inner_sizes: tuple[int, ...]) -> pa.Array:
+    """Fixed-size-list arrays from a dense float32 numpy block without a Python loop."""
+    flat = pa.array(np.ascontiguousarray(values, dtype=np.float32).reshape(-1), type=pa.float32())
+    array: pa.Array = flat
+    for size in reversed(inner_sizes):
+        array = pa.FixedSizeListArray.from_arrays(array, size)
+    return array.cast(type_)
+
+
+def poses_table(rows: Mapping[str, np.ndarray], metadata: Mapping[bytes, bytes] | None = None) -> pa.Table:
+    """Build the poses table from dense column arrays (N rows); optional 3D/SMPL may be NaN-free or None."""
+    n = len(rows["frame_index"])
+    columns: list[pa.Array] = []
+    for field in POSES_SCHEMA:
+        value = rows.get(field.name)
+        if value is None:
+            columns.append(pa.nulls(n, type=field.type))
+            continue
+        if pa.types.is_fixed_size_list(field.type):
+            sizes: list[int] = []
+            t = field.type
+            while pa.types.is_fixed_size_list(t):
+                sizes.append(t.list_size)
+                t = t.value_type
+            arr = _nested(np.asarray(value), field.type, tuple(sizes))
+            mask = rows.get(f"{field.name}__valid")
+            if mask is not None:  # rows without that output (e.g. no 3D for a one-frame blip)
+                arr = pa.FixedSizeListArray.from_arrays(arr.values, field.type.list_size, mask=pa.array(~np.asarray(mask, bool)))
+            columns.append(arr)
+        elif field.name == "video_id":
+            columns.append(pa.array(value, type=pa.string()) if not isinstance(value, str) else pa.array([value] * n, pa.string()))
+        else:
+            columns.append(pa.array(np.asarray(value), type=field.type))
+    schema = POSES_SCHEMA.with_metadata(metadata) if metadata else POSES_SCHEMA
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def videos_table(records: list[Mapping[str, Any]], metadata: Mapping[bytes, bytes] | None = None) -> pa.Table:
+    schema = VIDEOS_SCHEMA.with_metadata(metadata) if metadata else VIDEOS_SCHEMA
+    return pa.Table.from_pylist([{f.name: r.get(f.name) for f in VIDEOS_SCHEMA} for r in records], schema=schema)

@@ -1,0 +1,295 @@
+"""Real servers on 127.0.0.1 for tests: a static HTTP server with Range support and a moto S3 server.
+
+Plain context managers, no pytest fixtures (tests/conftest.py wraps them):
+
+    with serve_directory(tmp_path) as http:
+        requests.get(http.url + "/w.pth")
+        http.requests                      # [(path, {header: value}), ...]
+        http.truncate_next("/w.pth", 100)  # the next response stops after 100 body bytes
+        http.ignore_range = True           # answer 200 with the whole file even to Range requests
+
+    with moto_s3_server() as s3:
+        make_bucket(s3.endpoint_url, "weights")
+        monkeypatch.setenv(...) for each item of s3_env(s3.endpoint_url), delenv each of S3_ENV_UNSET
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Iterator
+from urllib.parse import unquote, urlsplit
+
+import requests
+
+STARTUP_TIMEOUT_S = 30.0
+
+
+# --------------------------------------------------------------------------- HTTP
+
+
+@dataclass
+class HTTPFileServer:
+    """What `serve_directory` yields: the base URL, the request log and the fault switches."""
+
+    root: Path
+    url: str = ""
+    requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    ignore_range: bool = False
+    _truncate: dict[str, list[int]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def truncate_next(self, path: str, nbytes: int, times: int = 1) -> None:
+        """Cut the next `times` responses for `path` after `nbytes` body bytes (headers still promise all)."""
+        with self._lock:
+            self._truncate.setdefault(path, []).extend([nbytes] * times)
+
+    def count(self, path: str | None = None) -> int:
+        """Requests received so far, for one path (query string ignored) or in all."""
+        with self._lock:
+            return sum(1 for p, _ in self.requests if path is None or urlsplit(p).path == path)
+
+    def headers_for(self, path: str) -> list[dict[str, str]]:
+        with self._lock:
+            return [h for p, h in self.requests if urlsplit(p).path == path]
+
+    def __str__(self) -> str:
+        return self.url
+
+    def _log(self, path: str, headers: dict[str, str]) -> None:
+        with self._lock:
+            self.requests.append((path, headers))
+
+    def _take_truncation(self, path: str) -> int | None:
+        with self._lock:
+            pending = self._truncate.get(path)
+            return pending.pop(0) if pending else None
+
+
+def _handler(state: HTTPFileServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
+            pass
+
+        def do_HEAD(self) -> None:
+            self._serve(body=False)
+
+        def do_GET(self) -> None:
+            self._serve(body=True)
+
+        def _serve(self, body: bool) -> None:
+            state._log(self.path, {k: v for k, v in self.headers.items()})
+            rel = unquote(urlsplit(self.path).path).lstrip("/")
+            file = (state.root / rel).resolve()
+            if not rel or state.root.resolve() not in file.parents or not file.is_file():
+                self._reply(404, b"not found\n", body=body)
+                return
+            data = file.read_bytes()
+            size = len(data)
+            status, start, end = 200, 0, size
+            rng = self.headers.get("Range")
+            if rng and not state.ignore_range:
+                m = re.fullmatch(r"bytes=(\d*)-(\d*)", rng.strip())
+                if not m or m.group(1) == m.group(2) == "":
+                    self._reply(416, b"", extra={"Content-Range": f"bytes */{size}"}, body=body)
+                    return
+                if m.group(1) == "":  # suffix range: the last N bytes
+                    start = max(0, size - int(m.group(2)))
+                else:
+                    start = int(m.group(1))
+                    end = min(size, int(m.group(2)) + 1) if m.group(2) else size
+                if start >= size or start >= end:
+                    self._reply(416, b"", extra={"Content-Range": f"bytes */{size}"}, body=body)
+                    return
+                status = 206
+            payload = data[start:end]
+            extra = {"Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
+            if status == 206:
+                extra["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+            cut = state._take_truncation(urlsplit(self.path).path) if body else None
+            self._reply(status, payload, extra=extra, body=body, cut=cut)
+
+        def _reply(self, status: int, payload: bytes, *, extra: dict[str, str] | None = None,
+                   body: bool = True, cut: int | None = None) -> None:
+            self.send_response(status)
+            for key, value in (extra or {}).items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(payload)))
+            if cut is not None:
+                self.send_header("Connection", "close")
+                self.close_connection = True
+            self.end_headers()
+            if not body:
+                return
+            try:
+                self.wfile.write(payload if cut is None else payload[:cut])
+                self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True
+                return
+            if cut is not None:  # abort the connection mid-body, as a dropped download would
+                with contextlib.suppress(OSError):
+                    self.connection.shutdown(socket.SHUT_RDWR)
+
+    return Handler
+
+
+@contextlib.contextmanager
+def serve_directory(root: str | os.PathLike[str], *, ignore_range: bool = False) -> Iterator[HTTPFileServer]:
+    """Serve the files under `root` at `http://127.0.0.1:<free port>` from a background thread."""
+    state = HTTPFileServer(root=Path(root), ignore_range=ignore_range)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
+    server.daemon_threads = True
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+# --------------------------------------------------------------------------- S3 (moto)
+
+S3_ENV_UNSET = (
+    "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
+    "AWS_ENDPOINT_URL_S3", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
+)
+"""Variables a test should delete so that a developer's real AWS setup cannot leak in."""
+
+
+def s3_env(endpoint_url: str) -> dict[str, str]:
+    """Environment that points boto3's default session at the test server, with dummy credentials.
+
+    The config and credentials files are set to os.devnull so ~/.aws cannot interfere; delete the
+    names in S3_ENV_UNSET as well.
+    """
+    return {
+        "AWS_ENDPOINT_URL": endpoint_url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+
+
+def s3_client(endpoint_url: str) -> Any:
+    """A boto3 S3 client for the test server that does not depend on the process environment."""
+    import boto3
+
+    return boto3.session.Session().client(
+        "s3", endpoint_url=endpoint_url, region_name="us-east-1",
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+    )
+
+
+def make_bucket(endpoint_url: str, name: str) -> None:
+    s3_client(endpoint_url).create_bucket(Bucket=name)
+
+
+def put_object(endpoint_url: str, bucket: str, key: str, data: bytes) -> None:
+    s3_client(endpoint_url).put_object(Bucket=bucket, Key=key, Body=data)
+
+
+@dataclass
+class MotoServer:
+    endpoint_url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def reset(self) -> None:
+        """Forget every bucket and object (moto's reset API)."""
+        requests.post(f"{self.endpoint_url}/moto-api/reset", timeout=10).raise_for_status()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _moto_command(port: int) -> list[str]:
+    exe = Path(sys.executable).with_name("moto_server")
+    found = str(exe) if exe.is_file() and os.access(exe, os.X_OK) else shutil.which("moto_server")
+    head = [found] if found else [sys.executable, "-m", "moto.server"]
+    return [*head, "-H", "127.0.0.1", "-p", str(port)]
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)  # the server and anything it spawned
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)
+
+
+def _wait_ready(process: subprocess.Popen[bytes], url: str, deadline: float) -> bool:
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        try:
+            requests.get(f"{url}/moto-api/", timeout=2)
+            return True
+        except requests.RequestException:
+            time.sleep(0.1)
+    return False
+
+
+@contextlib.contextmanager
+def moto_s3_server(timeout_s: float = STARTUP_TIMEOUT_S) -> Iterator[MotoServer]:
+    """Run `moto_server` as a real subprocess on 127.0.0.1; stopped (with its process group) on exit."""
+    logdir = Path(tempfile.mkdtemp(prefix="moto-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    deadline = time.monotonic() + timeout_s
+    server: MotoServer | None = None
+    try:
+        for attempt in range(3):  # a free port can be taken between probing and binding
+            port = _free_port()
+            log_path = logdir / f"moto-{attempt}.log"
+            with open(log_path, "wb") as log:
+                process = subprocess.Popen(
+                    _moto_command(port), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    env=env, start_new_session=True,
+                )
+            url = f"http://127.0.0.1:{port}"
+            if _wait_ready(process, url, deadline):
+                server = MotoServer(url, process, log_path)
+                break
+            _stop(process)
+            if time.monotonic() >= deadline:
+                break
+        if server is None:
+            tail = "".join((p.read_text(errors="replace") for p in sorted(logdir.glob("*.log"))))[-2000:]
+            raise RuntimeError(f"moto_server did not start within {timeout_s:.0f} s; its output:\n{tail}")
+        yield server
+    finally:
+        if server is not None:
+            _stop(server.process)
+        shutil.rmtree(logdir, ignore_errors=True)
