@@ -50,6 +50,9 @@ class VideoStream:
     def __init__(self, uri: str) -> None:
         import decord
 
+        # FFmpeg's own complaints about bad files would flood job logs; we report one reason instead.
+        decord.logging.set_level(decord.logging.QUIET)
+
         self.uri = uri
         self._published: str | None = None
         target = local_path(uri)

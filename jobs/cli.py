@@ -1,0 +1,190 @@
+"""`posepipe` console script.
+
+Exit codes of `posepipe run`: 0 every video succeeded (or was already complete); 3 some videos
+failed (see OUTPUT/videos and the summary); 4 model weights could not be had; 2 a bad option or
+input (nothing was processed); 1 an unexpected error.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+import click
+
+from pipeline.options import DEFAULT_MODELS, JobOptions, OptionError
+from pipeline.runner import EXIT_USAGE, EXIT_WEIGHTS, JobSummary, WeightsError, run_job
+
+RANDOM_BANNER = (
+    "WARNING: --random-weights: models use RANDOM weights. This is a PLUMBING RUN: every box, keypoint "
+    "and SMPL value in the output is meaningless. The output's metadata records it."
+)
+
+
+def _parse_weights(values: tuple[str, ...]) -> dict[str, str]:
+    parsed: dict[str, str] = {}
+    for value in values:
+        name, sep, uri = value.partition("=")
+        if not sep or not name or not uri:
+            raise click.BadParameter(f"{value!r}: write NAME=URI, e.g. yolox_s=/weights/yolox_s.pth", param_hint="--weights")
+        parsed[name.strip()] = uri.strip()
+    return parsed
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="posepipe")
+def main() -> None:
+    """posepipe: videos in a folder or bucket -> per-frame, per-person 2D/3D poses and SMPL in Parquet."""
+
+
+@main.command("run")
+@click.argument("input_uri", metavar="INPUT")
+@click.option("--output", "-o", required=True, help="Folder or s3:// prefix for the Parquet tables.")
+@click.option("--address", default=None, help="Ray cluster to join (e.g. auto, ray://HEAD:10001). Default: a local Ray started on demand.")
+@click.option("--num-workers", type=int, default=None, help="Model workers. Default: one per GPU, else one per 2 CPUs.")
+@click.option("--shard-frames", type=int, default=256, show_default=True, help="Frames per shard (unit of parallel work).")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N]")
+@click.option("--half/--no-half", default=None, help="fp16 autocast (default: on for CUDA, off for CPU).")
+@click.option("--max-persons", type=int, default=10, show_default=True, help="Keep the K highest-scoring people per frame.")
+@click.option("--det-conf", type=float, default=0.3, show_default=True, help="Detector score threshold (obj x cls).")
+@click.option("--det-nms", type=float, default=0.45, show_default=True, help="Detector NMS IoU threshold.")
+@click.option("--no-flip-test", is_flag=True, help="Skip HRNet's flip test (faster, slightly less accurate).")
+@click.option("--frames-per-batch", type=int, default=8, show_default=True, help="Frames batched through the detector.")
+@click.option("--detector", default=DEFAULT_MODELS["detector"], show_default=True, help="Detector weights name.")
+@click.option("--pose-model", default=DEFAULT_MODELS["pose"], show_default=True, help="2D keypoint weights name.")
+@click.option("--weights", "weights", multiple=True, metavar="NAME=URI", help="Checkpoint for a model (repeatable): path, file://, http(s):// or s3://.")
+@click.option("--random-weights", is_flag=True, help="Random weights for a plumbing check only (outputs are meaningless).")
+@click.option("--force", is_flag=True, help="Reprocess videos that are already complete.")
+@click.option("--json-summary", is_flag=True, help="Print the final summary as JSON on stdout.")
+@click.option("-v", "--verbose", is_flag=True)
+def run_command(input_uri: str, output: str, address: str | None, num_workers: int | None, shard_frames: int,
+                device: str, half: bool | None, max_persons: int, det_conf: float, det_nms: float, no_flip_test: bool,
+                frames_per_batch: int, detector: str, pose_model: str, weights: tuple[str, ...], random_weights: bool,
+                force: bool, json_summary: bool, verbose: bool) -> None:
+    """Detect, track and pose every person in every video under INPUT; write Parquet under --output."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    models = dict(DEFAULT_MODELS, detector=detector, pose=pose_model)
+    options = JobOptions(
+        input=input_uri, output=output, address=address, num_workers=num_workers, shard_frames=shard_frames,
+        device=device, half=half, max_persons=max_persons, det_conf=det_conf, det_nms=det_nms,
+        flip_test=not no_flip_test, frames_per_batch=frames_per_batch, models=models,
+        weights=_parse_weights(weights), random_weights=random_weights, force=force,
+    )
+    summary = execute(options, json_summary=json_summary)
+    sys.exit(summary.exit_code)
+
+
+def execute(options: JobOptions, *, json_summary: bool = False) -> JobSummary:
+    """Validate, run with a progress display, print the summary; exits on usage/weights errors."""
+    from models import CATALOGUE
+    from pipeline.progress import ProgressReporter
+    from pipeline.sources import InputError
+
+    err = click.get_text_stream("stderr")
+    try:
+        options.validate(CATALOGUE)
+    except OptionError as exc:
+        raise click.UsageError(str(exc)) from None
+    if options.random_weights:
+        click.secho(RANDOM_BANNER, fg="red", bold=True, err=True)
+    try:
+        with ProgressReporter() as reporter:
+            summary = run_job(options, reporter=reporter)
+    except OptionError as exc:
+        raise click.UsageError(str(exc)) from None
+    except InputError as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(EXIT_USAGE)
+    except WeightsError as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(EXIT_WEIGHTS)
+    print_summary(summary, options, json_summary=json_summary, stream=err)
+    return summary
+
+
+def print_summary(summary: JobSummary, options: JobOptions, *, json_summary: bool, stream: Any) -> None:
+    data = {
+        "videos": summary.videos, "ok": summary.ok, "failed": summary.failed, "skipped_complete": summary.skipped,
+        "frames": summary.frames, "rows": summary.rows, "seconds": round(summary.seconds, 2),
+        "frames_per_second": round(summary.frames_per_second, 2), "workers": summary.workers,
+        "plumbing_run_random_weights": summary.random_weights, "output": options.output,
+        "failures": [{"video_id": v, "error": e} for v, e in summary.failures],
+    }
+    if json_summary:
+        click.echo(json.dumps(data, indent=2))
+        return
+    label = " (PLUMBING RUN: random weights)" if summary.random_weights else ""
+    click.echo(
+        f"posepipe: {summary.ok} ok, {summary.failed} failed, {summary.skipped} already complete of {summary.videos} videos; "
+        f"{summary.frames} frames, {summary.rows} person rows in {summary.seconds:.1f}s "
+        f"({summary.frames_per_second:.1f} frames/s, {summary.workers} workers){label}", file=stream)
+    for video_id, error in summary.failures:
+        click.echo(f"  failed: {video_id}: {error}", file=stream)
+    click.echo(f"  query: duckdb -c \"SELECT * FROM read_parquet('{options.output.rstrip('/')}/poses/**/*.parquet') LIMIT 5\"", file=stream)
+
+
+@main.group("weights")
+def weights_group() -> None:
+    """List and fetch the catalogue's official checkpoints."""
+
+
+@weights_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def weights_list(as_json: bool) -> None:
+    """Every weight set posepipe knows, with its official URL and metrics."""
+    from models import CATALOGUE
+
+    rows = [spec.describe() for spec in CATALOGUE.values()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for spec in CATALOGUE.values():
+        metric = ", ".join(f"{k}={v}" for k, v in spec.metrics.items())
+        click.echo(f"{spec.name:28s} {spec.family:12s} {spec.url}" + (f"  [{metric}]" if metric else ""))
+
+
+@weights_group.command("fetch")
+@click.argument("names", nargs=-1)
+@click.option("--all", "fetch_all", is_flag=True, help="Fetch the four models `posepipe run` uses by default.")
+@click.option("--from", "source", default=None, help="Fetch from this URI instead of the official URL (one NAME only).")
+def weights_fetch(names: tuple[str, ...], fetch_all: bool, source: str | None) -> None:
+    """Download NAME's checkpoint into the cache ($POSEPIPE_CACHE) and check its hash."""
+    from models import get_weights
+    from models.download import WeightsUnavailable, fetch
+
+    if fetch_all:
+        names = tuple(DEFAULT_MODELS.values())
+    if not names:
+        raise click.UsageError("name at least one weight set (see `posepipe weights list`) or pass --all")
+    if source and len(names) != 1:
+        raise click.UsageError("--from takes exactly one NAME")
+    failed = False
+    for name in names:
+        try:
+            spec = get_weights(name)
+        except KeyError as exc:
+            raise click.BadParameter(str(exc.args[0]), param_hint="NAME") from None
+        try:
+            path = fetch(source or spec.url, sha256=spec.sha256, hash_prefix=spec.hash_prefix, filename=spec.filename, progress=True)
+            click.echo(f"{name}: {path}")
+        except WeightsUnavailable as exc:
+            failed = True
+            click.secho(f"{name}: {exc}", fg="red", err=True)
+    sys.exit(EXIT_WEIGHTS if failed else 0)
+
+
+def _register_optional() -> None:
+    """Downstream commands live in their own modules."""
+    import importlib
+
+    for module, attr in (("jobs.export", "export_group"), ("jobs.render", "render_command"),
+                         ("jobs.evaluate", "eval_command"), ("jobs.bench", "bench_command")):
+        try:
+            main.add_command(getattr(importlib.import_module(module), attr))
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+
+
+_register_optional()

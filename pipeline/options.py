@@ -1,0 +1,115 @@
+"""Job options: one flat, typed dataclass, validated at the edge with messages naming the fix."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+STAGE_MODELS = ("detector", "pose", "lifter", "mesh")
+DEFAULT_MODELS = {
+    "detector": "yolox_s",
+    "pose": "hrnet_w32_coco_256x192",
+    "lifter": "videopose3d_243_coco",
+    "mesh": "hmr_spin_resnet50",
+}
+FAMILY_OF_STAGE = {"detector": "yolox", "pose": "hrnet", "lifter": "videopose3d", "mesh": "hmr"}
+
+
+class OptionError(ValueError):
+    """A job option is wrong; `option` names it as the user typed it."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(f"{option}: {message}")
+        self.option = option
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    input: str
+    output: str
+    address: str | None = None          # None: a local Ray started on demand
+    num_workers: int | None = None      # None: what the cluster's GPUs (or CPUs) allow
+    shard_frames: int = 256
+    device: str = "auto"                # auto | cpu | cuda
+    half: bool | None = None            # None: fp16 autocast on CUDA, fp32 on CPU
+    max_persons: int = 10
+    det_conf: float = 0.3
+    det_nms: float = 0.45
+    flip_test: bool = True
+    flip_augment_3d: bool = True
+    frames_per_batch: int = 8
+    models: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_MODELS))
+    weights: Mapping[str, str] = field(default_factory=dict)   # catalogue name -> URI
+    random_weights: bool = False
+    cpus_per_worker: float | None = None
+    track_high: float = 0.5             # ByteTrack first-stage score
+    track_new: float = 0.6              # score needed to start a track
+    retries: int = 2                    # extra attempts of a shard whose worker died
+    force: bool = False                 # reprocess videos even if complete
+
+    def validate(self, catalogue: Mapping[str, Any]) -> None:
+        if not self.input:
+            raise OptionError("INPUT", "give a folder, a video file or a URI prefix")
+        if not self.output:
+            raise OptionError("--output", "give a folder or an s3:// prefix for the Parquet tables")
+        if self.shard_frames < 1:
+            raise OptionError("--shard-frames", f"must be >= 1 (got {self.shard_frames})")
+        if self.num_workers is not None and self.num_workers < 1:
+            raise OptionError("--num-workers", f"must be >= 1 (got {self.num_workers})")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise OptionError("--device", f"must be auto, cpu or cuda (got {self.device!r})")
+        if self.max_persons < 1:
+            raise OptionError("--max-persons", f"must be >= 1 (got {self.max_persons})")
+        if not 0.0 < self.det_conf <= 1.0:
+            raise OptionError("--det-conf", f"must be in (0, 1] (got {self.det_conf})")
+        if not 0.0 < self.det_nms <= 1.0:
+            raise OptionError("--det-nms", f"must be in (0, 1] (got {self.det_nms})")
+        if self.frames_per_batch < 1:
+            raise OptionError("--frames-per-batch", f"must be >= 1 (got {self.frames_per_batch})")
+        for stage, name in self.models.items():
+            if stage not in STAGE_MODELS:
+                raise OptionError("--model", f"unknown stage {stage!r}; stages: {', '.join(STAGE_MODELS)}")
+            spec = catalogue.get(name)
+            if spec is None or spec.family != FAMILY_OF_STAGE[stage]:
+                choices = sorted(n for n, s in catalogue.items() if s.family == FAMILY_OF_STAGE[stage])
+                raise OptionError(f"--{stage}", f"{name!r} is not a {FAMILY_OF_STAGE[stage]} model; choose one of {', '.join(choices)}")
+        for name in self.weights:
+            if name not in self.models.values():
+                raise OptionError(
+                    "--weights", f"{name!r} is not a model this job uses ({', '.join(self.models.values())}); write NAME=URI with one of those names"
+                )
+        if self.random_weights and self.weights:
+            raise OptionError("--random-weights", "cannot be combined with --weights; drop one of them")
+
+    def tracker_config(self):  # noqa: ANN201 - TrackerConfig, imported lazily
+        """ByteTrack thresholds. Random weights score every box near 0.36, so a plumbing run lowers
+        the thresholds to the detector's, or tracking and lifting would never run."""
+        from pipeline.tracking import TrackerConfig
+
+        high, new = self.track_high, self.track_new
+        if self.random_weights:
+            high, new = min(high, self.det_conf), min(new, self.det_conf)
+        return TrackerConfig(high_threshold=high, new_track_threshold=new, low_threshold=min(0.1, high / 2))
+
+    def fingerprint(self, weight_hashes: Mapping[str, str | None]) -> str:
+        """Hash of everything that changes the rows: a rerun with the same one skips complete videos."""
+        relevant = {
+            "models": dict(self.models), "weights": dict(weight_hashes), "random": self.random_weights,
+            "max_persons": self.max_persons, "det_conf": self.det_conf, "det_nms": self.det_nms,
+            "flip_test": self.flip_test, "flip_augment_3d": self.flip_augment_3d,
+            "track": [self.track_high, self.track_new],
+        }
+        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+    def public(self) -> dict[str, Any]:
+        """Options as stored in provenance: URIs redacted, nothing secret."""
+        from pipeline.sources import redact
+
+        data = asdict(self)
+        data["input"] = redact(self.input)
+        data["output"] = redact(self.output)
+        data["weights"] = {k: redact(v) for k, v in self.weights.items()}
+        data["models"] = dict(self.models)
+        data.pop("address", None)
+        return data

@@ -1,0 +1,241 @@
+"""Reading a finished OUTPUT back: the videos table and the poses of chosen videos, as Arrow tables.
+
+Works on a local folder or an ``s3://bucket/prefix`` (S3 through boto3's default session, so
+AWS_ENDPOINT_URL, profiles and credentials work as for the job itself). The layout is the one
+`pipeline.output` writes::
+
+    videos/<video_key>.parquet                      one row per input file: the video's commit marker
+    poses/<video_key>/part-<start>-<stop>.parquet   rows of one shard of one video
+
+Only *committed* videos are read: a video's poses count once its ``videos/`` row exists (that row is
+written after all its parts), so the parts of a video still being processed, or of a run that
+crashed mid-video, never show up. The key of a video is taken from the name of its ``videos/``
+file, never recomputed, so readers do not depend on how keys are derived.
+
+Files that are not ``*.parquet``, and hidden or temporary ones (a path part starting with ``.`` or
+``_``, e.g. ``.part-….parquet.<uuid>.tmp`` or ``_SUCCESS``), are ignored.
+"""
+from __future__ import annotations
+
+import difflib
+import io
+import posixpath
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.schema import POSES_SCHEMA, VIDEOS_SCHEMA
+from pipeline.sources import local_path, redact, s3_client, scheme_of
+
+_S3_READ_THREADS = 8
+
+
+class ReadbackError(ValueError):
+    """OUTPUT cannot be read back (missing, not a posepipe output, no access); the message says why."""
+
+
+class UnknownVideoError(ReadbackError):
+    """A video id that OUTPUT does not hold; `known` lists the ids it does hold."""
+
+    def __init__(self, missing: Sequence[str], known: Sequence[str], output_uri: str) -> None:
+        self.missing = list(missing)
+        self.known = list(known)
+        super().__init__(f"{_quote_ids(self.missing)} not in {redact(output_uri)}; {describe_known(self.missing[0], self.known)}")
+
+
+def _quote_ids(ids: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(repr(i) for i in ids[:limit])
+    return ("video " if len(ids) == 1 else "videos ") + shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
+def describe_known(wanted: str, known: Sequence[str], limit: int = 8) -> str:
+    """A short, readable list of known ids, closest matches to `wanted` first."""
+    if not known:
+        return "it holds no videos"
+    close = difflib.get_close_matches(wanted, known, n=limit, cutoff=0.5)
+    shown = close + [k for k in sorted(known) if k not in close][: max(0, limit - len(close))]
+    more = len(known) - len(shown)
+    return f"it holds {len(known)} video(s): " + ", ".join(shown) + (f", … ({more} more)" if more > 0 else "")
+
+
+def _is_visible_parquet(relative: str) -> bool:
+    parts = relative.split("/")
+    return relative.endswith(".parquet") and not any(p.startswith((".", "_")) for p in parts)
+
+
+class OutputReader:
+    """Lists an OUTPUT once, then reads its videos table and per-video poses on demand."""
+
+    def __init__(self, output_uri: str) -> None:
+        self.uri = output_uri.rstrip("/") or output_uri
+        self.scheme = scheme_of(output_uri)
+        if self.scheme == "s3":
+            without = self.uri[len("s3://"):]
+            self._bucket, _, prefix = without.partition("/")
+            if not self._bucket:
+                raise ReadbackError(f"OUTPUT {output_uri!r}: no bucket name; write s3://BUCKET/PREFIX")
+            self._prefix = prefix.strip("/")
+            self._client = s3_client()
+        elif self.scheme in ("", "file"):
+            self._root = Path(local_path(self.uri))
+            if not self._root.is_dir():
+                raise ReadbackError(f"OUTPUT {self._root} does not exist or is not a folder; pass the --output of a posepipe run")
+        else:
+            raise ReadbackError(f"OUTPUT {redact(output_uri)!r}: unsupported scheme {self.scheme!r}; use a local folder or s3://BUCKET/PREFIX")
+        self._files = self._list_all()
+        self._videos: pa.Table | None = None
+        self._key_of: dict[str, str] = {}
+
+    # -- storage -------------------------------------------------------------------------
+    def _list_all(self) -> list[str]:
+        """Every visible parquet file under videos/ and poses/, relative to OUTPUT, sorted."""
+        found: list[str] = []
+        if self.scheme == "s3":
+            base = f"{self._prefix}/" if self._prefix else ""
+            try:
+                for sub in ("videos/", "poses/"):
+                    pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=self._bucket, Prefix=base + sub)
+                    for page in pages:
+                        found += [o["Key"][len(base):] for o in page.get("Contents", [])]
+            except Exception as exc:  # botocore's message names the problem, never the credentials
+                raise ReadbackError(
+                    f"cannot list {redact(self.uri)}: {type(exc).__name__}: {exc}. "
+                    "Check AWS_ENDPOINT_URL, the credentials and the bucket name"
+                ) from None
+        else:
+            for sub in ("videos", "poses"):
+                folder = self._root / sub
+                if folder.is_dir():
+                    found += [p.relative_to(self._root).as_posix() for p in folder.rglob("*") if p.is_file()]
+        return sorted(f for f in found if _is_visible_parquet(f))
+
+    def _read(self, relative: str, columns: Sequence[str] | None = None) -> pa.Table:
+        try:
+            if self.scheme == "s3":
+                key = f"{self._prefix}/{relative}" if self._prefix else relative
+                body = self._client.get_object(Bucket=self._bucket, Key=key)["Body"].read()
+                return pq.read_table(io.BytesIO(body), columns=columns)
+            return pq.read_table(self._root / relative, columns=columns)
+        except Exception as exc:
+            raise ReadbackError(f"cannot read {redact(self.uri)}/{relative}: {type(exc).__name__}: {exc}") from None
+
+    def _read_many(self, relatives: Sequence[str], columns: Sequence[str] | None = None) -> list[pa.Table]:
+        if self.scheme == "s3" and len(relatives) > 1:  # latency-bound: a few GETs in flight
+            with ThreadPoolExecutor(max_workers=_S3_READ_THREADS) as pool:
+                return list(pool.map(lambda r: self._read(r, columns), relatives))
+        return [self._read(r, columns) for r in relatives]
+
+    # -- tables ----------------------------------------------------------------------------
+    def videos(self) -> pa.Table:
+        """The videos table (one row per input file, sorted by video_id), cast to VIDEOS_SCHEMA."""
+        if self._videos is None:
+            names = [f for f in self._files if f.startswith("videos/") and f.count("/") == 1]
+            if not names:
+                raise ReadbackError(
+                    f"OUTPUT {redact(self.uri)} holds no posepipe tables: no videos/*.parquet under it "
+                    "(each processed video writes one). Pass the --output folder or s3:// prefix of a posepipe run"
+                )
+            tables = self._read_many(names)
+            casted: list[pa.Table] = []
+            for name, table in zip(names, tables):
+                table = _conform(table, VIDEOS_SCHEMA, name)
+                key = posixpath.splitext(posixpath.basename(name))[0]
+                for video_id in table.column("video_id").to_pylist():
+                    self._key_of[video_id] = key
+                casted.append(table)
+            merged = pa.concat_tables(casted).replace_schema_metadata(tables[0].schema.metadata)
+            self._videos = merged.sort_by("video_id")
+        return self._videos
+
+    def video_ids(self) -> list[str]:
+        return self.videos().column("video_id").to_pylist()
+
+    def video_row(self, video_id: str) -> dict:
+        """The videos-table row of one video; UnknownVideoError (listing known ids) if absent."""
+        table = self.videos()
+        ids = table.column("video_id").to_pylist()
+        if video_id not in ids:
+            raise UnknownVideoError([video_id], ids, self.uri)
+        return table.slice(ids.index(video_id), 1).to_pylist()[0]
+
+    def poses(self, video_ids: Iterable[str] | None = None, columns: Sequence[str] | None = None) -> pa.Table:
+        """Poses rows of the given committed videos (all when None), sorted by video, frame, track."""
+        return _concat(list(self._poses_tables(video_ids, columns)), columns)
+
+    def iter_poses(self, video_ids: Iterable[str] | None = None, columns: Sequence[str] | None = None) -> Iterator[tuple[str, pa.Table]]:
+        """(video_id, its poses rows) one video at a time, so memory stays at one video."""
+        ids = self._resolve_ids(video_ids)
+        for video_id in ids:
+            yield video_id, _concat(list(self._poses_tables([video_id], columns)), columns)
+
+    def _resolve_ids(self, video_ids: Iterable[str] | None) -> list[str]:
+        known = self.video_ids()
+        if video_ids is None:
+            return known
+        wanted = list(dict.fromkeys(video_ids))
+        missing = [v for v in wanted if v not in self._key_of]
+        if missing:
+            raise UnknownVideoError(missing, known, self.uri)
+        return wanted
+
+    def _poses_tables(self, video_ids: Iterable[str] | None, columns: Sequence[str] | None) -> Iterator[pa.Table]:
+        wanted = _check_columns(columns)
+        reading = list(dict.fromkeys(["video_id", "frame_index", "track_id", *wanted]))
+        ids = self._resolve_ids(video_ids)
+        by_key: dict[str, list[str]] = {}
+        for name in self._files:
+            parts = name.split("/")
+            if parts[0] == "poses" and len(parts) == 3:
+                by_key.setdefault(parts[1], []).append(name)
+        for video_id in ids:
+            names = by_key.get(self._key_of[video_id], [])
+            for name, table in zip(names, self._read_many(names, reading)):
+                table = _conform(table, _subschema(reading), name)
+                # defensive: a part holds one video, but never trust a file name over the data
+                mask = pc.equal(table.column("video_id"), pa.scalar(video_id))
+                yield table.filter(mask)
+
+
+def _check_columns(columns: Sequence[str] | None) -> list[str]:
+    if columns is None:
+        return list(POSES_SCHEMA.names)
+    unknown = [c for c in columns if c not in POSES_SCHEMA.names]
+    if unknown:
+        raise ValueError(f"columns {unknown} are not in the poses table; choose from {POSES_SCHEMA.names}")
+    return list(columns)
+
+
+def _subschema(names: Sequence[str]) -> pa.Schema:
+    return pa.schema([POSES_SCHEMA.field(n) for n in names])
+
+
+def _conform(table: pa.Table, schema: pa.Schema, name: str) -> pa.Table:
+    missing = [f.name for f in schema if f.name not in table.column_names]
+    if missing:
+        raise ReadbackError(f"{name} lacks columns {missing}: not a posepipe table of schema version compatible with this reader")
+    return table.select(schema.names).cast(schema)
+
+
+def _concat(tables: list[pa.Table], columns: Sequence[str] | None) -> pa.Table:
+    wanted = _check_columns(columns)
+    if not tables:
+        return _subschema(wanted).empty_table()
+    merged = pa.concat_tables(tables).sort_by([("video_id", "ascending"), ("frame_index", "ascending"), ("track_id", "ascending")])
+    return merged.select(wanted)
+
+
+def read_videos(output_uri: str) -> pa.Table:
+    """The videos table of OUTPUT (local folder or s3:// prefix): one row per input file."""
+    return OutputReader(output_uri).videos()
+
+
+def read_poses(output_uri: str, video_ids: Iterable[str] | None = None, columns: Sequence[str] | None = None) -> pa.Table:
+    """Poses rows of OUTPUT's committed videos (all, or `video_ids`), `columns` of POSES_SCHEMA (all by default).
+
+    Sorted by (video_id, frame_index, track_id). Unknown video ids raise UnknownVideoError.
+    """
+    return OutputReader(output_uri).poses(video_ids, columns)

@@ -1,0 +1,280 @@
+"""The work one model worker does: a shard of frames -> per-person 2D/SMPL; a video -> tracks, 3D, Parquet.
+
+`PoseWorker` loads its models once in `__init__` and is a plain class: the runner wraps it in a
+Ray actor, and tests use it directly. Per-frame stages (detection, 2D keypoints, SMPL) run per
+shard, batched across frames; temporal stages (tracking, lifting) run per video over the shards'
+results in frame order, so they see the whole video whatever the shard size.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from pipeline.options import JobOptions
+
+log = logging.getLogger(__name__)
+PERSON_CLASS = 0
+MIN_BOX_PX = 2.0
+
+
+@dataclass
+class ShardTask:
+    video_id: str
+    uri: str
+    start: int
+    stop: int
+    attempt: int = 0
+
+
+@dataclass
+class ShardResult:
+    """Dense per-person rows of one shard (N rows), in frame order."""
+    video_id: str
+    start: int
+    stop: int
+    frame_index: np.ndarray        # (N,) int32
+    timestamp_s: np.ndarray        # (N,) float64
+    bbox_xyxy: np.ndarray          # (N, 4) float32
+    bbox_score: np.ndarray         # (N,) float32
+    keypoints_2d: np.ndarray       # (N, 17, 2)
+    keypoint_scores: np.ndarray    # (N, 17)
+    smpl_global_orient: np.ndarray  # (N, 3)
+    smpl_body_pose: np.ndarray     # (N, 23, 3)
+    smpl_betas: np.ndarray         # (N, 10)
+    smpl_camera: np.ndarray        # (N, 3)
+    frames_decoded: int = 0
+    seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class VideoResult:
+    video_id: str
+    record: dict[str, Any]
+    rows: int
+
+
+def _empty_shard(task: ShardTask) -> dict[str, np.ndarray]:
+    return {
+        "frame_index": np.zeros(0, np.int32), "timestamp_s": np.zeros(0, np.float64),
+        "bbox_xyxy": np.zeros((0, 4), np.float32), "bbox_score": np.zeros(0, np.float32),
+        "keypoints_2d": np.zeros((0, 17, 2), np.float32), "keypoint_scores": np.zeros((0, 17), np.float32),
+        "smpl_global_orient": np.zeros((0, 3), np.float32), "smpl_body_pose": np.zeros((0, 23, 3), np.float32),
+        "smpl_betas": np.zeros((0, 10), np.float32), "smpl_camera": np.zeros((0, 3), np.float32),
+    }
+
+
+def select_persons(dets: np.ndarray, width: int, height: int, max_persons: int) -> np.ndarray:
+    """Person boxes clipped to the frame, degenerate ones dropped, the `max_persons` best kept."""
+    dets = dets[dets[:, 6] == PERSON_CLASS] if len(dets) else dets
+    if len(dets) == 0:
+        return np.zeros((0, 5), np.float32)
+    boxes = dets[:, :4].copy()
+    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
+    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
+    scores = dets[:, 4] * dets[:, 5]
+    keep = ((boxes[:, 2] - boxes[:, 0]) >= MIN_BOX_PX) & ((boxes[:, 3] - boxes[:, 1]) >= MIN_BOX_PX) & np.isfinite(boxes).all(1)
+    boxes, scores = boxes[keep], scores[keep]
+    order = np.argsort(-scores, kind="stable")[:max_persons]
+    return np.concatenate([boxes[order], scores[order, None]], axis=1).astype(np.float32)
+
+
+class PoseWorker:
+    """Holds the four models; `process_shard` and `finish_video` are the two units of work."""
+
+    def __init__(self, options: JobOptions, *, threads: int | None = None) -> None:
+        import torch
+
+        from models import load_model
+
+        if threads:
+            # Ray sets OMP_NUM_THREADS from num_cpus; torch needs to be told explicitly.
+            torch.set_num_threads(max(1, int(threads)))
+        self.options = options
+        common = {"device": options.device, "half": options.half, "random_weights": options.random_weights}
+
+        def load(stage: str) -> Any:
+            name = options.models[stage]
+            weights = options.weights.get(name)
+            kwargs = dict(common)
+            if not options.random_weights:
+                kwargs["weights"] = weights
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the driver has already warned once, loudly
+                return load_model(name, **kwargs)
+
+        self.detector = load("detector")
+        self.pose = load("pose")
+        self.lifter = load("lifter")
+        self.mesh = load("mesh")
+        self.pid = os.getpid()
+
+    def ping(self) -> int:
+        return self.pid
+
+    def weight_hashes(self) -> dict[str, str | None]:
+        return {m.weights.name: m.weights_sha256 for m in (self.detector, self.pose, self.lifter, self.mesh)}
+
+    # -- per-frame stages -----------------------------------------------------------------
+    def process_shard(self, task: ShardTask) -> ShardResult:
+        from pipeline.video import open_video
+
+        t0 = time.perf_counter()
+        timings = {"decode": 0.0, "detect": 0.0, "pose2d": 0.0, "smpl": 0.0}
+        opts = self.options
+        chunks: list[dict[str, np.ndarray]] = []
+        decoded = 0
+        with open_video(task.uri) as video:
+            info = video.info
+            stamps = video.timestamps
+            frames_iter = video.frames(task.start, task.stop, window=opts.frames_per_batch)
+            while True:
+                td = time.perf_counter()
+                try:
+                    indices, frames = next(frames_iter)
+                except StopIteration:
+                    break
+                timings["decode"] += time.perf_counter() - td
+                decoded += len(frames)
+                chunks.append(self._frames(frames, indices, stamps, info.width, info.height, timings))
+        data = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]} if chunks else _empty_shard(task)
+        return ShardResult(video_id=task.video_id, start=task.start, stop=task.stop, frames_decoded=decoded,
+                           seconds=time.perf_counter() - t0, timings=timings, **data)
+
+    def _frames(self, frames: Sequence[np.ndarray], indices: np.ndarray, stamps: np.ndarray,
+                width: int, height: int, timings: dict[str, float]) -> dict[str, np.ndarray]:
+        opts = self.options
+        t = time.perf_counter()
+        dets = self.detector.detect_batch(frames, conf_threshold=opts.det_conf, nms_threshold=opts.det_nms,
+                                          classes=(PERSON_CLASS,), max_detections=opts.max_persons)
+        persons = [select_persons(d, width, height, opts.max_persons) for d in dets]
+        timings["detect"] += time.perf_counter() - t
+        counts = np.array([len(p) for p in persons])
+        if counts.sum() == 0:
+            empty = _empty_shard(ShardTask("", "", 0, 0))
+            return empty
+        boxes_xyxy = [p[:, :4] for p in persons]
+        boxes_xywh = [np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1) for b in boxes_xyxy]
+        t = time.perf_counter()
+        pose = self.pose.predict_batch(frames, boxes_xywh, flip_test=opts.flip_test)
+        timings["pose2d"] += time.perf_counter() - t
+        t = time.perf_counter()
+        mesh = self.mesh.predict_batch(frames, boxes_xyxy)
+        timings["smpl"] += time.perf_counter() - t
+        frame_rows = np.repeat(np.asarray(indices), counts)
+        return {
+            "frame_index": frame_rows.astype(np.int32),
+            "timestamp_s": stamps[frame_rows].astype(np.float64),
+            "bbox_xyxy": np.concatenate(boxes_xyxy).astype(np.float32),
+            "bbox_score": np.concatenate([p[:, 4] for p in persons]).astype(np.float32),
+            "keypoints_2d": np.concatenate([k for k, _ in pose]).astype(np.float32),
+            "keypoint_scores": np.concatenate([s for _, s in pose]).astype(np.float32),
+            "smpl_global_orient": np.concatenate([m["global_orient"] for m in mesh]).astype(np.float32),
+            "smpl_body_pose": np.concatenate([m["body_pose"] for m in mesh]).astype(np.float32),
+            "smpl_betas": np.concatenate([m["betas"] for m in mesh]).astype(np.float32),
+            "smpl_camera": np.concatenate([m["camera"] for m in mesh]).astype(np.float32),
+        }
+
+    # -- per-video stages ---------------------------------------------------------------------
+    def finish_video(self, video: Mapping[str, Any], shards: Sequence[Any], output_uri: str,
+                     metadata: Mapping[bytes, bytes]) -> VideoResult:
+        """Track and lift a whole video from its shards' rows, then write its Parquet parts and row."""
+        from pipeline.output import Output, part_name, video_key
+        from pipeline.schema import poses_table, videos_table
+
+        results = [_resolve(s) for s in shards]
+        results.sort(key=lambda r: r.start)
+        info = video["info"]
+        columns = ("frame_index", "timestamp_s", "bbox_xyxy", "bbox_score", "keypoints_2d", "keypoint_scores",
+                   "smpl_global_orient", "smpl_body_pose", "smpl_betas", "smpl_camera")
+        rows = {c: np.concatenate([getattr(r, c) for r in results]) for c in columns}
+        track_ids = assign_tracks(rows["frame_index"], rows["bbox_xyxy"], rows["bbox_score"],
+                                  info["fps"], self.options.tracker_config())
+        kp3d, valid3d = lift_tracks(self.lifter, rows["frame_index"], track_ids, rows["keypoints_2d"],
+                                    info["width"], info["height"], self.options.flip_augment_3d)
+        out = Output(output_uri)
+        key = video_key(video["video_id"])
+        out.remove_prefix(f"poses/{key}")
+        total = 0
+        for r in results:
+            sel = (rows["frame_index"] >= r.start) & (rows["frame_index"] < r.stop)
+            part = {c: rows[c][sel] for c in columns}
+            part.update(video_id=video["video_id"], track_id=track_ids[sel], keypoints_3d=kp3d[sel],
+                        keypoints_3d__valid=valid3d[sel])
+            table = poses_table(part, metadata)
+            if table.num_rows:
+                out.write_table(f"poses/{key}/{part_name(r.start, r.stop)}", table)
+            total += table.num_rows
+        record = {
+            "video_id": video["video_id"], "uri": video["uri"], "status": "ok", "error": None,
+            "num_frames": info["num_frames"], "fps": info["fps"], "width": info["width"], "height": info["height"],
+            "duration_s": info["duration_s"], "num_rows": total,
+            "num_tracks": int(len(np.unique(track_ids[track_ids >= 0]))), "job_fingerprint": video["fingerprint"],
+        }
+        out.write_table(f"videos/{key}.parquet", videos_table([record], metadata))
+        return VideoResult(video_id=video["video_id"], record=record, rows=total)
+
+
+def _resolve(item: Any) -> ShardResult:
+    if isinstance(item, ShardResult):
+        return item
+    import ray
+
+    return ray.get(item)
+
+
+def assign_tracks(frame_index: np.ndarray, boxes: np.ndarray, scores: np.ndarray, fps: float,
+                  config: Any = None) -> np.ndarray:
+    """Run the tracker over every frame of the video in order (empty frames included)."""
+    from pipeline.tracking import ByteTracker, TrackerConfig
+
+    tracker = ByteTracker(config or TrackerConfig(), frame_rate=fps if fps > 0 else 30.0)
+    ids = np.full(len(frame_index), -1, np.int32)
+    if len(frame_index) == 0:
+        return ids
+    order = np.argsort(frame_index, kind="stable")
+    bounds = np.searchsorted(frame_index[order], np.arange(int(frame_index.max()) + 2))
+    empty4, empty1 = np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
+    for f in range(int(frame_index.max()) + 1):
+        rows = order[bounds[f]:bounds[f + 1]]
+        if len(rows):
+            ids[rows] = tracker.update(boxes[rows], scores[rows])
+        else:
+            tracker.update(empty4, empty1)
+    return ids
+
+
+def lift_tracks(lifter: Any, frame_index: np.ndarray, track_ids: np.ndarray, keypoints_2d: np.ndarray,
+                width: int, height: int, flip_augment: bool) -> tuple[np.ndarray, np.ndarray]:
+    """3D for every tracked row: each track's 2D sequence (gaps filled by linear interpolation,
+    edge-padded only at the track's true ends) goes through the lifter; outputs are root-relative."""
+    n = len(frame_index)
+    out = np.zeros((n, 17, 3), np.float32)
+    valid = np.zeros(n, bool)
+    tracks = sorted(int(t) for t in np.unique(track_ids) if t >= 0)
+    sequences, members = [], []
+    for t in tracks:
+        rows = np.flatnonzero(track_ids == t)
+        rows = rows[np.argsort(frame_index[rows], kind="stable")]
+        frames = frame_index[rows]
+        span = np.arange(frames[0], frames[-1] + 1)
+        seq = np.empty((len(span), 17, 2), np.float32)
+        for j in range(17):
+            for c in range(2):
+                seq[:, j, c] = np.interp(span, frames, keypoints_2d[rows, j, c])
+        sequences.append(seq)
+        members.append((rows, frames - frames[0]))
+    if sequences:
+        lifted = lifter.lift_batch(sequences, width, height, flip_augment=flip_augment)
+        for (rows, offsets), pred in zip(members, lifted):
+            pred = pred - pred[:, :1, :]  # root-relative: the pelvis is the origin
+            out[rows] = pred[offsets]
+            valid[rows] = True
+    return out, valid
