@@ -81,7 +81,7 @@ def execute(options: JobOptions, *, json_summary: bool = False) -> JobSummary:
     from pipeline.progress import ProgressReporter
     from pipeline.sources import InputError
 
-    err = click.get_text_stream("stderr")
+    err = sys.stderr
     try:
         options.validate(CATALOGUE)
     except OptionError as exc:

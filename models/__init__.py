@@ -74,7 +74,10 @@ def load_model(
             f"{name}: RANDOM weights; outputs are meaningless (plumbing check only)",
             RandomWeightsWarning, stacklevel=2,
         )
-        predictor = family.create(spec, None, device=dev, half=use_half)
+        # Seeded so every worker process builds the same random network (shard results must agree).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            predictor = family.create(spec, None, device=dev, half=use_half)
         predictor.weights_sha256 = None
         return predictor
     path = fetch(

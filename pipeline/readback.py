@@ -88,7 +88,9 @@ class OutputReader:
             raise ReadbackError(f"OUTPUT {redact(output_uri)!r}: unsupported scheme {self.scheme!r}; use a local folder or s3://BUCKET/PREFIX")
         self._files = self._list_all()
         self._videos: pa.Table | None = None
+        self._ids: list[str] = []
         self._key_of: dict[str, str] = {}
+        self._parts: dict[str, list[str]] | None = None
 
     # -- storage -------------------------------------------------------------------------
     def _list_all(self) -> list[str]:
@@ -149,18 +151,29 @@ class OutputReader:
                 casted.append(table)
             merged = pa.concat_tables(casted).replace_schema_metadata(tables[0].schema.metadata)
             self._videos = merged.sort_by("video_id")
+            self._ids = self._videos.column("video_id").to_pylist()
         return self._videos
 
     def video_ids(self) -> list[str]:
-        return self.videos().column("video_id").to_pylist()
+        self.videos()
+        return list(self._ids)
 
     def video_row(self, video_id: str) -> dict:
         """The videos-table row of one video; UnknownVideoError (listing known ids) if absent."""
         table = self.videos()
-        ids = table.column("video_id").to_pylist()
-        if video_id not in ids:
-            raise UnknownVideoError([video_id], ids, self.uri)
-        return table.slice(ids.index(video_id), 1).to_pylist()[0]
+        if video_id not in self._key_of:
+            raise UnknownVideoError([video_id], self._ids, self.uri)
+        return table.slice(self._ids.index(video_id), 1).to_pylist()[0]
+
+    def _parts_of(self, video_id: str) -> list[str]:
+        """poses/<key>/*.parquet of a committed video, in part order."""
+        if self._parts is None:
+            self._parts = {}
+            for name in self._files:
+                parts = name.split("/")
+                if parts[0] == "poses" and len(parts) == 3:
+                    self._parts.setdefault(parts[1], []).append(name)
+        return self._parts.get(self._key_of[video_id], [])
 
     def poses(self, video_ids: Iterable[str] | None = None, columns: Sequence[str] | None = None) -> pa.Table:
         """Poses rows of the given committed videos (all when None), sorted by video, frame, track."""
@@ -173,26 +186,20 @@ class OutputReader:
             yield video_id, _concat(list(self._poses_tables([video_id], columns)), columns)
 
     def _resolve_ids(self, video_ids: Iterable[str] | None) -> list[str]:
-        known = self.video_ids()
+        self.videos()
         if video_ids is None:
-            return known
+            return list(self._ids)
         wanted = list(dict.fromkeys(video_ids))
         missing = [v for v in wanted if v not in self._key_of]
         if missing:
-            raise UnknownVideoError(missing, known, self.uri)
+            raise UnknownVideoError(missing, self._ids, self.uri)
         return wanted
 
     def _poses_tables(self, video_ids: Iterable[str] | None, columns: Sequence[str] | None) -> Iterator[pa.Table]:
         wanted = _check_columns(columns)
         reading = list(dict.fromkeys(["video_id", "frame_index", "track_id", *wanted]))
-        ids = self._resolve_ids(video_ids)
-        by_key: dict[str, list[str]] = {}
-        for name in self._files:
-            parts = name.split("/")
-            if parts[0] == "poses" and len(parts) == 3:
-                by_key.setdefault(parts[1], []).append(name)
-        for video_id in ids:
-            names = by_key.get(self._key_of[video_id], [])
+        for video_id in self._resolve_ids(video_ids):
+            names = self._parts_of(video_id)
             for name, table in zip(names, self._read_many(names, reading)):
                 table = _conform(table, _subschema(reading), name)
                 # defensive: a part holds one video, but never trust a file name over the data

@@ -1,0 +1,62 @@
+"""`posepipe export`: datasets for downstream training, built from a finished OUTPUT."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from pipeline.export import ExportError, ExportReport, build_posec3d, parse_split_ratio, read_csv_mapping, write_posec3d
+from pipeline.readback import ReadbackError
+
+
+@click.group("export")
+def export_group() -> None:
+    """Export OUTPUT's poses to training formats."""
+
+
+@export_group.command("posec3d")
+@click.argument("output")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Pickle to write (the label map goes beside it as <name>.labels.txt).")
+@click.option("--kind", type=click.Choice(["2d", "3d"]), default="2d", show_default=True,
+              help="2d: COCO-17 pixels + scores; 3d: H36M-17 metres, pelvis-relative.")
+@click.option("--max-persons", type=click.IntRange(min=1), default=None,
+              help="Keep the M best tracks per video (frames seen x mean box score). Default: all confirmed tracks.")
+@click.option("--labels", "labels_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="CSV video_id,label (names or integers). Default: the parent folder of each video.")
+@click.option("--splits", "splits_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="CSV video_id,split.")
+@click.option("--split-ratio", default=None, help="Random splits stratified by label, e.g. train=0.8,val=0.2.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --split-ratio.")
+@click.option("--3d-scores", "with_3d_scores", is_flag=True, default=False,
+              help="With --kind 3d, add keypoint_score (mapped 2D confidences); mmaction2/PYSKL GCN pipelines reject it.")
+def posec3d_command(output: str, out: Path, kind: str, max_persons: int | None, labels_csv: Path | None,
+                    splits_csv: Path | None, split_ratio: str | None, seed: int, with_3d_scores: bool) -> None:
+    """Write a PoseC3D/PYSKL skeleton pickle from OUTPUT (a folder or s3:// prefix)."""
+    if splits_csv is not None and split_ratio is not None:
+        raise click.UsageError("give --splits or --split-ratio, not both")
+    try:
+        ratio = parse_split_ratio(split_ratio) if split_ratio is not None else None
+        labels = read_csv_mapping(labels_csv, "label") if labels_csv is not None else None
+        splits = read_csv_mapping(splits_csv, "split") if splits_csv is not None else None
+        dataset, report = build_posec3d(
+            output, kind=kind, max_persons=max_persons, labels=labels, split=splits, ratio=ratio, seed=seed,
+            with_3d_scores=with_3d_scores,
+        )
+    except (ExportError, ReadbackError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if not report.exported:
+        _echo_skipped(report)
+        raise click.ClickException("no video could be exported; nothing written")
+    pickle_path, labels_path = write_posec3d(dataset, report, out)
+    for line in report.summary_lines():
+        click.echo(line)
+    _echo_skipped(report)
+    click.echo(f"wrote {pickle_path} and {labels_path}")
+
+
+def _echo_skipped(report: ExportReport) -> None:
+    if report.skipped:
+        click.echo(f"skipped {len(report.skipped)} video(s):", err=True)
+        for item in report.skipped:
+            click.echo(f"  {item.video_id}: {item.reason}", err=True)

@@ -1,0 +1,38 @@
+"""`posepipe render`: look at what a run found, drawn over the source video."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from pipeline.readback import ReadbackError, UnknownVideoError
+from pipeline.render import RenderError, render_frame, render_video
+
+
+@click.command("render")
+@click.argument("output")
+@click.option("--video", "video_id", required=True, help="video_id as in OUTPUT's videos table (path relative to INPUT).")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="overlay.mp4 (or .mov/.m4v/.avi); with --frame, frame.png (or .jpg).")
+@click.option("--frame", "frame_index", type=click.IntRange(min=0), default=None, help="Render this one frame to an image.")
+@click.option("--start", type=click.IntRange(min=0), default=None, help="First frame of the video render.")
+@click.option("--stop", type=click.IntRange(min=1), default=None, help="Frame after the last one of the video render.")
+@click.option("--3d", "with_3d", is_flag=True, default=False, help="Add a side panel with the 3D skeletons.")
+@click.option("--source", default=None, help="Where the video is now, if it moved since the run (path or URI).")
+def render_command(output: str, video_id: str, out: Path, frame_index: int | None, start: int | None,
+                   stop: int | None, with_3d: bool, source: str | None) -> None:
+    """Draw OUTPUT's boxes, skeletons and track ids over VIDEO's frames."""
+    if frame_index is not None and (start is not None or stop is not None):
+        raise click.UsageError("--frame renders one frame; --start/--stop are for a video render")
+    try:
+        if frame_index is not None:
+            path = render_frame(output, video_id, frame_index, out, with_3d, source=source)
+            click.echo(f"wrote {path} (frame {frame_index} of {video_id})")
+            return
+        result = render_video(output, video_id, out, with_3d=with_3d, start=start, stop=stop, source=source)
+    except UnknownVideoError as exc:
+        raise click.BadParameter(str(exc), param_hint="--video") from None
+    except (ReadbackError, RenderError) as exc:
+        raise click.ClickException(str(exc)) from None
+    width, height = result.size
+    click.echo(f"wrote {result.path}: {result.frames} frames, {width}x{height} at {result.fps:g} fps")

@@ -1,0 +1,501 @@
+"""Skeleton action-recognition datasets from a posepipe OUTPUT, in the PoseC3D / PYSKL pickle format.
+
+The format (mmaction2 ``tools/data/skeleton/README.md``, PYSKL ``docs/data_format.md``) is one pickle
+holding ``{'split': {name: [frame_dir, ...]}, 'annotations': [annotation, ...]}``; mmaction2's
+``PoseDataset(ann_file, split=name)`` keeps the annotations whose ``frame_dir`` is listed under
+``split[name]``. Each annotation is a plain dict:
+
+==================  ==========================================================================
+``frame_dir``       str, unique: the video_id without its extension (``'jump/clip01'``); where two
+                    videos differ only by extension, those keep the full video_id
+``label``           int, index into the label map written beside the pickle
+``img_shape``       (height, width) of the displayed frame, from the videos table
+``original_shape``  the same (height, width); posepipe does not resize
+``total_frames``    videos.num_frames (T)
+``keypoint``        float32 (M, T, V, C): M persons, T frames, V joints, C coordinates
+``keypoint_score``  float32 (M, T, V)
+==================  ==========================================================================
+
+Persons (M): the video's confirmed tracks (``track_id >= 0``; -1 rows are unconfirmed one-frame
+detections and are left out), ranked by *frames seen x mean bbox score* (a person seen long and
+confidently first; ties by smaller track id), at most ``max_persons`` of them. A track keeps its
+slot through the whole video; frames where it is absent are zeros with score 0, which is what the
+pose pipelines of mmaction2/PYSKL treat as missing.
+
+``kind='2d'``: V=17 COCO-17 joints, C=2 pixels (keypoints_2d), score = keypoint_scores.
+
+``kind='3d'``: V=17 H36M-17 joints, C=3 metres (keypoints_3d: camera axes, relative to the pelvis,
+so every person is centred on the origin), from the rows that have 3D. mmaction2's and PYSKL's
+``GenSkeFeat`` assert that only 2D keypoints come with a ``keypoint_score`` (it would be
+concatenated as a third channel), so 3D annotations carry **no** ``keypoint_score`` unless
+``with_3d_scores=True``; then it is each H36M joint's 2D confidence mapped from COCO-17
+(``H36M_FROM_COCO``: a joint that COCO lacks, e.g. the pelvis, gets the mean of the joints it is made
+of), 0 where the person or their 3D is absent. H36M-17 is not one of the built-in GCN graph layouts
+(coco, openpose, nturgb+d): give the model a custom layout with 17 nodes and ``H36M17_SKELETON``.
+
+Labels come from the parent folder of each video_id (``jump/clip01.mp4`` -> ``jump``) or from a
+mapping ``video_id -> label`` (a CSV ``video_id,label``; ids may also be given without extension).
+Label names are indexed in sorted order; when every label is an integer it is used as the index
+itself. The label map (one name per line, line i = label i) is written beside the pickle.
+
+Splits come from a mapping ``video_id -> split name`` or are drawn by ratio (e.g.
+``{'train': 0.8, 'val': 0.2}``), stratified by label: each class is shuffled with
+``numpy.random.default_rng(seed)`` (classes in sorted order) and cut by largest-remainder counts, so
+the same OUTPUT, labels and seed always give the same split. Without either, every video goes to one
+split named ``'all'``.
+
+Videos that are not exported (failed, no confirmed person, no 3D, no label, no split) are listed with
+the reason in the report; nothing is skipped silently.
+
+`write_posec3d` writes pickle protocol 4 holding only dicts, lists, tuples, str/int and numeric
+arrays, pickled so that NumPy 1.x and 2.x both load them (see `_PortablePickler`).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import pickle
+import posixpath
+import re
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from models.skeletons import COCO17_NAMES, H36M17_NAMES
+from pipeline.readback import OutputReader
+from pipeline.schema import NUM_KP2D, NUM_KP3D
+
+Kind = Literal["2d", "3d"]
+PICKLE_PROTOCOL = 4
+DEFAULT_SPLIT = "all"
+
+# Each H36M-17 joint's 2D confidence, from the COCO-17 joints it corresponds to (mean where several).
+H36M_FROM_COCO: dict[str, tuple[str, ...]] = {
+    "pelvis": ("left_hip", "right_hip"),
+    "right_hip": ("right_hip",),
+    "right_knee": ("right_knee",),
+    "right_ankle": ("right_ankle",),
+    "left_hip": ("left_hip",),
+    "left_knee": ("left_knee",),
+    "left_ankle": ("left_ankle",),
+    "spine": ("left_shoulder", "right_shoulder", "left_hip", "right_hip"),
+    "thorax": ("left_shoulder", "right_shoulder"),
+    "neck_nose": ("nose",),
+    "head": ("left_eye", "right_eye", "left_ear", "right_ear"),
+    "left_shoulder": ("left_shoulder",),
+    "left_elbow": ("left_elbow",),
+    "left_wrist": ("left_wrist",),
+    "right_shoulder": ("right_shoulder",),
+    "right_elbow": ("right_elbow",),
+    "right_wrist": ("right_wrist",),
+}
+
+
+def _coco_to_h36m_matrix() -> np.ndarray:
+    """(17 H36M, 17 COCO) averaging weights; scores_h36m = scores_coco @ W.T."""
+    assert tuple(H36M_FROM_COCO) == H36M17_NAMES, "H36M_FROM_COCO must list H36M17_NAMES in order"
+    weights = np.zeros((NUM_KP3D, NUM_KP2D), np.float32)
+    for row, sources in enumerate(H36M_FROM_COCO.values()):
+        for name in sources:
+            weights[row, COCO17_NAMES.index(name)] = 1.0 / len(sources)
+    return weights
+
+
+_H36M_FROM_COCO_W = _coco_to_h36m_matrix()
+
+
+class ExportError(ValueError):
+    """The export cannot be built as asked; the message names the option and the fix."""
+
+
+@dataclass(frozen=True)
+class Skipped:
+    video_id: str
+    reason: str
+
+
+@dataclass
+class ExportReport:
+    """What an export did: exported and skipped videos, label map, split sizes, persons."""
+
+    output_uri: str
+    kind: str
+    num_videos: int = 0
+    exported: list[str] = field(default_factory=list)            # video ids, annotation order
+    skipped: list[Skipped] = field(default_factory=list)
+    label_names: list[str] = field(default_factory=list)         # index = label
+    split_sizes: dict[str, int] = field(default_factory=dict)
+    persons: dict[str, int] = field(default_factory=dict)        # video_id -> M
+    dropped_tracks: int = 0                                       # confirmed tracks beyond max_persons
+    unmatched: dict[str, list[str]] = field(default_factory=dict)  # 'labels'/'splits' -> ids OUTPUT lacks
+    notes: list[str] = field(default_factory=list)
+
+    def summary_lines(self) -> list[str]:
+        lines = [
+            f"{len(self.exported)} of {self.num_videos} videos exported ({self.kind}), "
+            f"{len(self.label_names)} classes, splits: "
+            + (", ".join(f"{k}={v}" for k, v in self.split_sizes.items()) or "none"),
+        ]
+        if self.persons:
+            counts = np.array(list(self.persons.values()))
+            lines.append(f"persons per video: min {counts.min()}, max {counts.max()}, mean {counts.mean():.2f}"
+                         + (f"; {self.dropped_tracks} tracks beyond --max-persons left out" if self.dropped_tracks else ""))
+        for source, ids in self.unmatched.items():
+            shown = ", ".join(ids[:5]) + (f", … ({len(ids) - 5} more)" if len(ids) > 5 else "")
+            lines.append(f"{len(ids)} id(s) in the {source} CSV are not videos of this OUTPUT: {shown}")
+        lines += self.notes
+        return lines
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def parse_split_ratio(text: str) -> dict[str, float]:
+    """'train=0.8,val=0.2' -> {'train': 0.8, 'val': 0.2}; fractions must be positive and sum to 1."""
+    ratio: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        try:
+            fraction = float(value) if sep else math.nan
+        except ValueError:
+            fraction = math.nan
+        if not name or not math.isfinite(fraction) or fraction <= 0 or name in ratio:
+            raise ExportError(f"--split-ratio {text!r}: write NAME=FRACTION pairs with distinct names, e.g. train=0.8,val=0.2")
+        ratio[name] = fraction
+    return check_ratio(ratio, f"--split-ratio {text!r}")
+
+
+def check_ratio(ratio: Mapping[str, float], option: str = "ratio") -> dict[str, float]:
+    """Split fractions: at least one, each positive, summing to 1."""
+    ratio = {str(k): float(v) for k, v in ratio.items()}
+    if not ratio:
+        raise ExportError(f"{option}: empty; e.g. train=0.8,val=0.2")
+    if any(not math.isfinite(v) or v <= 0 for v in ratio.values()):
+        raise ExportError(f"{option}: every fraction must be positive, got {ratio}")
+    total = sum(ratio.values())
+    if abs(total - 1.0) > 1e-6:
+        raise ExportError(f"{option}: the fractions sum to {total:g}, not 1")
+    return ratio
+
+
+def read_csv_mapping(path: str | os.PathLike[str], column: str) -> dict[str, str]:
+    """`video_id,<column>` rows of a CSV (a header row naming `video_id` is optional) as a dict."""
+    mapping: dict[str, str] = {}
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        for number, row in enumerate(csv.reader(handle), start=1):
+            cells = [c.strip() for c in row]
+            if not any(cells) or cells[0].startswith("#"):
+                continue
+            if number == 1 and cells[0].lower() == "video_id":
+                continue
+            if len(cells) < 2 or not cells[0] or not cells[1]:
+                raise ExportError(f"{path}:{number}: expected 'video_id,{column}', got {row!r}")
+            if cells[0] in mapping and mapping[cells[0]] != cells[1]:
+                raise ExportError(f"{path}:{number}: {cells[0]!r} is listed twice with different {column}s")
+            mapping[cells[0]] = cells[1]
+    if not mapping:
+        raise ExportError(f"{path}: no 'video_id,{column}' rows")
+    return mapping
+
+
+def _stem(video_id: str) -> str:
+    return posixpath.splitext(video_id)[0]
+
+
+def frame_dirs(video_ids: list[str]) -> dict[str, str]:
+    """video_id -> frame_dir: the id without extension, or the full id where stems collide."""
+    stems: dict[str, int] = {}
+    for video_id in video_ids:
+        stems[_stem(video_id)] = stems.get(_stem(video_id), 0) + 1
+    return {v: _stem(v) if stems[_stem(v)] == 1 and _stem(v) else v for v in video_ids}
+
+
+def _match(mapping: Mapping[str, Any], video_ids: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """Resolve a user mapping keyed by video_id (or by video_id without extension, if unambiguous)."""
+    by_stem: dict[str, list[str]] = {}
+    for video_id in video_ids:
+        by_stem.setdefault(_stem(video_id), []).append(video_id)
+    resolved: dict[str, Any] = {}
+    unmatched: list[str] = []
+    for key, value in mapping.items():
+        key = str(key)
+        if key in by_stem.get(_stem(key), []):
+            resolved[key] = value
+        elif len(by_stem.get(key, [])) == 1:
+            resolved.setdefault(by_stem[key][0], value)
+        else:
+            unmatched.append(key)
+    return resolved, sorted(unmatched)
+
+
+def _label_index(names: list[Any]) -> tuple[dict[Any, int], list[str]]:
+    """Label values -> int index, and the label map. All-integer labels are their own index."""
+    values = list(dict.fromkeys(names))
+    if values and all(isinstance(v, (int, np.integer)) or (isinstance(v, str) and re.fullmatch(r"\d+", v)) for v in values):
+        index = {v: int(v) for v in values}
+        return index, [str(i) for i in range(max(index.values()) + 1)]
+    ordered = sorted(str(v) for v in values)
+    return {v: ordered.index(str(v)) for v in values}, ordered
+
+
+def _apportion(n: int, fractions: list[float]) -> list[int]:
+    """Largest-remainder counts summing to n (ties to the earlier split)."""
+    exact = [n * f for f in fractions]
+    counts = [math.floor(x) for x in exact]
+    order = sorted(range(len(fractions)), key=lambda i: (-(exact[i] - counts[i]), i))
+    for i in order[: n - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def split_by_ratio(labels: Mapping[str, int], ratio: Mapping[str, float], seed: int) -> dict[str, str]:
+    """video_id -> split name, stratified by label, deterministic for a seed."""
+    rng = np.random.default_rng(seed)
+    by_label: dict[int, list[str]] = {}
+    for video_id, label in labels.items():
+        by_label.setdefault(label, []).append(video_id)
+    names, fractions = list(ratio), list(ratio.values())
+    assignment: dict[str, str] = {}
+    for label in sorted(by_label):
+        ids = sorted(by_label[label])
+        shuffled = [ids[i] for i in rng.permutation(len(ids))]
+        start = 0
+        for name, count in zip(names, _apportion(len(ids), fractions)):
+            for video_id in shuffled[start:start + count]:
+                assignment[video_id] = name
+            start += count
+    return assignment
+
+
+# --------------------------------------------------------------------------- arrays
+
+
+def _to_numpy(column: pa.ChunkedArray, inner: tuple[int, ...]) -> np.ndarray:
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    while pa.types.is_fixed_size_list(array.type):
+        array = array.flatten()
+    return np.asarray(array.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(-1, *inner)
+
+
+@dataclass
+class _Persons:
+    keypoint: np.ndarray          # (M, T, V, C) float32
+    score: np.ndarray             # (M, T, V) float32
+    track_ids: list[int]          # slot -> track id
+    dropped: int                  # confirmed tracks beyond max_persons
+
+
+def rank_tracks(track_id: np.ndarray, frame_index: np.ndarray, bbox_score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Confirmed track ids ordered best first by frames seen x mean bbox score; and those scores."""
+    ids, inverse = np.unique(track_id, return_inverse=True)
+    if len(ids) == 0:
+        return ids, np.zeros(0)
+    span = int(frame_index.max()) + 1
+    distinct = np.unique(inverse.astype(np.int64) * span + frame_index)
+    frames_seen = np.bincount(distinct // span, minlength=len(ids))
+    mean_score = np.bincount(inverse, weights=bbox_score, minlength=len(ids)) / np.bincount(inverse, minlength=len(ids))
+    rank = frames_seen * mean_score
+    order = np.lexsort((ids, -rank))
+    return ids[order], rank[order]
+
+
+def persons_array(table: pa.Table, total_frames: int, kind: Kind, max_persons: int | None) -> _Persons:
+    """Dense (M, T, V, C) keypoints and (M, T, V) scores of one video's poses rows."""
+    if kind == "3d":
+        table = table.filter(pc.is_valid(table.column("keypoints_3d")))
+    track = np.asarray(table.column("track_id").to_numpy(), np.int64)
+    frame = np.asarray(table.column("frame_index").to_numpy(), np.int64)
+    keep = (track >= 0) & (frame >= 0) & (frame < total_frames)
+    table = table.filter(pa.array(keep))
+    track, frame = track[keep], frame[keep]
+    ranked, _ = rank_tracks(track, frame, np.asarray(table.column("bbox_score").to_numpy(), np.float64))
+    kept = ranked if max_persons is None else ranked[:max_persons]
+    joints, dims = (NUM_KP3D, 3) if kind == "3d" else (NUM_KP2D, 2)
+    keypoint = np.zeros((len(kept), total_frames, joints, dims), np.float32)
+    score = np.zeros((len(kept), total_frames, joints), np.float32)
+    if len(kept):
+        slots = np.full(len(track), -1, np.int64)
+        for slot, track_id in enumerate(kept):
+            slots[track == track_id] = slot
+        mine = slots >= 0
+        scores_2d = _to_numpy(table.column("keypoint_scores"), (NUM_KP2D,))[mine]
+        if kind == "3d":
+            keypoint[slots[mine], frame[mine]] = _to_numpy(table.column("keypoints_3d"), (NUM_KP3D, 3))[mine]
+            score[slots[mine], frame[mine]] = scores_2d @ _H36M_FROM_COCO_W.T
+        else:
+            keypoint[slots[mine], frame[mine]] = _to_numpy(table.column("keypoints_2d"), (NUM_KP2D, 2))[mine]
+            score[slots[mine], frame[mine]] = scores_2d
+    return _Persons(keypoint, score, [int(t) for t in kept], len(ranked) - len(kept))
+
+
+# --------------------------------------------------------------------------- the dataset
+
+
+def build_posec3d(
+    output_uri: str,
+    *,
+    kind: Kind = "2d",
+    max_persons: int | None = None,
+    labels: Mapping[str, str | int] | None = None,
+    label_from: Literal["parent", "csv"] | None = None,
+    split: Mapping[str, str] | None = None,
+    ratio: Mapping[str, float] | None = None,
+    seed: int = 0,
+    with_3d_scores: bool = False,
+) -> tuple[dict[str, Any], ExportReport]:
+    """The PoseC3D/PYSKL dataset dict of an OUTPUT, and a report of what was exported and skipped.
+
+    `labels`: video_id -> label name or int (label_from='csv', implied when given); otherwise labels
+    are the parent folder names (label_from='parent'). `split`: video_id -> split name; or `ratio`:
+    split name -> fraction, drawn with `seed`. See the module docstring for the format.
+    """
+    if kind not in ("2d", "3d"):
+        raise ExportError(f"kind {kind!r}: choose '2d' or '3d'")
+    if max_persons is not None and max_persons < 1:
+        raise ExportError(f"max_persons {max_persons}: must be at least 1 (or None for every confirmed track)")
+    label_from = label_from or ("csv" if labels is not None else "parent")
+    if label_from not in ("parent", "csv"):
+        raise ExportError(f"label_from {label_from!r}: choose 'parent' or 'csv'")
+    if label_from == "csv" and labels is None:
+        raise ExportError("label_from='csv' needs labels: a mapping video_id -> label (e.g. from read_csv_mapping)")
+    if label_from == "parent" and labels is not None:
+        raise ExportError("labels were given but label_from='parent': drop one of them")
+    if split is not None and ratio is not None:
+        raise ExportError("give either split (video_id -> name) or ratio (name -> fraction), not both")
+    if ratio is not None:
+        ratio = check_ratio(ratio)
+
+    reader = OutputReader(output_uri)
+    videos = reader.videos().to_pylist()
+    video_ids = [v["video_id"] for v in videos]
+    report = ExportReport(output_uri=output_uri, kind=kind, num_videos=len(videos))
+    dirs = frame_dirs(video_ids)
+
+    # labels: indexed over every video (or every CSV row), so skipping a video never renumbers classes
+    if label_from == "csv":
+        assert labels is not None
+        raw_label, report.unmatched["labels"] = _match(labels, video_ids)
+        index, report.label_names = _label_index(list(labels.values()))
+    else:
+        raw_label = {v: posixpath.basename(posixpath.dirname(v)) for v in video_ids if posixpath.dirname(v)}
+        index, report.label_names = _label_index(sorted(set(raw_label.values())))
+    split_of: dict[str, str] | None = None
+    if split is not None:
+        split_of, report.unmatched["splits"] = _match(split, video_ids)
+    report.unmatched = {k: v for k, v in report.unmatched.items() if v}
+
+    columns = ["frame_index", "track_id", "bbox_score", "keypoint_scores", "keypoints_3d" if kind == "3d" else "keypoints_2d"]
+    annotations: dict[str, dict[str, Any]] = {}
+    for row in videos:
+        video_id = row["video_id"]
+        reason = _reason_to_skip(row, video_id, raw_label, split_of, label_from)
+        if reason:
+            report.skipped.append(Skipped(video_id, reason))
+            continue
+        total = int(row["num_frames"])
+        table = reader.poses([video_id], columns)
+        persons = persons_array(table, total, kind, max_persons)
+        if not persons.track_ids:
+            report.skipped.append(Skipped(video_id, _why_no_person(table, kind, total)))
+            continue
+        shape = (int(row["height"]), int(row["width"]))
+        annotation: dict[str, Any] = {
+            "frame_dir": dirs[video_id],
+            "label": index[raw_label[video_id]],
+            "img_shape": shape,
+            "original_shape": shape,
+            "total_frames": total,
+            "keypoint": persons.keypoint,
+        }
+        if kind == "2d" or with_3d_scores:
+            annotation["keypoint_score"] = persons.score
+        annotations[video_id] = annotation
+        report.exported.append(video_id)
+        report.persons[video_id] = len(persons.track_ids)
+        report.dropped_tracks += persons.dropped
+
+    if split_of is None and ratio is not None:
+        split_of = split_by_ratio({v: a["label"] for v, a in annotations.items()}, ratio, seed)
+    names = list(ratio) if ratio is not None else list(dict.fromkeys((split_of or {}).values()))
+    splits: dict[str, list[str]] = {name: [] for name in names} if split_of is not None else {DEFAULT_SPLIT: []}
+    for video_id in annotations:
+        splits[split_of[video_id] if split_of is not None else DEFAULT_SPLIT].append(dirs[video_id])
+    splits = {name: sorted(members) for name, members in splits.items()}
+    report.split_sizes = {name: len(members) for name, members in splits.items()}
+    if kind == "3d" and not with_3d_scores:
+        report.notes.append("3d: no keypoint_score in the annotations (mmaction2/PYSKL GenSkeFeat accepts scores with 2D only)")
+    dataset = {"split": splits, "annotations": list(annotations.values())}
+    return dataset, report
+
+
+def _reason_to_skip(row: Mapping[str, Any], video_id: str, raw_label: Mapping[str, Any],
+                    split_of: Mapping[str, str] | None, label_from: str) -> str | None:
+    if row["status"] != "ok":
+        return f"failed in the job: {row.get('error') or 'no reason recorded'}"
+    if not row.get("num_frames") or not row.get("width") or not row.get("height"):
+        return "the videos table has no frame count or frame size for it"
+    if video_id not in raw_label:
+        return "no parent folder to take the label from (expected class/video.ext)" if label_from == "parent" else "not in the labels CSV"
+    if split_of is not None and video_id not in split_of:
+        return "not in the splits CSV"
+    return None
+
+
+def _why_no_person(table: pa.Table, kind: str, total_frames: int) -> str:
+    if table.num_rows == 0:
+        return "no person detected in any frame"
+    track = np.asarray(table.column("track_id").to_numpy())
+    if (track < 0).all():
+        return "no confirmed track (only track_id -1 detections)"
+    if kind == "3d" and table.column("keypoints_3d").null_count == table.num_rows:
+        return "no 3D keypoints (was the job run with the 3D lifter?)"
+    return f"no confirmed track within the video's {total_frames} frames"
+
+
+class _PortablePickler(pickle.Pickler):
+    """Pickles arrays as ``numpy.ndarray(shape, dtype, bytearray)``, loadable by NumPy 1.x and 2.x.
+
+    NumPy 2 pickles an array through ``numpy._core.multiarray._reconstruct``, a module NumPy before
+    1.26 does not have (numpy/numpy#28340; checked: such a pickle fails on 1.24.4 with
+    ModuleNotFoundError, this one loads), and mmaction2/PYSKL environments often pin old NumPy. The
+    mutable bytearray buffer keeps the loaded arrays writable, as the pose pipelines expect.
+    """
+
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is np.ndarray and obj.dtype.kind in "biuf":
+            array = np.ascontiguousarray(obj)
+            return np.ndarray, (array.shape, array.dtype.str, bytearray(array.tobytes()))
+        return NotImplemented
+
+
+def dumps_portable(obj: Any) -> bytes:
+    """Pickle protocol 4 of plain dicts/lists/tuples and numeric arrays, for NumPy 1.x and 2.x readers."""
+    buffer = io.BytesIO()
+    _PortablePickler(buffer, protocol=PICKLE_PROTOCOL).dump(obj)
+    return buffer.getvalue()
+
+
+def write_posec3d(dataset: Mapping[str, Any], report: ExportReport, out: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """Write the pickle (protocol 4) and the label map `<out stem>.labels.txt` beside it; both atomically."""
+    out = Path(out)
+    labels_path = out.with_suffix(".labels.txt")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for path, payload in (
+        (out, dumps_portable(dict(dataset))),
+        (labels_path, "".join(f"{name}\n" for name in report.label_names).encode()),
+    ):
+        tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+        try:
+            tmp.write_bytes(payload)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return out, labels_path

@@ -1,0 +1,263 @@
+"""Drawing OUTPUT's poses over the source video: boxes, COCO-17 skeletons, track labels, a 3D panel.
+
+Every person is drawn in its track's colour (`track_color`: a fixed hue per id, grey for the
+unconfirmed id -1), so the same person keeps one colour through the video and across renders. A
+keypoint is drawn when its score is at least `KEYPOINT_THRESHOLD`, a bone when both ends are. The
+label above a box reads ``#<track id> <bbox score>``.
+
+With ``with_3d`` a square side panel (as tall as the frame) shows the H36M-17 skeletons of that
+frame as an orthographic front view of the camera frame (x right, y down, depth dropped), left
+limbs lighter. The joints are pelvis-relative, so each track gets its own column (fixed over the
+rendered range, ordered by track id) with its pelvis at the column centre, at a fixed
+metres-to-pixels scale so that motion and size read true over time.
+
+The source video is found through the videos table's ``uri`` (pass ``source`` when it moved) and
+decoded with `pipeline.video.open_video`; videos are written with OpenCV's ``mp4v`` codec at the
+video's frame rate, frames as PNG (or JPEG, by extension). Files appear whole (temp + rename).
+"""
+from __future__ import annotations
+
+import colorsys
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from models.skeletons import COCO17_SKELETON, H36M17_LEFT, H36M17_RIGHT, H36M17_SKELETON
+from pipeline.readback import OutputReader
+from pipeline.video import VideoError, open_video
+
+KEYPOINT_THRESHOLD = 0.3
+PANEL_HEIGHT_M = 2.2          # metres shown over the 3D panel's height
+UNCONFIRMED_COLOR = (160, 160, 160)
+FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi")
+_GOLDEN = 0.618033988749895
+
+
+class RenderError(RuntimeError):
+    """The render cannot be made (failed video, source not decodable, bad range); the message says why."""
+
+
+def track_color(track_id: int) -> tuple[int, int, int]:
+    """A stable BGR colour per track id: hues spaced by the golden ratio; grey for -1."""
+    if track_id < 0:
+        return UNCONFIRMED_COLOR
+    r, g, b = colorsys.hsv_to_rgb((0.1 + track_id * _GOLDEN) % 1.0, 0.85, 1.0)
+    return int(round(b * 255)), int(round(g * 255)), int(round(r * 255))
+
+
+@dataclass
+class FramePoses:
+    """The poses rows of one frame, as numpy arrays (P persons)."""
+
+    track_id: np.ndarray       # (P,) int
+    bbox: np.ndarray           # (P, 4) x1 y1 x2 y2
+    bbox_score: np.ndarray     # (P,)
+    keypoints: np.ndarray      # (P, 17, 2) pixels
+    scores: np.ndarray         # (P, 17)
+    keypoints_3d: np.ndarray | None = None   # (P, 17, 3) metres, NaN where a row has no 3D
+
+
+def draw_poses(image: np.ndarray, poses: FramePoses, threshold: float = KEYPOINT_THRESHOLD) -> np.ndarray:
+    """Draw boxes, skeletons and labels in place on a BGR frame; returns it."""
+    for p in range(len(poses.track_id)):
+        color = track_color(int(poses.track_id[p]))
+        x1, y1, x2, y2 = (int(round(v)) for v in poses.bbox[p])
+        cv2.rectangle(image, (x1, y1), (x2, y2), color, 1, cv2.LINE_AA)
+        points = np.round(poses.keypoints[p]).astype(int)
+        visible = poses.scores[p] >= threshold
+        for a, b in COCO17_SKELETON:
+            if visible[a] and visible[b]:
+                cv2.line(image, tuple(points[a]), tuple(points[b]), color, 2, cv2.LINE_AA)
+        for j in np.flatnonzero(visible):
+            cv2.circle(image, tuple(points[j]), 3, color, -1, cv2.LINE_AA)
+        _label(image, f"#{int(poses.track_id[p])} {float(poses.bbox_score[p]):.2f}", (x1, y1), color)
+    return image
+
+
+def _label(image: np.ndarray, text: str, corner: tuple[int, int], color: tuple[int, int, int]) -> None:
+    font, scale, thickness = cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1
+    (w, h), base = cv2.getTextSize(text, font, scale, thickness)
+    x = min(max(corner[0], 0), max(image.shape[1] - w - 2, 0))
+    y = corner[1] - h - base - 2
+    if y < 0:  # no room above the box: inside it, at the top
+        y = corner[1]
+    cv2.rectangle(image, (x, y), (x + w + 2, y + h + base + 2), color, -1)
+    ink = (0, 0, 0) if sum(color) > 380 else (255, 255, 255)
+    cv2.putText(image, text, (x + 1, y + h + 1), font, scale, ink, thickness, cv2.LINE_AA)
+
+
+def draw_3d_panel(height: int, poses: FramePoses | None, columns: list[int]) -> np.ndarray:
+    """A height x height panel: each track in `columns` drawn in its own column, front view."""
+    panel = np.full((height, height, 3), 24, np.uint8)
+    cv2.putText(panel, "3D front view (orthographic)", (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (200, 200, 200), 1, cv2.LINE_AA)
+    if poses is None or poses.keypoints_3d is None or not columns:
+        return panel
+    slot = height / len(columns)
+    scale = min(height / PANEL_HEIGHT_M, slot / 1.0)   # pixels per metre; a body ~1 m wide fits its slot
+    for p in range(len(poses.track_id)):
+        track = int(poses.track_id[p])
+        joints = poses.keypoints_3d[p]
+        if track not in columns or not np.isfinite(joints).all():
+            continue
+        centre = np.array([(columns.index(track) + 0.5) * slot, height / 2])
+        uv = np.round((joints[:, :2] - joints[0, :2]) * scale + centre).astype(int)  # pelvis at the slot centre
+        color = track_color(track)
+        light = tuple(int(c + (255 - c) * 0.5) for c in color)
+        for child, parent in H36M17_SKELETON:
+            side = light if child in H36M17_LEFT else color
+            cv2.line(panel, tuple(uv[child]), tuple(uv[parent]), side, 2, cv2.LINE_AA)
+        for j in range(len(uv)):
+            cv2.circle(panel, tuple(uv[j]), 2, light if j in H36M17_LEFT else color if j in H36M17_RIGHT else (230, 230, 230), -1, cv2.LINE_AA)
+        cv2.putText(panel, f"#{track}", (int(centre[0]) - 10, height - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.4, color, 1, cv2.LINE_AA)
+    return panel
+
+
+# --------------------------------------------------------------------------- from OUTPUT
+
+
+@dataclass
+class _Loaded:
+    uri: str
+    fps: float
+    num_frames: int
+    frames: dict[int, FramePoses]
+    columns_3d: list[int]
+
+
+def _load(output_uri: str, video_id: str, start: int, stop: int | None, with_3d: bool, source: str | None) -> _Loaded:
+    reader = OutputReader(output_uri)
+    row = reader.video_row(video_id)  # UnknownVideoError lists the known ids
+    if row["status"] != "ok":
+        raise RenderError(f"{video_id} failed in the job ({row.get('error') or 'no reason recorded'}); there is nothing to render")
+    num_frames = int(row["num_frames"] or 0)
+    stop = num_frames if stop is None else min(stop, num_frames)
+    if not 0 <= start < stop:
+        raise RenderError(f"frames {start}..{stop} are outside {video_id}'s 0..{num_frames - 1}")
+    columns = ["frame_index", "track_id", "bbox_xyxy", "bbox_score", "keypoints_2d", "keypoint_scores"]
+    table = reader.poses([video_id], columns + (["keypoints_3d"] if with_3d else []))
+    frame = table.column("frame_index").to_numpy()
+    table = table.filter(pa.array((frame >= start) & (frame < stop)))
+
+    def dense(name: str, inner: tuple[int, ...]) -> np.ndarray:
+        """A fixed-size-list column as (N, *inner) float32, NaN in rows where it is null."""
+        array = table.column(name).combine_chunks()
+        valid = np.asarray(array.is_valid().to_numpy(zero_copy_only=False), bool)
+        out = np.full((len(array), *inner), np.nan, np.float32)
+        flat = array.filter(pc.is_valid(array))
+        while pa.types.is_fixed_size_list(flat.type):
+            flat = flat.flatten()
+        out[valid] = np.asarray(flat.to_numpy(zero_copy_only=False), np.float32).reshape(-1, *inner)
+        return out
+
+    frame = table.column("frame_index").to_numpy()
+    track = table.column("track_id").to_numpy()
+    arrays = {
+        "bbox": dense("bbox_xyxy", (4,)), "keypoints": dense("keypoints_2d", (17, 2)),
+        "scores": dense("keypoint_scores", (17,)), "bbox_score": table.column("bbox_score").to_numpy(),
+    }
+    k3d = dense("keypoints_3d", (17, 3)) if with_3d else None
+    frames: dict[int, FramePoses] = {}
+    values, firsts, counts = np.unique(frame, return_index=True, return_counts=True)
+    for f, first, count in zip(values.tolist(), firsts.tolist(), counts.tolist()):
+        rows = slice(first, first + count)  # readback sorts rows by frame: each frame is one run
+        frames[f] = FramePoses(track[rows], arrays["bbox"][rows], arrays["bbox_score"][rows], arrays["keypoints"][rows],
+                                    arrays["scores"][rows], None if k3d is None else k3d[rows])
+    columns_3d: list[int] = []
+    if k3d is not None:
+        has = np.isfinite(k3d).all(axis=(1, 2))
+        columns_3d = sorted(int(t) for t in np.unique(track[has]))
+    return _Loaded(source or row["uri"], float(row["fps"] or 0.0), num_frames, frames, columns_3d)
+
+
+def _compose(image: np.ndarray, poses: FramePoses | None, loaded: _Loaded, with_3d: bool) -> np.ndarray:
+    if poses is not None:
+        draw_poses(image, poses)
+    if not with_3d:
+        return image
+    panel = draw_3d_panel(image.shape[0], poses, loaded.columns_3d)
+    return np.concatenate([image, panel], axis=1)
+
+
+def _decode(loaded: _Loaded, start: int, stop: int):  # noqa: ANN202 - generator of (index, frame)
+    try:
+        with open_video(loaded.uri) as stream:
+            for indices, batch in stream.frames(start, stop):
+                yield from zip(indices.tolist(), batch)
+    except VideoError as exc:
+        raise RenderError(f"cannot decode the source video {loaded.uri}: {exc}. Pass source= (--source) if it moved") from None
+
+
+def _temp_beside(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.parent / f".{path.stem}.{uuid.uuid4().hex}{path.suffix}"
+
+
+def render_frame(output_uri: str, video_id: str, frame_index: int, out_png: str | os.PathLike[str],
+                 with_3d: bool = False, *, source: str | None = None) -> Path:
+    """Draw one frame of `video_id` with its poses to an image file (PNG/JPEG by extension)."""
+    out = Path(out_png)
+    if out.suffix.lower() not in FRAME_SUFFIXES:
+        raise RenderError(f"{out}: write a frame to one of {', '.join(FRAME_SUFFIXES)}")
+    loaded = _load(output_uri, video_id, frame_index, frame_index + 1, with_3d, source)
+    decoded = list(_decode(loaded, frame_index, frame_index + 1))
+    if not decoded:
+        raise RenderError(f"frame {frame_index} of {loaded.uri} did not decode")
+    image = _compose(decoded[0][1], loaded.frames.get(frame_index), loaded, with_3d)
+    tmp = _temp_beside(out)
+    try:
+        if not cv2.imwrite(str(tmp), image):
+            raise RenderError(f"OpenCV could not write {out}")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+@dataclass(frozen=True)
+class RenderedVideo:
+    path: Path
+    frames: int
+    fps: float
+    size: tuple[int, int]   # (width, height)
+
+
+def render_video(output_uri: str, video_id: str, out_path: str | os.PathLike[str], *, with_3d: bool = False,
+                 start: int | None = None, stop: int | None = None, source: str | None = None) -> RenderedVideo:
+    """Draw frames [start, stop) of `video_id` with its poses into an mp4 (mp4v) at the video's fps."""
+    out = Path(out_path)
+    if out.suffix.lower() not in VIDEO_SUFFIXES:
+        raise RenderError(f"{out}: write a video to one of {', '.join(VIDEO_SUFFIXES)}")
+    start = start or 0
+    loaded = _load(output_uri, video_id, start, stop, with_3d, source)
+    stop = loaded.num_frames if stop is None else min(stop, loaded.num_frames)
+    fps = loaded.fps if loaded.fps > 0 else 30.0
+    tmp = _temp_beside(out)
+    writer: cv2.VideoWriter | None = None
+    count, size = 0, (0, 0)
+    try:
+        for index, frame in _decode(loaded, start, stop):
+            image = _compose(frame, loaded.frames.get(index), loaded, with_3d)
+            if writer is None:
+                size = (image.shape[1], image.shape[0])
+                writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+                if not writer.isOpened():
+                    raise RenderError(f"OpenCV cannot write {out.suffix} with the mp4v codec here")
+            writer.write(image)
+            count += 1
+        if writer is None:
+            raise RenderError(f"no frame of {loaded.uri} decoded in {start}..{stop}")
+        writer.release()
+        writer = None
+        os.replace(tmp, out)
+    finally:
+        if writer is not None:
+            writer.release()
+        tmp.unlink(missing_ok=True)
+    return RenderedVideo(out, count, fps, size)

@@ -1,0 +1,100 @@
+"""Test clips: cut from ../shared/media when present, generated otherwise; plus broken files.
+
+ffmpeg comes from the imageio-ffmpeg wheel (a test dependency), for the clips OpenCV cannot
+write: rotation metadata, variable frame rate, audio only, H.264.
+"""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from tests.golden import MEDIA
+
+VTEST = MEDIA / "vtest.avi"
+
+
+def ffmpeg() -> str:
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def source_frames(n: int, size: tuple[int, int] = (384, 288)) -> list[np.ndarray]:
+    """n BGR frames of real street footage (vtest.avi) resized, or drawn figures without ../shared."""
+    frames: list[np.ndarray] = []
+    if VTEST.exists():
+        cap = cv2.VideoCapture(str(VTEST))
+        while len(frames) < n:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            frames.append(cv2.resize(frame, size))
+        cap.release()
+    w, h = size
+    while len(frames) < n:
+        i = len(frames)
+        frame = np.full((h, w, 3), 90, np.uint8)
+        for k in range(2):  # two walking stick figures
+            x = int(40 + k * 150 + 3 * i)
+            cv2.circle(frame, (x, 60), 12, (200, 180, 160), -1)
+            cv2.rectangle(frame, (x - 14, 74), (x + 14, 150), (60, 60, 160), -1)
+            cv2.line(frame, (x - 8, 150), (x - 14, 220), (40, 40, 40), 6)
+            cv2.line(frame, (x + 8, 150), (x + 14, 220), (40, 40, 40), 6)
+        frames.append(frame)
+    return frames
+
+
+def write_clip(path: Path, frames: list[np.ndarray], fps: float = 10.0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def street_clip(path: Path, n: int = 12, size: tuple[int, int] = (384, 288), fps: float = 10.0) -> Path:
+    return write_clip(path, source_frames(n, size), fps)
+
+
+def blank_clip(path: Path, n: int = 6, size: tuple[int, int] = (320, 240)) -> Path:
+    """A clip with nobody in it: a plain wall."""
+    return write_clip(path, [np.full((size[1], size[0], 3), 128, np.uint8) for _ in range(n)])
+
+
+def rotated_clip(path: Path, src: Path, degrees: int = 90) -> Path:
+    """src re-muxed with rotation metadata (as phones write it)."""
+    subprocess.run([ffmpeg(), "-y", "-loglevel", "error", "-display_rotation", str(degrees), "-i", str(src),
+                    "-c", "copy", str(path)], check=True)
+    return path
+
+
+def vfr_clip(path: Path, src: Path) -> Path:
+    """src re-timed: frames 0-5 every 0.1 s, then every 0.3 s (a variable frame rate stream)."""
+    subprocess.run([ffmpeg(), "-y", "-loglevel", "error", "-i", str(src), "-vf",
+                    "setpts='if(lt(N,6),N*0.1,0.6+(N-6)*0.3)/TB'", "-fps_mode", "passthrough",
+                    "-c:v", "mpeg4", "-q:v", "5", str(path)], check=True)
+    return path
+
+
+def audio_only(path: Path) -> Path:
+    subprocess.run([ffmpeg(), "-y", "-loglevel", "error", "-f", "lavfi", "-i", "sine=frequency=440:duration=1",
+                    "-c:a", "aac", str(path)], check=True)
+    return path
+
+
+def broken_files(folder: Path) -> dict[str, str]:
+    """Files that are not readable videos; name -> what is wrong with it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "empty.mp4").write_bytes(b"")
+    (folder / "notes.mp4").write_text("this is a text file, not a video\n")
+    good = street_clip(folder / ".tmp_full.mp4", n=12)
+    data = good.read_bytes()
+    (folder / "truncated.mp4").write_bytes(data[: len(data) // 3])
+    good.unlink()
+    audio_only(folder / "audio_only.mp4")
+    return {"empty.mp4": "empty", "notes.mp4": "not a video", "truncated.mp4": "truncated", "audio_only.mp4": "no video stream"}

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.readback import OutputReader, ReadbackError, UnknownVideoError, read_poses, read_videos
+from pipeline.schema import POSES_SCHEMA, VIDEOS_SCHEMA
+from tests.fake_output import expected_keypoints, fake_output
+
+
+@pytest.fixture()
+def out(tmp_path):
+    return fake_output(tmp_path / "out")
+
+
+def test_videos_table_is_every_committed_video_sorted_and_ignores_junk(out):
+    table = read_videos(str(out.root))
+    assert table.schema.equals(VIDEOS_SCHEMA, check_metadata=False)
+    assert table.column("video_id").to_pylist() == sorted(out.videos)
+    assert dict(zip(table.column("video_id").to_pylist(), table.column("status").to_pylist()))["run/broken.mp4"] == "failed"
+
+
+def test_poses_are_committed_rows_only_sorted(out):
+    table = read_poses(str(out.root))
+    assert table.schema.equals(POSES_SCHEMA, check_metadata=False)
+    ids = table.column("video_id").to_pylist()
+    assert "jump/in_progress.mp4" not in ids  # parts without a videos/ row are not results yet
+    expected_rows = sum(len(f) for v in out.videos.values() for f in v.tracks.values())
+    assert table.num_rows == expected_rows, table.num_rows
+    keys = list(zip(ids, table.column("frame_index").to_pylist(), table.column("track_id").to_pylist()))
+    assert keys == sorted(keys)
+
+
+def test_poses_of_chosen_videos_and_columns(out):
+    table = read_poses(str(out.root), video_ids=["run/c.mp4"], columns=["frame_index", "track_id", "keypoints_2d"])
+    assert table.column_names == ["frame_index", "track_id", "keypoints_2d"]
+    assert table.num_rows == 7
+    first = np.array(table.column("keypoints_2d")[0].as_py(), np.float32)
+    np.testing.assert_array_equal(first, expected_keypoints(out.index["run/c.mp4"], 1, 0))
+
+
+def test_video_without_rows_gives_an_empty_table_with_the_schema(out):
+    table = read_poses(str(out.root), video_ids=["run/empty.mov"], columns=["frame_index"])
+    assert table.num_rows == 0 and table.column_names == ["frame_index"]
+
+
+def test_unknown_video_id_names_the_known_ones(out):
+    with pytest.raises(UnknownVideoError) as info:
+        read_poses(str(out.root), video_ids=["jump/aa.mp4"])
+    message = str(info.value)
+    assert "'jump/aa.mp4'" in message and "jump/a.mp4" in message and "5 video(s)" in message
+
+
+def test_unknown_column_is_refused(out):
+    with pytest.raises(ValueError, match="keypoints_4d"):
+        read_poses(str(out.root), columns=["keypoints_4d"])
+
+
+def test_a_folder_without_tables_is_a_clear_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ReadbackError, match="no posepipe tables"):
+        read_videos(str(tmp_path / "empty"))
+    with pytest.raises(ReadbackError, match="does not exist"):
+        OutputReader(str(tmp_path / "missing"))

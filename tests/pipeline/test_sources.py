@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import pytest
+
+from pipeline.sources import InputError, list_videos, redact
+from tests.servers import make_bucket, put_object
+
+
+def test_local_listing_is_recursive_sorted_and_skips_hidden(tmp_path):
+    for name in ["b/clip.MP4", "a.avi", "notes.txt", ".hidden/x.mp4", "c/d/e.mkv"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    assert [r.video_id for r in list_videos(str(tmp_path))] == ["a.avi", "b/clip.MP4", "c/d/e.mkv"]
+    assert [r.video_id for r in list_videos(f"file://{tmp_path}/a.avi")] == ["a.avi"]
+
+
+def test_missing_input_is_a_clear_error(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        list_videos(str(tmp_path / "nope"))
+
+
+def test_s3_listing(s3_server):
+    make_bucket(s3_server.endpoint_url, "videos")
+    for key in ["in/x/1.mp4", "in/2.mov", "in/readme.md", "other/3.mp4"]:
+        put_object(s3_server.endpoint_url, "videos", key, b"data")
+    refs = list_videos("s3://videos/in")
+    assert [(r.video_id, r.uri) for r in refs] == [("2.mov", "s3://videos/in/2.mov"), ("x/1.mp4", "s3://videos/in/x/1.mp4")]
+
+
+def test_redact_drops_secrets():
+    assert redact("https://user:pw@host:9000/a/b.mp4?X-Amz-Signature=abc") == "https://host:9000/a/b.mp4"
+    assert redact("/local/path.mp4") == "/local/path.mp4"
