@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -122,6 +123,49 @@ def print_summary(summary: JobSummary, options: JobOptions, *, json_summary: boo
     for video_id, error in summary.failures:
         click.echo(f"  failed: {video_id}: {error}", file=stream)
     click.echo(f"  query: duckdb -c \"SELECT * FROM read_parquet('{options.output.rstrip('/')}/poses/**/*.parquet') LIMIT 5\"", file=stream)
+
+
+SAMPLE_DIR = Path(__file__).resolve().parents[1] / "samples"
+
+
+@main.command("demo")
+@click.option("--output", "-o", default="out/demo", show_default=True, help="Where to write the Parquet tables.")
+@click.option("--input", "input_uri", default=None, help="Videos to process (default: the bundled sample street clip).")
+@click.option("--max-persons", type=int, default=3, show_default=True)
+def demo_command(output: str, input_uri: str | None, max_persons: int) -> None:
+    """Run the main job on the bundled sample, with official weights when they can be had.
+
+    Offline, where the official checkpoints cannot be downloaded, it says so and runs the same
+    pipeline with --random-weights, labelled as a plumbing run.
+    """
+    from models import get_weights
+    from models.download import WeightsUnavailable, fetch
+
+    source = input_uri or str(SAMPLE_DIR)
+    if input_uri is None and not SAMPLE_DIR.is_dir():
+        raise click.UsageError(f"the bundled sample folder {SAMPLE_DIR} is missing; pass --input VIDEOS")
+    missing = []
+    for name in DEFAULT_MODELS.values():
+        spec = get_weights(name)
+        try:
+            fetch(spec.url, sha256=spec.sha256, hash_prefix=spec.hash_prefix, filename=spec.filename, progress=True)
+        except WeightsUnavailable as exc:
+            missing.append((name, str(exc).splitlines()[0]))
+    random_weights = bool(missing)
+    if missing:
+        click.secho("Official weights could not be fetched (no internet, or the files are not in the cache):",
+                    fg="yellow", bold=True, err=True)
+        for name, reason in missing:
+            click.echo(f"  {name}: {reason}", err=True)
+        click.secho("Running the pipeline with --random-weights instead: a PLUMBING RUN that exercises every stage, "
+                    "with meaningless numbers. Put the checkpoints in the cache (`posepipe weights fetch --all` "
+                    "online) or pass --weights NAME=PATH to `posepipe run` for real poses.", fg="yellow", err=True)
+    options = JobOptions(input=source, output=output, max_persons=max_persons, random_weights=random_weights,
+                         shard_frames=16)
+    summary = execute(options)
+    if random_weights:
+        click.secho("Demo finished as a PLUMBING RUN (random weights): the output's metadata says so.", fg="yellow", err=True)
+    sys.exit(summary.exit_code)
 
 
 @main.group("weights")
