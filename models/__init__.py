@@ -80,13 +80,19 @@ def load_model(
             predictor = family.create(spec, None, device=dev, half=use_half)
         predictor.weights_sha256 = None
         return predictor
-    path = fetch(
-        os.fspath(weights) if weights is not None else spec.url,
-        cache_dir=cache_dir,
-        sha256=spec.sha256 if weights is None else None,
-        hash_prefix=spec.hash_prefix if weights is None else None,
-        filename=spec.filename if weights is None else None,
-    )
+    from models.download import WeightsUnavailable
+
+    try:
+        path = fetch(
+            os.fspath(weights) if weights is not None else spec.url,
+            cache_dir=cache_dir,
+            sha256=spec.sha256 if weights is None else None,
+            hash_prefix=spec.hash_prefix if weights is None else None,
+            filename=spec.filename if weights is None else None,
+        )
+    except WeightsUnavailable as exc:
+        # fetch() does not know the model; say which one, and how to supply it by name.
+        raise type(exc)(f"{name}: {str(exc).replace('NAME=', f'{name}=')}") from None
     checkpoint = read_checkpoint(path)
     try:
         state = family.convert_checkpoint(checkpoint)
