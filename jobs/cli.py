@@ -223,7 +223,8 @@ def _register_optional() -> None:
     import importlib
 
     for module, attr in (("jobs.export", "export_group"), ("jobs.render", "render_command"),
-                         ("jobs.evaluate", "eval_command"), ("jobs.bench", "bench_command")):
+                         ("jobs.evaluate", "eval_command"), ("jobs.bench", "bench_command"),
+                         ("jobs.submit", "submit_command"), ("jobs.submit", "status_command"), ("jobs.submit", "logs_command")):
         try:
             main.add_command(getattr(importlib.import_module(module), attr))
         except ModuleNotFoundError as exc:
