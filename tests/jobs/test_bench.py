@@ -1,0 +1,85 @@
+"""`posepipe bench` on a tiny generated clip with random weights: every section is there and positive."""
+from __future__ import annotations
+
+import json
+
+import click
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from jobs.bench import bench_command, cpus_per_worker, parse_workers
+
+FRAMES, WIDTH, HEIGHT = 4, 160, 120
+SECTIONS = {"machine", "clip", "settings", "decode_fps", "models", "end_to_end_fps", "naive_sequential_fps", "speedup"}
+MACHINE = {"cpu_count", "cpus_usable", "torch_threads", "device", "device_name", "torch", "ray", "random_weights",
+           "model_load_seconds"}
+STAGES = {"detector", "pose", "mesh", "lifter"}
+
+
+@pytest.fixture()
+def clip(tmp_path):
+    path = tmp_path / "tiny.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (WIDTH, HEIGHT))
+    for i in range(FRAMES):
+        writer.write(np.full((HEIGHT, WIDTH, 3), 60 + 20 * i, np.uint8))
+    writer.release()
+    return path
+
+
+def positive_rate(section: dict, count: str = "frames", unit: str = "fps") -> None:
+    assert section[count] > 0 and section["seconds"] > 0 and section[unit] > 0, section
+    assert section[unit] == pytest.approx(section[count] / section["seconds"], rel=0.01, abs=1e-3), section
+
+
+@pytest.mark.slow
+def test_bench_reports_every_section(clip, tmp_path):
+    out = tmp_path / "results.json"
+    result = CliRunner().invoke(bench_command, [str(clip), "--random-weights", "--frames", str(FRAMES), "--max-persons", "1",
+                                                "--device", "cpu", "--no-ray", "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert json.loads(out.read_text()) == report
+    assert SECTIONS <= set(report), sorted(report)
+    assert "workers" not in report and "memory" not in report and "run_job" not in report["end_to_end_fps"]
+
+    assert MACHINE <= set(report["machine"]), sorted(report["machine"])
+    assert report["machine"]["random_weights"] is True and report["machine"]["device"] == "cpu"
+    assert report["clip"]["num_frames"] == FRAMES and (report["clip"]["width"], report["clip"]["height"]) == (WIDTH, HEIGHT)
+
+    for how in ("sequential", "get_batch"):
+        positive_rate(report["decode_fps"][how])
+        assert report["decode_fps"][how]["frames"] == FRAMES
+
+    models = report["models"]
+    assert STAGES <= set(models), sorted(models)
+    assert models["persons_per_frame"] == 1.0  # random weights see people everywhere; --max-persons pins it
+    for stage in STAGES:
+        positive_rate(models[stage])
+    for stage in ("pose", "mesh"):
+        assert models[stage]["crops"] == FRAMES and models[stage]["crops_per_s"] > 0
+    assert models["lifter"]["frames"] == FRAMES and models["lifter"]["receptive_field"] > 1
+
+    in_process = report["end_to_end_fps"]["in_process"]
+    positive_rate(in_process)
+    assert in_process["frames"] == FRAMES and in_process["rows"] == FRAMES
+    naive = report["naive_sequential_fps"]
+    positive_rate(naive)
+    assert naive["frames"] == FRAMES and naive["crops"] == FRAMES
+    assert set(naive["stage_seconds"]) == {"decode", "detect", "pose2d", "smpl", "track", "lift"}
+    assert report["speedup"] == pytest.approx(in_process["fps"] / naive["fps"], rel=0.01)
+
+
+def test_workers_option_and_cpu_split():
+    assert parse_workers("1,2") == [1, 2] and parse_workers(None) == []
+    for bad in ("0", "a,b", ","):
+        with pytest.raises(click.BadParameter):
+            parse_workers(bad)
+    assert [cpus_per_worker(2, w) for w in (1, 2, 3)] == [2, 1, 1]
+    assert [cpus_per_worker(16, w) for w in (1, 2, 4)] == [16, 8, 4]
+
+
+def test_workers_with_no_ray_is_a_usage_error(clip):
+    result = CliRunner().invoke(bench_command, [str(clip), "--random-weights", "--no-ray", "--workers", "1,2"])
+    assert result.exit_code == 2 and "--no-ray" in result.output
