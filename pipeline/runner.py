@@ -1,23 +1,51 @@
 """Running a job on Ray: list videos, probe, shard, schedule on model workers, commit, summarise.
 
 The driver holds no frames and no models. Workers (Ray actors wrapping `PoseWorker`) decode their
-own shards, so frames never cross the object store; only small per-person rows do. A video is
-committed by its `videos/` row, written after its poses parts, which makes reruns skip finished
-videos and never duplicate rows.
+own shards, so frames never cross the object store; only small per-person rows do, and those go
+from the worker that computed a shard to the one that finishes its video without passing through
+the driver. A video is committed by its `videos/` row, written after its poses parts, which makes
+reruns skip finished videos and never duplicate rows.
+
+Failures. Ray restarts a dead worker actor (`max_restarts`) but never retries its tasks
+(`max_task_retries=0`): the driver decides what to redo.
+* A shard or finish task whose worker died (`RayActorError`: `ActorDiedError`,
+  `ActorUnavailableError`; or the node went) is queued again, up to `retries` more times, for
+  whichever worker is ready. Shards are pure, and `finish_video` rewrites a video's parts from
+  scratch before its commit row, so a redo never duplicates rows.
+* A worker whose task failed gets no work until a ping answers from its restarted process. One
+  that can never come back (restarts spent, killed) is replaced by a fresh actor, within a budget;
+  one whose restart cannot be placed (its node gone, no room elsewhere) just stays out of the
+  rotation while the others carry on. If no worker is ready for `WORKER_WAIT_S`, or none is left,
+  the remaining videos fail with the reason instead of the job waiting forever.
+* A shard's rows live in the object store of the node that computed them until the video is
+  written. If that node is lost first, `finish_video` fails with a `RayTaskError` whose cause is
+  an `ObjectLostError`; the video's shards are then computed again (up to `retries` times).
+* Before a video's parts are rewritten (a redone finish, whose first attempt may have committed
+  and lost only its reply; or --force), its commit row is withdrawn, so a driver killed mid-write
+  never leaves an "ok" row over missing parts.
+* A killed driver takes its actors with it; a rerun skips the committed videos and redoes the rest.
+
+Ray. With `address` (or `RAY_ADDRESS`, as inside `ray job submit`) the job joins that cluster.
+Otherwise it starts a private local Ray (`address="local"`: never an unrelated `ray start`
+cluster that happens to run on this machine). Ray ties that Ray's GCS, raylet and workers to the
+driver's life, so a killed driver leaves no workers behind (Ray's two agent processes linger for
+about a minute, then exit) and a rerun starts cleanly. An already initialised Ray (tests,
+notebooks) is used as is.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from pipeline.options import JobOptions, OptionError
 from pipeline.output import Output, video_key
 from pipeline.sources import VideoRef, list_videos, redact
-from pipeline.worker import PoseWorker, ShardTask
+from pipeline.worker import PoseWorker, ShardResult, ShardTask
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +54,9 @@ log = logging.getLogger(__name__)
 FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE",
                  "POSEPIPE_CACHE", "XDG_CACHE_HOME")
 EXIT_OK, EXIT_USAGE, EXIT_SOME_FAILED, EXIT_WEIGHTS = 0, 2, 3, 4
+# How long the driver waits, with work queued, for any worker to be ready (model loading, actor
+# restarts, an autoscaler adding nodes) before failing the remaining videos.
+WORKER_WAIT_S = 1800.0
 
 
 class WeightsError(RuntimeError):
@@ -134,6 +165,29 @@ def _cluster_plan(options: JobOptions, ray: Any) -> tuple[int, dict[str, Any], i
     return n, {"num_cpus": per_cpu, "num_gpus": 0}, max(1, int(round(per_cpu)))
 
 
+def forwarded_env(*, local: bool, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The `FORWARDED_ENV` variables to hand the workers through `ray.init(runtime_env=...)`.
+
+    Starting a local Ray: all of them that are set (its workers would inherit them anyway; this
+    says so). Joining a cluster: those set here and not already set by the Ray Job's own runtime
+    env (`ray job submit --runtime-env-json`, seen by the driver as RAY_JOB_CONFIG_JSON_ENV_VAR):
+    the Job's value already reaches every worker, and Ray refuses to merge a `ray.init`
+    runtime_env that sets the same variable (ValueError).
+    """
+    environ = os.environ if environ is None else environ
+    env = {k: environ[k] for k in FORWARDED_ENV if k in environ}
+    if local:
+        return env
+    job_config = environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if job_config:
+        try:
+            job_env = (json.loads(job_config).get("runtime_env") or {}).get("env_vars") or {}
+        except (ValueError, AttributeError):
+            return {}  # a Job config we cannot read: forward nothing rather than risk a conflict
+        env = {k: v for k, v in env.items() if k not in job_env}
+    return env
+
+
 def run_job(options: JobOptions, *, reporter: Callable[[str, dict[str, Any]], None] | None = None) -> JobSummary:
     """Run `options` to completion; returns counts (exit_code tells the CLI what to return)."""
     import ray
@@ -147,7 +201,7 @@ def run_job(options: JobOptions, *, reporter: Callable[[str, dict[str, Any]], No
     hashes = resolve_weights(options)
     fingerprint = options.fingerprint(hashes)
     metadata_dict = provenance(options, hashes)
-    from pipeline.schema import provenance_metadata, videos_table
+    from pipeline.schema import provenance_metadata
 
     metadata = provenance_metadata(metadata_dict)
     videos = list_videos(options.input)
@@ -167,13 +221,10 @@ def run_job(options: JobOptions, *, reporter: Callable[[str, dict[str, Any]], No
 
     started_ray = False
     if not ray.is_initialized():
-        env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True, "logging_level": logging.WARNING,
-                                  "runtime_env": {"env_vars": env} if env else None}
-        if options.address:
-            ray.init(address=options.address, **kwargs)
-        else:
-            ray.init(**kwargs)
+        address = options.address or os.environ.get("RAY_ADDRESS") or "local"
+        env = forwarded_env(local=address == "local")
+        ray.init(address=address, include_dashboard=False, log_to_driver=True, logging_level=logging.WARNING,
+                 runtime_env={"env_vars": env} if env else None)
         started_ray = True
     try:
         _schedule(ray, options, output, todo, fingerprint, metadata, summary, report)
@@ -184,137 +235,370 @@ def run_job(options: JobOptions, *, reporter: Callable[[str, dict[str, Any]], No
     return summary
 
 
+class _RayWorker(PoseWorker):
+    """`PoseWorker` as the runner drives it: says where it runs, and hands a shard back as a small
+    summary plus its rows (two objects), so the driver learns a shard is done without fetching
+    the rows; they stay where they were computed until `finish_video` reads them."""
+
+    def where(self) -> dict[str, Any]:
+        import ray
+
+        return {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}
+
+    def shard(self, task: ShardTask) -> tuple[dict[str, int], ShardResult]:
+        result = self.process_shard(task)
+        return {"rows": len(result.frame_index), "frames_decoded": result.frames_decoded}, result
+
+
+@dataclass(eq=False)
+class _Worker:
+    """One worker slot as the driver sees it: an actor, and whether it may be given work."""
+    index: int
+    actor: Any
+    ready: bool = False      # answered a ping since it was created or last failed
+    dead: bool = False       # gone for good and not replaced
+    ping: Any = None         # the ping in flight, if any
+    queue: list[Any] = field(default_factory=list)  # its tasks in flight, oldest (the running one) first
+    casualties: list[Any] = field(default_factory=list)  # what was in flight when it last died
+    where: dict[str, Any] = field(default_factory=dict)
+
+    def died_running(self, task: Any) -> bool:
+        """Whether `task`, failed because this worker died, was the one running then. An actor runs
+        its tasks one at a time, in order: the others in flight were only queued behind it."""
+        if task not in self.casualties:  # the first failure seen of a new death
+            self.casualties = list(self.queue)
+        return task == self.casualties[0]
+
+
+@dataclass(eq=False)
+class _Video:
+    ref: VideoRef
+    info: dict[str, Any]
+    shards: list[ShardTask]
+    results: dict[int, Any] = field(default_factory=dict)   # shard start -> rows ObjectRef
+    finish_attempts: int = 0
+    recomputes: int = 0
+    may_be_committed: bool = False   # a videos/ row may exist that this job is about to rewrite
+
+    @property
+    def complete(self) -> bool:
+        return len(self.results) == len(self.shards)
+
+
 def _schedule(ray: Any, options: JobOptions, output: Output, todo: list[VideoRef], fingerprint: str,
               metadata: dict[bytes, bytes], summary: JobSummary, report: Callable[[str, dict[str, Any]], None]) -> None:
-    from pipeline.schema import videos_table
-
     n_workers, resources, threads = _cluster_plan(options, ray)
     summary.workers = n_workers
-    actor_cls = ray.remote(PoseWorker).options(max_restarts=options.retries + 1, max_task_retries=0, **resources)
-    workers = [actor_cls.remote(options, threads=threads) for _ in range(n_workers)]
-    probe_task = ray.remote(num_cpus=0, max_retries=2)(_probe)
+    actor_cls = ray.remote(_RayWorker).options(max_restarts=options.retries + 1, max_task_retries=0, **resources)
     report("workers", {"workers": n_workers, "resources": resources})
+    scheduler = _Scheduler(ray, options, output, todo, fingerprint, metadata, summary, report,
+                           make_actor=lambda: actor_cls.remote(options, threads=threads), n_workers=n_workers)
+    try:
+        scheduler.run()
+    finally:
+        scheduler.stop()
 
-    def fail(ref: VideoRef, reason: str, info: dict[str, Any] | None = None) -> None:
+
+class _Scheduler:
+    """The driver loop: probes, shards and finishes in flight, workers' health, and what to redo."""
+
+    PER_WORKER = 2  # tasks queued on a worker at once: one running, one ready to start
+
+    def __init__(self, ray: Any, options: JobOptions, output: Output, todo: list[VideoRef], fingerprint: str,
+                 metadata: dict[bytes, bytes], summary: JobSummary, report: Callable[[str, dict[str, Any]], None],
+                 *, make_actor: Callable[[], Any], n_workers: int) -> None:
+        self.ray, self.options, self.output = ray, options, output
+        self.fingerprint, self.metadata, self.summary, self.report = fingerprint, metadata, summary, report
+        self.make_actor = make_actor
+        self.probe_task = ray.remote(num_cpus=0, max_retries=2)(_probe)
+        self.max_probes = max(4, 2 * n_workers)
+        self.replacements_left = n_workers * (options.retries + 1)
+        self.videos: dict[str, _Video] = {}
+        self.pending_probe: deque[VideoRef] = deque(todo)
+        self.shard_queue: deque[tuple[_Video, ShardTask]] = deque()
+        self.finish_queue: deque[_Video] = deque()
+        self.inflight: dict[Any, tuple[str, Any, _Worker | None]] = {}   # ObjectRef -> (kind, payload, worker)
+        self.waiting_since: float | None = None
+        self.last_worker_error = ""
+        self.workers: list[_Worker] = []
+        for i in range(n_workers):
+            self.workers.append(_Worker(i, make_actor()))
+            self._ping(self.workers[i])
+
+    # -- the loop -----------------------------------------------------------------------------
+    def run(self) -> None:
+        ray = self.ray
+        while self.pending_probe or self.shard_queue or self.finish_queue or self._work_in_flight():
+            self._submit()
+            self._check_workers()
+            if not self.inflight:
+                time.sleep(0.05)
+                continue
+            ready, _ = ray.wait(list(self.inflight), num_returns=1, timeout=1.0)
+            for obj in ready:
+                kind, payload, worker = self.inflight.pop(obj)
+                try:
+                    getattr(self, f"_on_{kind}")(obj, payload, worker)
+                finally:
+                    if worker is not None and kind != "ping":
+                        worker.queue.remove(obj)
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            try:
+                self.ray.kill(worker.actor)
+            except Exception:  # already gone
+                pass
+
+    def _work_in_flight(self) -> bool:
+        return any(kind != "ping" for kind, _, _ in self.inflight.values())
+
+    def _submit(self) -> None:
+        while self.pending_probe and sum(1 for k, _, _ in self.inflight.values() if k == "probe") < self.max_probes:
+            ref = self.pending_probe.popleft()
+            self.inflight[self.probe_task.remote(ref.uri)] = ("probe", ref, None)
+        while self.finish_queue and (worker := self._idle_worker()) is not None:
+            video = self.finish_queue.popleft()
+            if self.videos.get(video.ref.video_id) is not video:
+                continue  # failed meanwhile
+            if video.may_be_committed:
+                # finish_video first deletes the video's parts: withdraw its commit row before, or a
+                # driver killed mid-write would leave an "ok" row over missing parts, which a rerun skips.
+                _withdraw_commit(self.output, video.ref.video_id)
+                video.may_be_committed = False
+            job = {"video_id": video.ref.video_id, "uri": redact(video.ref.uri), "info": video.info,
+                   "fingerprint": self.fingerprint}
+            # The shards' rows travel as refs inside a list: the worker fetches them from where they are.
+            rows = [video.results[s.start] for s in video.shards]
+            task = worker.actor.finish_video.remote(job, rows, self.options.output, self.metadata)
+            self._start(task, "finish", video, worker)
+        while self.shard_queue and (worker := self._idle_worker()) is not None:
+            video, shard = self.shard_queue.popleft()
+            if self.videos.get(video.ref.video_id) is not video:
+                continue
+            summary_ref, rows_ref = worker.actor.shard.options(num_returns=2).remote(shard)
+            self._start(summary_ref, "shard", (video, shard, rows_ref), worker)
+
+    def _start(self, obj: Any, kind: str, payload: Any, worker: _Worker) -> None:
+        self.inflight[obj] = (kind, payload, worker)
+        worker.queue.append(obj)
+
+    def _idle_worker(self) -> _Worker | None:
+        ready = [w for w in self.workers if w.ready and len(w.queue) < self.PER_WORKER]
+        return min(ready, key=lambda w: len(w.queue)) if ready else None
+
+    # -- results ------------------------------------------------------------------------------
+    def _on_probe(self, obj: Any, ref: VideoRef, _: None) -> None:
+        try:
+            result = self.ray.get(obj)
+        except self.ray.exceptions.RayError as exc:  # the probe's worker or node died, after Ray's retries
+            self._fail_ref(ref, f"could not probe the video: {_short(exc)}")
+            return
+        if "error" in result:
+            self._fail_ref(ref, result["error"])
+            return
+        info = result["info"]
+        shards = [ShardTask(ref.video_id, ref.uri, s, min(s + self.options.shard_frames, info["num_frames"]))
+                  for s in range(0, info["num_frames"], self.options.shard_frames)]
+        video = _Video(ref, info, shards, may_be_committed=self.options.force)
+        self.videos[ref.video_id] = video
+        self.shard_queue.extend((video, s) for s in shards)
+        self.report("video_started", {"video_id": ref.video_id, "frames": info["num_frames"], "shards": len(shards)})
+        if not shards:
+            self.finish_queue.append(video)
+
+    def _on_shard(self, obj: Any, payload: tuple[_Video, ShardTask, Any], worker: _Worker) -> None:
+        video, shard, rows_ref = payload
+        current = self.videos.get(video.ref.video_id) is video
+        try:
+            self.ray.get(obj)
+        except Exception as exc:
+            if _failure_kind(self.ray, exc) == "task":
+                if current:
+                    self._fail(video, _task_reason(exc))
+                return
+            self._worker_failed(worker, exc)
+            if not current:
+                return
+            if not worker.died_running(obj):  # queued behind the task that died with the worker: not its fault
+                self.shard_queue.appendleft((video, shard))
+            elif shard.attempt < self.options.retries:
+                shard.attempt += 1
+                self.report("retry", {"video_id": video.ref.video_id, "start": shard.start, "attempt": shard.attempt})
+                self.shard_queue.appendleft((video, shard))
+            else:
+                self._fail(video, f"a worker died {shard.attempt + 1} times on frames {shard.start}-{shard.stop}: {_short(exc)}")
+            return
+        if not current or shard.start in video.results:
+            return
+        video.results[shard.start] = rows_ref
+        self.summary.frames += shard.stop - shard.start
+        self.report("frames", {"video_id": video.ref.video_id, "frames": shard.stop - shard.start})
+        if video.complete:
+            self.finish_queue.append(video)
+
+    def _on_finish(self, obj: Any, video: _Video, worker: _Worker) -> None:
+        vid = video.ref.video_id
+        try:
+            result = self.ray.get(obj)
+        except Exception as exc:
+            kind = _failure_kind(self.ray, exc)
+            if kind == "task":
+                self._fail(video, _task_reason(exc))
+            elif kind == "lost":
+                # Some shard's rows were lost with the node that held them: compute the video again.
+                video.recomputes += 1
+                if video.recomputes > self.options.retries:
+                    self._fail(video, f"shard results were lost {video.recomputes} times: {_short(exc)}")
+                    return
+                log.warning("%s: shard results lost with their node; computing the video's %d shards again",
+                            vid, len(video.shards))
+                self.report("recompute", {"video_id": vid, "shards": len(video.shards)})
+                self.summary.frames -= sum(s.stop - s.start for s in video.shards)
+                video.results.clear()
+                self.shard_queue.extend((video, s) for s in video.shards)
+            else:
+                self._worker_failed(worker, exc)
+                video.may_be_committed = True  # it may have run to the end and lost only its reply
+                running = worker.died_running(obj)
+                video.finish_attempts += running
+                if not running:  # queued behind the task that died with the worker
+                    self.finish_queue.appendleft(video)
+                elif video.finish_attempts <= self.options.retries:
+                    log.warning("%s: its worker died while writing it; writing it again", vid)
+                    self.finish_queue.appendleft(video)
+                else:
+                    self._fail(video, f"a worker died while writing results: {_short(exc)}")
+            return
+        self.videos.pop(vid, None)
+        self.summary.ok += 1
+        self.summary.rows += result.rows
+        self.report("video_done", {"video_id": vid, "rows": result.rows})
+
+    def _on_ping(self, obj: Any, _: None, worker: _Worker) -> None:
+        worker.ping = None
+        if self.workers[worker.index] is not worker:
+            return  # replaced meanwhile
+        try:
+            worker.where = self.ray.get(obj)
+        except self.ray.exceptions.ActorUnavailableError:
+            self._ping(worker)  # not reachable yet; ask again
+            return
+        except self.ray.exceptions.RayError as exc:
+            self._replace(worker, exc)
+            return
+        worker.ready = True
+        log.info("worker %d ready on node %s (pid %s)", worker.index, worker.where.get("node_id"), worker.where.get("pid"))
+        self.report("worker_ready", {"worker": worker.index, **worker.where})
+
+    # -- workers ------------------------------------------------------------------------------
+    def _ping(self, worker: _Worker) -> None:
+        # Retried by Ray until the actor is alive again (it queues while the actor restarts) or dead.
+        worker.ping = worker.actor.where.options(max_task_retries=-1).remote()
+        self.inflight[worker.ping] = ("ping", None, worker)
+
+    def _worker_failed(self, worker: _Worker, exc: BaseException) -> None:
+        """A task died with its worker: no more work for it until it answers a ping."""
+        self.last_worker_error = _short(exc)
+        if self.workers[worker.index] is not worker or worker.dead:
+            return
+        if worker.ready:
+            log.warning("worker %d (node %s) failed: %s", worker.index, worker.where.get("node_id"), _short(exc))
+            self.report("worker_lost", {"worker": worker.index, "error": _short(exc)})
+        worker.ready = False
+        if worker.ping is None:
+            self._ping(worker)
+
+    def _replace(self, worker: _Worker, exc: BaseException) -> None:
+        """The actor is dead for good: start a fresh one in its slot, or leave the slot empty."""
+        self.last_worker_error = _short(exc)
+        worker.ready = False
+        try:
+            self.ray.kill(worker.actor)
+        except Exception:
+            pass
+        init_failed = bool(getattr(exc, "actor_init_failed", False))
+        if init_failed or self.replacements_left <= 0:
+            worker.dead = True
+            why = "its models failed to load" if init_failed else "no replacements left"
+            log.warning("worker %d is gone (%s): %s", worker.index, why, _short(exc))
+            return
+        self.replacements_left -= 1
+        log.warning("worker %d is gone (%s); starting a new one", worker.index, _short(exc))
+        fresh = _Worker(worker.index, self.make_actor())
+        self.workers[worker.index] = fresh
+        self._ping(fresh)
+        self.report("worker_replaced", {"worker": worker.index})
+
+    def _check_workers(self) -> None:
+        """Fail what is queued, rather than wait forever, when no worker is or will be ready."""
+        if not (self.shard_queue or self.finish_queue) or any(w.ready for w in self.workers):
+            self.waiting_since = None
+            return
+        if all(w.dead for w in self.workers):
+            self._fail_all(f"no model workers left: {self.last_worker_error}")
+            return
+        now = time.monotonic()
+        if self.waiting_since is None:
+            self.waiting_since = now
+        elif now - self.waiting_since > WORKER_WAIT_S:
+            last = f"; last worker error: {self.last_worker_error}" if self.last_worker_error else ""
+            self._fail_all(f"no model worker was ready for {WORKER_WAIT_S:.0f} s{last}")
+            self.waiting_since = None
+
+    # -- failing videos -----------------------------------------------------------------------
+    def _fail_all(self, reason: str) -> None:
+        for video in list(self.videos.values()):
+            self._fail(video, reason)
+        while self.pending_probe:
+            self._fail_ref(self.pending_probe.popleft(), reason)
+        self.shard_queue.clear()
+        self.finish_queue.clear()
+
+    def _fail(self, video: _Video, reason: str) -> None:
+        self.videos.pop(video.ref.video_id, None)
+        self._fail_ref(video.ref, reason, video.info)
+
+    def _fail_ref(self, ref: VideoRef, reason: str, info: dict[str, Any] | None = None) -> None:
+        from pipeline.schema import videos_table
+
         key = video_key(ref.video_id)
-        output.remove_prefix(f"poses/{key}")
+        self.output.remove_prefix(f"poses/{key}")
         info = info or {}
         record = {"video_id": ref.video_id, "uri": redact(ref.uri), "status": "failed", "error": reason,
                   "num_frames": info.get("num_frames"), "fps": info.get("fps"), "width": info.get("width"),
                   "height": info.get("height"), "duration_s": info.get("duration_s"), "num_rows": 0,
-                  "num_tracks": 0, "job_fingerprint": fingerprint}
-        output.write_table(f"videos/{key}.parquet", videos_table([record], metadata))
-        summary.failed += 1
-        summary.failures.append((ref.video_id, reason))
-        state.pop(ref.video_id, None)
-        report("video_failed", {"video_id": ref.video_id, "error": reason})
+                  "num_tracks": 0, "job_fingerprint": self.fingerprint}
+        self.output.write_table(f"videos/{key}.parquet", videos_table([record], self.metadata))
+        self.summary.failed += 1
+        self.summary.failures.append((ref.video_id, reason))
+        self.report("video_failed", {"video_id": ref.video_id, "error": reason})
 
-    # Per-video bookkeeping: info, shard refs, shards outstanding.
-    state: dict[str, dict[str, Any]] = {}
-    pending_probe = deque(todo)
-    shard_queue: deque[tuple[VideoRef, ShardTask]] = deque()
-    finish_queue: deque[VideoRef] = deque()
-    inflight: dict[Any, tuple[str, Any, int | None]] = {}   # ref -> (kind, payload, worker index)
-    load = [0] * n_workers
-    max_probes = max(4, 2 * n_workers)
-    per_worker = 2
 
-    def idle_worker() -> int | None:
-        best = min(range(n_workers), key=lambda i: load[i])
-        return best if load[best] < per_worker else None
+def _withdraw_commit(output: Output, video_id: str) -> None:
+    """Delete a video's `videos/` row (its commit marker), if there is one."""
+    relative = f"videos/{video_key(video_id)}.parquet"
+    if output.scheme == "s3":
+        from pipeline.sources import s3_client
 
-    while pending_probe or shard_queue or finish_queue or inflight:
-        while pending_probe and sum(1 for k, _, _ in inflight.values() if k == "probe") < max_probes:
-            ref = pending_probe.popleft()
-            inflight[probe_task.remote(ref.uri)] = ("probe", ref, None)
-        while finish_queue and (w := idle_worker()) is not None:
-            ref = finish_queue.popleft()
-            st = state[ref.video_id]
-            video = {"video_id": ref.video_id, "uri": redact(ref.uri), "info": st["info"], "fingerprint": fingerprint}
-            # Shard results travel as refs inside a list: Ray hands them over without copying through us.
-            task = workers[w].finish_video.remote(video, list(st["results"]), options.output, metadata)
-            inflight[task] = ("finish", ref, w)
-            load[w] += 1
-        while shard_queue and (w := idle_worker()) is not None:
-            ref, shard = shard_queue.popleft()
-            if ref.video_id not in state:
-                continue  # the video failed meanwhile
-            inflight[workers[w].process_shard.remote(shard)] = ("shard", (ref, shard), w)
-            load[w] += 1
-        if not inflight:
-            continue
-        ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
-        for obj in ready:
-            kind, payload, w = inflight.pop(obj)
-            if w is not None:
-                load[w] -= 1
-            if kind == "probe":
-                ref = payload
-                result = ray.get(obj)
-                if "error" in result:
-                    fail(ref, result["error"])
-                    continue
-                info = result["info"]
-                starts = list(range(0, info["num_frames"], options.shard_frames))
-                state[ref.video_id] = {"info": info, "results": {}, "remaining": len(starts)}
-                for s in starts:
-                    shard_queue.append((ref, ShardTask(ref.video_id, ref.uri, s, min(s + options.shard_frames, info["num_frames"]))))
-                report("video_started", {"video_id": ref.video_id, "frames": info["num_frames"], "shards": len(starts)})
-            elif kind == "shard":
-                ref, shard = payload
-                st = state.get(ref.video_id)
-                try:
-                    result = ray.get(obj)
-                except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError) as exc:
-                    if st is None:
-                        continue
-                    if shard.attempt < options.retries:
-                        shard.attempt += 1
-                        report("retry", {"video_id": ref.video_id, "start": shard.start, "attempt": shard.attempt})
-                        shard_queue.appendleft((ref, shard))
-                    else:
-                        fail(ref, f"a worker died {shard.attempt + 1} times on frames {shard.start}-{shard.stop}: {_short(exc)}", st["info"])
-                    continue
-                except ray.exceptions.RayTaskError as exc:
-                    if st is not None:
-                        fail(ref, _task_reason(exc), st["info"])
-                    continue
-                if st is None:
-                    continue
-                st["results"][shard.start] = obj
-                st["remaining"] -= 1
-                summary.frames += shard.stop - shard.start
-                report("frames", {"video_id": ref.video_id, "frames": shard.stop - shard.start})
-                if st["remaining"] == 0:
-                    st["results"] = [st["results"][k] for k in sorted(st["results"])]
-                    finish_queue.append(ref)
-            else:  # finish
-                ref = payload
-                st = state.get(ref.video_id)
-                try:
-                    result = ray.get(obj)
-                except ray.exceptions.RayActorError as exc:
-                    st["finish_attempts"] = st.get("finish_attempts", 0) + 1
-                    if st["finish_attempts"] <= options.retries:
-                        finish_queue.appendleft(ref)
-                    else:
-                        fail(ref, f"a worker died while writing results: {_short(exc)}", st["info"])
-                    continue
-                except ray.exceptions.RayTaskError as exc:
-                    fail(ref, _task_reason(exc), st["info"] if st else None)
-                    continue
-                except ray.exceptions.ObjectLostError:
-                    # A shard result was lost with its node: recompute the whole video.
-                    for s in range(0, st["info"]["num_frames"], options.shard_frames):
-                        shard_queue.append((ref, ShardTask(ref.video_id, ref.uri, s, min(s + options.shard_frames, st["info"]["num_frames"]))))
-                    st.update(results={}, remaining=len(range(0, st["info"]["num_frames"], options.shard_frames)))
-                    continue
-                state.pop(ref.video_id, None)
-                summary.ok += 1
-                summary.rows += result.rows
-                report("video_done", {"video_id": ref.video_id, "rows": result.rows})
-    for actor in workers:
-        ray.kill(actor)
+        s3_client().delete_object(Bucket=output.bucket, Key=output._key(relative))
+    else:
+        (output.root / relative).unlink(missing_ok=True)
+
+
+def _failure_kind(ray: Any, exc: BaseException) -> str:
+    """Why a task failed: "lost" (an input object went with its node), "task" (our code raised:
+    the video's own problem), or "worker" (the worker process or its node failed; redo elsewhere)."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a RayTaskError's cause, and causes of causes
+        if seen is None:
+            break
+        if isinstance(seen, ray.exceptions.ObjectLostError):
+            return "lost"
+        seen = getattr(seen, "cause", None) or seen.__cause__
+    if isinstance(exc, ray.exceptions.RayTaskError):
+        return "task"
+    return "worker"
 
 
 def _short(exc: BaseException) -> str:

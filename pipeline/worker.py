@@ -126,6 +126,7 @@ class PoseWorker:
     def process_shard(self, task: ShardTask) -> ShardResult:
         from pipeline.video import open_video
 
+        _injected_fault("shard", task.video_id, task.start)
         t0 = time.perf_counter()
         timings = {"decode": 0.0, "detect": 0.0, "pose2d": 0.0, "smpl": 0.0}
         opts = self.options
@@ -218,8 +219,34 @@ class PoseWorker:
             "duration_s": info["duration_s"], "num_rows": total,
             "num_tracks": int(len(np.unique(track_ids[track_ids >= 0]))), "job_fingerprint": video["fingerprint"],
         }
+        _injected_fault("finish", video["video_id"])  # parts written, commit row not yet
         out.write_table(f"videos/{key}.parquet", videos_table([record], metadata))
         return VideoResult(video_id=video["video_id"], record=record, rows=total)
+
+
+def _injected_fault(stage: str, video_id: str, start: int | None = None) -> None:
+    """Test-only crash point, inert unless POSEPIPE_TEST_KILL_AT is set (the runner's recovery tests).
+
+    POSEPIPE_TEST_KILL_AT lists points, comma-separated: `shard:VIDEO_ID:START` (as the worker
+    starts that shard) or `finish:VIDEO_ID` (after writing the video's parts, before its commit row).
+    At a listed point the worker process exits at once, as if killed, unless the point's marker
+    file already exists in POSEPIPE_TEST_KILL_DIR: each point fires once per job, whichever
+    worker reaches it, however often actors restart.
+    """
+    points = os.environ.get("POSEPIPE_TEST_KILL_AT")
+    if not points:
+        return
+    point = f"{stage}:{video_id}" if start is None else f"{stage}:{video_id}:{start}"
+    if point not in points.split(","):
+        return
+    import hashlib
+
+    marker = os.path.join(os.environ["POSEPIPE_TEST_KILL_DIR"], hashlib.sha1(point.encode()).hexdigest()[:16])
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return
+    os._exit(1)
 
 
 def _resolve(item: Any) -> ShardResult:
