@@ -218,18 +218,13 @@ def weights_fetch(names: tuple[str, ...], fetch_all: bool, source: str | None) -
     sys.exit(EXIT_WEIGHTS if failed else 0)
 
 
-def _register_optional() -> None:
-    """Downstream commands live in their own modules."""
-    import importlib
+# Downstream and cluster commands live in their own modules; imported here, at the end, because
+# some of them reuse helpers defined above.
+from jobs.bench import bench_command  # noqa: E402
+from jobs.evaluate import eval_command  # noqa: E402
+from jobs.export import export_group  # noqa: E402
+from jobs.render import render_command  # noqa: E402
+from jobs.submit import logs_command, status_command, submit_command  # noqa: E402
 
-    for module, attr in (("jobs.export", "export_group"), ("jobs.render", "render_command"),
-                         ("jobs.evaluate", "eval_command"), ("jobs.bench", "bench_command"),
-                         ("jobs.submit", "submit_command"), ("jobs.submit", "status_command"), ("jobs.submit", "logs_command")):
-        try:
-            main.add_command(getattr(importlib.import_module(module), attr))
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-
-
-_register_optional()
+for _command in (export_group, render_command, eval_command, bench_command, submit_command, status_command, logs_command):
+    main.add_command(_command)
