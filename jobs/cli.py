@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import click
 
@@ -65,15 +65,21 @@ def run_command(input_uri: str, output: str, address: str | None, num_workers: i
                 force: bool, json_summary: bool, verbose: bool) -> None:
     """Detect, track and pose every person in every video under INPUT; write Parquet under --output."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    models = dict(DEFAULT_MODELS, detector=detector, pose=pose_model)
-    options = JobOptions(
-        input=input_uri, output=output, address=address, num_workers=num_workers, shard_frames=shard_frames,
-        device=device, half=half, max_persons=max_persons, det_conf=det_conf, det_nms=det_nms,
-        flip_test=not no_flip_test, frames_per_batch=frames_per_batch, models=models,
-        weights=_parse_weights(weights), random_weights=random_weights, force=force,
-    )
+    options = options_from_run_params(click.get_current_context().params, address=address)
     summary = execute(options, json_summary=json_summary)
     sys.exit(summary.exit_code)
+
+
+def options_from_run_params(params: Mapping[str, Any], *, address: str | None) -> JobOptions:
+    """The JobOptions for `posepipe run`'s parsed params (shared with `posepipe submit`)."""
+    return JobOptions(
+        input=params["input_uri"], output=params["output"], address=address, num_workers=params["num_workers"],
+        shard_frames=params["shard_frames"], device=params["device"], half=params["half"],
+        max_persons=params["max_persons"], det_conf=params["det_conf"], det_nms=params["det_nms"],
+        flip_test=not params["no_flip_test"], frames_per_batch=params["frames_per_batch"],
+        models=dict(DEFAULT_MODELS, detector=params["detector"], pose=params["pose_model"]),
+        weights=_parse_weights(params["weights"]), random_weights=params["random_weights"], force=params["force"],
+    )
 
 
 def execute(options: JobOptions, *, json_summary: bool = False) -> JobSummary:

@@ -45,7 +45,7 @@ from urllib.parse import urlsplit
 import click
 from click.core import ParameterSource
 
-from pipeline.options import DEFAULT_MODELS, JobOptions, OptionError
+from pipeline.options import JobOptions, OptionError
 
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("jobs", "pipeline", "models")
@@ -101,16 +101,9 @@ def job_runtime_env(environ: Mapping[str, str], *, extra_env: Mapping[str, str] 
 
 def job_options(params: Mapping[str, Any]) -> JobOptions:
     """The JobOptions `posepipe run` builds from these parsed `run` params (to validate them here)."""
-    from jobs.cli import _parse_weights  # jobs.cli imports this module to register its commands
+    from jobs.cli import options_from_run_params  # jobs.cli imports this module to register its commands
 
-    return JobOptions(
-        input=params["input_uri"], output=params["output"], address="auto", num_workers=params["num_workers"],
-        shard_frames=params["shard_frames"], device=params["device"], half=params["half"],
-        max_persons=params["max_persons"], det_conf=params["det_conf"], det_nms=params["det_nms"],
-        flip_test=not params["no_flip_test"], frames_per_batch=params["frames_per_batch"],
-        models=dict(DEFAULT_MODELS, detector=params["detector"], pose=params["pose_model"]),
-        weights=_parse_weights(params["weights"]), random_weights=params["random_weights"], force=params["force"],
-    )
+    return options_from_run_params(params, address="auto")
 
 
 def on_cluster(uri: str) -> str:
