@@ -18,6 +18,7 @@ import torch
 
 from models import hmr, hrnet, videopose3d, yolox
 from models.checkpoint import CheckpointError, read_checkpoint
+from models.precision import PrecisionWarning, strict_fp32
 from models.weights import Weights
 
 FAMILIES: dict[str, ModuleType] = {"yolox": yolox, "hrnet": hrnet, "videopose3d": videopose3d, "hmr": hmr}
@@ -59,7 +60,7 @@ def load_model(
     `weights` is a local path or a file://, http(s):// or s3:// URI of the checkpoint as its
     authors publish it; None means the official URL, through the local cache. `random_weights`
     must be asked for by name and warns: it exists for plumbing checks only. `half` defaults to
-    True on CUDA (autocast) and False on CPU.
+    True on CUDA (autocast) and False on CPU; fp32 on CUDA turns TF32 off (see `strict_fp32`).
     """
     from models.download import fetch  # local: keeps `import models` light for Ray workers
 
@@ -67,6 +68,8 @@ def load_model(
     family = FAMILIES[spec.family]
     dev = resolve_device(device)
     use_half = (dev.type == "cuda") if half is None else bool(half)
+    if not use_half:
+        strict_fp32(dev)
     if random_weights:
         if weights is not None:
             raise ValueError(f"{name}: pass either weights= or random_weights=True, not both")
@@ -105,4 +108,4 @@ def load_model(
     return predictor
 
 
-__all__ = ["CATALOGUE", "FAMILIES", "RandomWeightsWarning", "Weights", "get_weights", "load_model", "resolve_device"]
+__all__ = ["CATALOGUE", "FAMILIES", "PrecisionWarning", "RandomWeightsWarning", "Weights", "get_weights", "load_model", "resolve_device", "strict_fp32"]

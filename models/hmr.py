@@ -28,6 +28,7 @@ from PIL import Image
 from torch import nn
 
 from models.checkpoint import CheckpointError, load_strict, strip_prefix, tensors_only
+from models.precision import forward_half_guarded
 from models.skeletons import SMPL_JOINT_NAMES
 from models.weights import Weights
 
@@ -502,7 +503,7 @@ def create(
 ) -> "HMRPredictor":
     """Build ``spec``'s architecture, load ``state_dict`` strictly (None keeps random weights), eval, place.
 
-    ``half`` runs the ResNet under fp16 autocast in channels_last on CUDA (ignored on CPU); the
+    On CUDA the ResNet runs channels_last, and under fp16 autocast when ``half`` (ignored on CPU); the
     small regressor and the rotation conversions always run in float32.
     """
     if spec.family != "hmr":
@@ -515,7 +516,7 @@ def create(
     device = torch.device(device)
     use_half = bool(half) and device.type == "cuda"
     model = model.eval().to(device)
-    if use_half:
+    if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     return HMRPredictor(model, spec, device, half=use_half)
 
@@ -572,11 +573,9 @@ class HMRPredictor:
     # -- inference -----------------------------------------------------------------------------
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
-        if self.half:
-            with torch.autocast(device_type=self.device.type, dtype=torch.float16):
-                feat = self.model.features(x.contiguous(memory_format=torch.channels_last))
-            return feat.float()
-        return self.model.features(x)
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        return forward_half_guarded(self, lambda: self.model.features(x), "HMR")
 
     def _run(self, crops_rgb: np.ndarray) -> dict[str, np.ndarray]:
         pose_6d, betas, camera = self.model.regress(self._features(self.normalize(crops_rgb)))

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -31,6 +30,7 @@ import torch
 from torch import nn
 
 from models.checkpoint import CheckpointError, load_strict, strip_prefix, tensors_only
+from models.precision import forward_half_guarded
 from models.skeletons import (
     COCO17_LEFT,
     COCO17_RIGHT,
@@ -563,10 +563,7 @@ class VideoPose3DLifter:
             flipped[..., 0] *= -1
             flipped[:, :, self._kps_swap[0]] = flipped[:, :, self._kps_swap[1]]
             x = torch.cat([x, flipped], dim=0)
-        autocast = torch.autocast("cuda", dtype=torch.float16) if self.half else nullcontext()
-        with autocast:
-            y = self.model(x)
-        y = y.float()
+        y = forward_half_guarded(self, lambda: self.model(x), "VideoPose3D")
         if flip_augment:
             mirrored = y[n:].clone()
             mirrored[..., 0] *= -1

@@ -1,0 +1,51 @@
+"""Numeric precision on GPUs: fp32 that means fp32, and fp16 autocast that never returns inf/NaN.
+
+fp16 holds values up to 65504. Trained pose networks stay far below that, but nothing guarantees
+it for every checkpoint (HRNet's fused branches reach ~1e5 with the golden test weights), and an
+overflow turns whole heatmaps into NaN keypoints silently. So the fp16 output is checked, and the
+first overflow switches that predictor to fp32 for good, with a warning.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable
+
+import torch
+
+
+class PrecisionWarning(RuntimeWarning):
+    """fp16 overflowed in a network; it now runs in fp32."""
+
+
+def strict_fp32(device: torch.device) -> None:
+    """Make fp32 on a GPU mean fp32: cuDNN runs convolutions in TF32 by default (10-bit mantissa),
+    which moves HRNet heatmaps by ~1e-3 relative and breaks parity with the official outputs.
+    Process-wide, so a worker process calls it once, before its first forward pass."""
+    if device.type == "cuda":
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+
+
+def forward_half_guarded(predictor: Any, run: Callable[[], torch.Tensor], what: str) -> torch.Tensor:
+    """`run()` under fp16 autocast when `predictor.half` on CUDA, else as is; float32 out.
+
+    `predictor` needs `.half` (bool) and `.device`. If the fp16 output has a non-finite value, the
+    predictor's `half` is turned off and `run()` repeats in fp32 (once per predictor, then fp32 on).
+    """
+    if not (predictor.half and predictor.device.type == "cuda"):
+        return run().float()
+    with torch.autocast("cuda", dtype=torch.float16):
+        out = run()
+    if bool(torch.isfinite(out).all()):
+        return out.float()
+    warnings.warn(
+        f"{what}: fp16 overflowed (inf/NaN in its output) with these weights; this worker runs it in "
+        "fp32 from now on. Pass --no-half to skip fp16 altogether.",
+        PrecisionWarning, stacklevel=2,
+    )
+    predictor.half = False
+    strict_fp32(predictor.device)
+    return run().float()
+
+
+__all__ = ["PrecisionWarning", "forward_half_guarded", "strict_fp32"]
