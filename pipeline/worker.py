@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 import os
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from pipeline.options import JobOptions
+from pipeline.prefetch import prefetched
 
 log = logging.getLogger(__name__)
 PERSON_CLASS = 0
@@ -135,16 +137,16 @@ class PoseWorker:
         with open_video(task.uri) as video:
             info = video.info
             stamps = video.timestamps
-            frames_iter = video.frames(task.start, task.stop, window=opts.frames_per_batch)
-            while True:
+            # The next window decodes while the models run on this one; "decode" then times the
+            # wait for frames, i.e. what decoding still costs the models.
+            frames_iter = prefetched(video.frames(task.start, task.stop, window=opts.frames_per_batch))
+            with closing(frames_iter):  # stops the decode thread before the video closes
                 td = time.perf_counter()
-                try:
-                    indices, frames = next(frames_iter)
-                except StopIteration:
-                    break
-                timings["decode"] += time.perf_counter() - td
-                decoded += len(frames)
-                chunks.append(self._frames(frames, indices, stamps, info.width, info.height, timings))
+                for indices, frames in frames_iter:
+                    timings["decode"] += time.perf_counter() - td
+                    decoded += len(frames)
+                    chunks.append(self._frames(frames, indices, stamps, info.width, info.height, timings))
+                    td = time.perf_counter()
         data = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]} if chunks else _empty_shard(task)
         return ShardResult(video_id=task.video_id, start=task.start, stop=task.stop, frames_decoded=decoded,
                            seconds=time.perf_counter() - t0, timings=timings, **data)
