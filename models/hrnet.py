@@ -20,7 +20,6 @@ the predictor. Conventions the predictor reproduces (see the golden README for t
 from __future__ import annotations
 
 from collections import OrderedDict
-from contextlib import nullcontext
 from typing import Any, Callable, Mapping, Sequence
 
 import cv2
@@ -29,6 +28,7 @@ import torch
 from torch import nn
 
 from models.checkpoint import CheckpointError, load_strict, strip_prefix, tensors_only
+from models.precision import forward_half_guarded
 from models.skeletons import COCO17_FLIP_PAIRS, COCO17_NAMES, COCO17_SKELETON
 from models.weights import Weights
 
@@ -453,6 +453,31 @@ def get_affine_transform(
     return cv2.getAffineTransform(dst, src) if inv else cv2.getAffineTransform(src, dst)
 
 
+def crop_images(
+    image_bgr: np.ndarray,
+    centers: np.ndarray,
+    scales: np.ndarray,
+    *,
+    input_size: tuple[int, int],
+    color: str = "RGB",
+) -> np.ndarray:
+    """Affine crops of `image_bgr` -> (K, H, W, 3) uint8 in the network's channel order.
+
+    Kept as uint8 so a GPU predictor uploads a quarter of the bytes and normalises on the device.
+    """
+    _check_image(image_bgr)
+    image_bgr = np.ascontiguousarray(image_bgr)  # OpenCV refuses negative strides (e.g. image[:, ::-1])
+    height, width = input_size
+    centers = np.asarray(centers, dtype=np.float32).reshape(-1, 2)
+    scales = np.asarray(scales, dtype=np.float32).reshape(-1, 2)
+    out = np.empty((len(centers), height, width, 3), dtype=np.uint8)
+    for k, (center, scale) in enumerate(zip(centers, scales)):
+        trans = get_affine_transform(center, scale, (width, height))
+        crop = cv2.warpAffine(image_bgr, trans, (width, height), flags=cv2.INTER_LINEAR)
+        out[k] = crop[:, :, ::-1] if color == "RGB" else crop  # per-channel warp: BGR->RGB after is identical
+    return out
+
+
 def crop_inputs(
     image_bgr: np.ndarray,
     centers: np.ndarray,
@@ -467,22 +492,11 @@ def crop_inputs(
 
     `input_size` is (height, width); mean/std are per channel in the network's order, 0..1 scale.
     """
-    _check_image(image_bgr)
-    image_bgr = np.ascontiguousarray(image_bgr)  # OpenCV refuses negative strides (e.g. image[:, ::-1])
-    height, width = input_size
-    centers = np.asarray(centers, dtype=np.float32).reshape(-1, 2)
-    scales = np.asarray(scales, dtype=np.float32).reshape(-1, 2)
-    out = np.empty((len(centers), 3, height, width), dtype=np.float32)
-    mean32 = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
-    std32 = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
-    for k, (center, scale) in enumerate(zip(centers, scales)):
-        trans = get_affine_transform(center, scale, (width, height))
-        crop = cv2.warpAffine(image_bgr, trans, (width, height), flags=cv2.INTER_LINEAR)
-        if color == "RGB":
-            crop = crop[:, :, ::-1]  # per-channel warp, so BGR->RGB after the crop is identical
-        chw = crop.transpose(2, 0, 1).astype(np.float32) / np.float32(255.0)
-        out[k] = (chw - mean32) / std32
-    return out
+    crops = crop_images(image_bgr, centers, scales, input_size=input_size, color=color)
+    mean32 = np.asarray(mean, dtype=np.float32).reshape(1, 3, 1, 1)
+    std32 = np.asarray(std, dtype=np.float32).reshape(1, 3, 1, 1)
+    chw = crops.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
+    return (chw - mean32) / std32
 
 
 def flip_back(heatmaps: np.ndarray, flip_pairs: Sequence[tuple[int, int]] = COCO17_FLIP_PAIRS) -> np.ndarray:
@@ -593,6 +607,9 @@ class HRNetPose:
         # Left/right pairs are known for the COCO-17 layout only; other layouts cannot flip-test.
         self.flip_pairs: tuple[tuple[int, int], ...] | None = COCO17_FLIP_PAIRS if model.num_joints == 17 else None
         self.weights_sha256: str | None = None  # set by models.load_model
+        mean, std = weights.mean or IMAGENET_MEAN, weights.std or IMAGENET_STD
+        self._mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        self._std = torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
 
     # -- geometry ---------------------------------------------------------------------------
     def box_to_center_scale(self, bboxes_xywh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -604,15 +621,18 @@ class HRNetPose:
         return crop_inputs(image_bgr, centers, scales, input_size=self.input_size,
                            mean=spec.mean or IMAGENET_MEAN, std=spec.std or IMAGENET_STD, color=spec.color)
 
+    def normalize(self, crops: np.ndarray) -> torch.Tensor:
+        """(K, H, W, 3) uint8 crops -> (K, 3, H, W) float32 input on the device; the same arithmetic
+        as `crop_inputs`, done where the network runs."""
+        x = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device).permute(0, 3, 1, 2).float()
+        return (x / 255.0 - self._mean) / self._std
+
     # -- network ----------------------------------------------------------------------------
     def _forward(self, inputs: torch.Tensor) -> np.ndarray:
         x = inputs.to(self.device, dtype=torch.float32)
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-        autocast = torch.autocast("cuda", dtype=torch.float16) if self.half else nullcontext()
-        with autocast:
-            out = self.model(x)
-        return out.float().cpu().numpy()
+        return forward_half_guarded(self, lambda: self.model(x), "HRNet").cpu().numpy()
 
     @torch.inference_mode()
     def heatmaps(self, inputs: np.ndarray | torch.Tensor, flip_test: bool = False) -> np.ndarray:
@@ -623,6 +643,7 @@ class HRNetPose:
             x = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"inputs must be (N, 3, H, W), got shape {tuple(x.shape)}")
+        x = x.to(self.device, dtype=torch.float32)  # mirror and stack where the network runs
         if not flip_test:
             return self._forward(x)
         if self.flip_pairs is None:
@@ -666,10 +687,12 @@ class HRNetPose:
             chunk = jobs[start:start + batch_size]
             c = np.stack([centers[i][b] for i, b in chunk])
             s = np.stack([scales[i][b] for i, b in chunk])
-            inputs = np.concatenate([
-                self.crop_inputs(images_bgr[i], centers[i][b:b + 1], scales[i][b:b + 1]) for i, b in chunk
+            spec = self.weights
+            crops = np.concatenate([
+                crop_images(images_bgr[i], centers[i][b:b + 1], scales[i][b:b + 1], input_size=self.input_size,
+                            color=spec.color) for i, b in chunk
             ])
-            hms = self.heatmaps(inputs, flip_test=flip_test)
+            hms = self.heatmaps(self.normalize(crops), flip_test=flip_test)
             kps, scores = decode_heatmaps(hms, c, s)
             for row, (i, b) in enumerate(chunk):
                 results[i][0][b] = kps[row]
@@ -696,7 +719,7 @@ def create(spec: Weights, state_dict: Mapping[str, torch.Tensor] | None, *, devi
 
 __all__ = [
     "WEIGHTS", "BasicBlock", "Bottleneck", "HRNetPose", "HighResolutionModule", "PoseHighResolutionNet",
-    "average_flip", "box_to_center_scale", "convert_checkpoint", "create", "crop_inputs", "decode_heatmaps",
+    "average_flip", "box_to_center_scale", "convert_checkpoint", "create", "crop_images", "crop_inputs", "decode_heatmaps",
     "detect_format", "flip_back", "get_affine_transform", "pose_hrnet", "remap_mmpose_v0", "remap_mmpose_v1",
     "remap_official",
 ]

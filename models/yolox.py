@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from models.checkpoint import CheckpointError, load_strict, strip_prefix, tensors_only
+from models.precision import forward_half_guarded
 from models.weights import Weights
 
 BN_EPS = 1e-3        # set by the official Exp.get_model after construction
@@ -428,24 +429,37 @@ def convert_checkpoint(checkpoint: Any) -> "OrderedDict[str, torch.Tensor]":
 # Pre/post-processing and the predictor
 # --------------------------------------------------------------------------------------------------
 
-def letterbox(image_bgr: np.ndarray, input_size: tuple[int, int]) -> tuple[np.ndarray, float]:
-    """ValTransform(legacy=False): resize by r = min(H_in/H, W_in/W) with the size truncated by int(),
-    INTER_LINEAR, paste at the top-left of a 114-filled canvas; returns (3, H_in, W_in) float32, r.
-    """
+def _check_image(image_bgr: np.ndarray) -> np.ndarray:
     image = np.asarray(image_bgr)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(
             f"YOLOX expects an (H, W, 3) uint8 BGR image, got shape {image.shape} dtype {image.dtype}"
         )
-    height, width = image.shape[:2]
-    if height == 0 or width == 0:
+    if image.shape[0] == 0 or image.shape[1] == 0:
         raise ValueError(f"empty image of shape {image.shape}")
+    return image
+
+
+def letterbox(image_bgr: np.ndarray, input_size: tuple[int, int]) -> tuple[np.ndarray, float]:
+    """ValTransform(legacy=False): resize by r = min(H_in/H, W_in/W) with the size truncated by int(),
+    INTER_LINEAR, paste at the top-left of a 114-filled canvas; returns (3, H_in, W_in) float32, r.
+    """
+    image = _check_image(image_bgr)
+    canvas, r = letterbox_uint8(image, input_size)
+    return np.ascontiguousarray(canvas.transpose(2, 0, 1), dtype=np.float32), r
+
+
+def letterbox_uint8(image_bgr: np.ndarray, input_size: tuple[int, int]) -> tuple[np.ndarray, float]:
+    """`letterbox` before the float conversion: the (H_in, W_in, 3) uint8 canvas and r. The network
+    input is exactly this as float32 (channels first), so a GPU can convert after a 4x smaller copy."""
+    image = np.asarray(image_bgr)
+    height, width = image.shape[:2]
     in_h, in_w = input_size
     r = min(in_h / height, in_w / width)
     new_w, new_h = int(width * r), int(height * r)
     canvas = np.full((in_h, in_w, 3), PAD_VALUE, dtype=np.uint8)
     canvas[:new_h, :new_w] = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    return np.ascontiguousarray(canvas.transpose(2, 0, 1), dtype=np.float32), r
+    return canvas, r
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, labels: np.ndarray | None = None,
@@ -557,11 +571,7 @@ class YOLOXDetector:
         x = x.to(self.device, dtype=torch.float32)
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cuda", dtype=torch.float16, enabled=self.half):
-                out = self.model(x)
-        else:
-            out = self.model(x)
-        return out.float().cpu().numpy()
+        return forward_half_guarded(self, lambda: self.model(x), "YOLOX").cpu().numpy()
 
     def detect(self, image_bgr: np.ndarray, conf_threshold: float = 0.25, nms_threshold: float = 0.45,
                class_agnostic: bool = False, classes: Iterable[int] | None = None) -> np.ndarray:
@@ -581,8 +591,11 @@ class YOLOXDetector:
         if len(images_bgr) == 0:
             return []
         classes = None if classes is None else tuple(classes)
-        inputs, ratios = zip(*(self.preprocess(image) for image in images_bgr))
-        raw = self.forward_raw(np.stack(inputs))
+        for image in images_bgr:
+            _check_image(image)
+        canvases, ratios = zip(*(letterbox_uint8(image, self.input_size) for image in images_bgr))
+        x = torch.from_numpy(np.stack(canvases)).to(self.device).permute(0, 3, 1, 2).float()
+        raw = self.forward_raw(x)
         return [
             self.postprocess(raw_i, ratio, conf_threshold, nms_threshold, class_agnostic, classes, max_detections)
             for raw_i, ratio in zip(raw, ratios)
@@ -636,6 +649,6 @@ def create(spec: Weights, state_dict: Mapping[str, torch.Tensor] | None, *, devi
 
 
 __all__ = [
-    "WEIGHTS", "YOLOX", "YOLOXDetector", "build_yolox", "convert_checkpoint", "create", "letterbox", "nms",
+    "WEIGHTS", "YOLOX", "YOLOXDetector", "build_yolox", "convert_checkpoint", "create", "letterbox", "letterbox_uint8", "nms",
     "postprocess",
 ]
