@@ -43,7 +43,7 @@ def main() -> None:
 @click.argument("input_uri", metavar="INPUT")
 @click.option("--output", "-o", required=True, help="Folder or s3:// prefix for the Parquet tables.")
 @click.option("--address", default=None, help="Ray cluster to join (e.g. auto, ray://HEAD:10001). Default: a local Ray started on demand.")
-@click.option("--num-workers", type=int, default=None, help="Model workers. Default: one per GPU, else one per 2 CPUs.")
+@click.option("--num-workers", type=int, default=None, help="Model workers. Default: two per GPU, else one per 2 CPUs.")
 @click.option("--shard-frames", type=int, default=256, show_default=True, help="Frames per shard (unit of parallel work).")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N]")
 @click.option("--half/--no-half", default=None, help="fp16 autocast (default: on for CUDA, off for CPU).")

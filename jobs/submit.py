@@ -15,9 +15,11 @@ What the job gets:
     first on the job's PYTHONPATH, so the job runs the code you have here.
   - no dependencies: the cluster's image must have posepipe's dependencies and the `posepipe`
     command (infra/Dockerfile builds that image). `--pip SPEC` adds packages for one job.
-  - non-secret settings: POSEPIPE_CACHE, AWS_ENDPOINT_URL(_S3), AWS_REGION, AWS_DEFAULT_REGION when
-    set here, and `--env NAME=VALUE`. Never credentials: the cluster's nodes use their own (environment,
-    instance role, IRSA). Job settings are readable by anyone who can see the dashboard.
+  - non-secret settings: AWS_ENDPOINT_URL(_S3), AWS_REGION, AWS_DEFAULT_REGION when set here, and
+    `--env NAME=VALUE`. Never credentials: the cluster's nodes use their own (environment, instance
+    role, IRSA). Not this machine's POSEPIPE_CACHE or AWS_PROFILE either: a local folder or profile
+    means nothing on the nodes (pass `--env POSEPIPE_CACHE=/shared/weights` to choose one there).
+    Job settings are readable by anyone who can see the dashboard.
 
 Address: --address, else $RAY_API_SERVER_ADDRESS, else $RAY_ADDRESS (as Ray's own CLI), normally the
 dashboard's http://HEAD:8265. Unlike Ray's client, an explicit --address wins over the environment.
@@ -50,7 +52,7 @@ from pipeline.options import JobOptions, OptionError
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("jobs", "pipeline", "models")
 # Settings a job may need on the cluster that are not secret.
-JOB_ENV = ("POSEPIPE_CACHE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION")
+JOB_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION")
 # Credentials, or pointers to local ones: never sent; the nodes have their own.
 CREDENTIAL_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
                   "AWS_SHARED_CREDENTIALS_FILE", "GOOGLE_APPLICATION_CREDENTIALS",

@@ -53,6 +53,10 @@ log = logging.getLogger(__name__)
 # environment or instance roles, never through job metadata.
 FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE",
                  "POSEPIPE_CACHE", "XDG_CACHE_HOME")
+# These name things on the driver's machine (a folder, a profile in ~/.aws/config): a cluster's
+# nodes have their own (the image sets POSEPIPE_CACHE), and a laptop's path or profile there would
+# break the workers (an unwritable cache folder, botocore's ProfileNotFound).
+LOCAL_ONLY_ENV = ("AWS_PROFILE", "POSEPIPE_CACHE", "XDG_CACHE_HOME")
 EXIT_OK, EXIT_USAGE, EXIT_SOME_FAILED, EXIT_WEIGHTS = 0, 2, 3, 4
 # How long the driver waits, with work queued, for any worker to be ready (model loading, actor
 # restarts, an autoscaler adding nodes) before failing the remaining videos.
@@ -146,6 +150,9 @@ def _probe(uri: str) -> dict[str, Any]:
         return {"error": f"{type(exc).__name__}: {exc}"}
 
 
+WORKERS_PER_GPU = 2
+
+
 def _cluster_plan(options: JobOptions, ray: Any) -> tuple[int, dict[str, Any], int]:
     """How many workers, with which resources, and how many torch threads each."""
     resources = ray.cluster_resources()
@@ -155,7 +162,10 @@ def _cluster_plan(options: JobOptions, ray: Any) -> tuple[int, dict[str, Any], i
     if use_gpu and gpus == 0:
         raise OptionError("--device", "cuda was asked for but the Ray cluster has no GPUs; use --device cpu or auto")
     if use_gpu:
-        n = options.num_workers or gpus
+        # Two workers per GPU by default (given 2+ CPUs each): one worker leaves the GPU idle while
+        # it decodes, crops and runs NMS on the CPU; on an H100 a second one doubled the steady-state
+        # frames/s (README, Benchmark).
+        n = options.num_workers or max(gpus, min(gpus * WORKERS_PER_GPU, cpus // 2))
         per_cpu = options.cpus_per_worker or max(1, min(4, cpus // max(n, 1)))
         return n, {"num_cpus": per_cpu, "num_gpus": min(1.0, gpus / n)}, int(per_cpu)
     per_cpu = options.cpus_per_worker or (2 if cpus >= 2 else 1)
@@ -169,8 +179,8 @@ def forwarded_env(*, local: bool, environ: Mapping[str, str] | None = None) -> d
     """The `FORWARDED_ENV` variables to hand the workers through `ray.init(runtime_env=...)`.
 
     Starting a local Ray: all of them that are set (its workers would inherit them anyway; this
-    says so). Joining a cluster: those set here and not already set by the Ray Job's own runtime
-    env (`ray job submit --runtime-env-json`, seen by the driver as RAY_JOB_CONFIG_JSON_ENV_VAR):
+    says so). Joining a cluster: those set here, except `LOCAL_ONLY_ENV`, and not already set by
+    the Ray Job's own runtime env (`ray job submit --runtime-env-json`, seen by the driver as RAY_JOB_CONFIG_JSON_ENV_VAR):
     the Job's value already reaches every worker, and Ray refuses to merge a `ray.init`
     runtime_env that sets the same variable (ValueError).
     """
@@ -178,6 +188,7 @@ def forwarded_env(*, local: bool, environ: Mapping[str, str] | None = None) -> d
     env = {k: environ[k] for k in FORWARDED_ENV if k in environ}
     if local:
         return env
+    env = {k: v for k, v in env.items() if k not in LOCAL_ONLY_ENV}
     job_config = environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
     if job_config:
         try:

@@ -346,7 +346,7 @@ def test_rayjob_runs_posepipe_and_cleans_up() -> None:
     assert "rayClusterSpec" in job or "clusterSelector" in job
     env = yaml.safe_load(job["runtimeEnvYAML"])["env_vars"]
     assert env.get("POSEPIPE_CACHE"), env
-    # posepipe's driver forwards POSEPIPE_CACHE in its own ray.init(runtime_env=...): Ray refuses to
+    # posepipe's driver may forward AWS settings in its own ray.init(runtime_env=...): Ray refuses to
     # merge a key set twice unless told to.
     assert env.get("RAY_OVERRIDE_JOB_RUNTIME_ENV") == "1", env
     assert all(isinstance(v, str) for v in env.values()), f"env_vars values must be strings: {env}"

@@ -61,8 +61,11 @@ def test_runtime_env_never_carries_credentials(tmp_path):
                "AWS_ENDPOINT_URL": "http://minio:9000", "HOME": "/home/me"}
     runtime_env = submit.job_runtime_env(environ)
     env = runtime_env["env_vars"]
-    assert {k: env[k] for k in ("AWS_REGION", "POSEPIPE_CACHE", "AWS_ENDPOINT_URL")} == {
-        "AWS_REGION": "eu-west-1", "POSEPIPE_CACHE": "/var/cache/posepipe", "AWS_ENDPOINT_URL": "http://minio:9000"}
+    assert {k: env[k] for k in ("AWS_REGION", "AWS_ENDPOINT_URL")} == {
+        "AWS_REGION": "eu-west-1", "AWS_ENDPOINT_URL": "http://minio:9000"}
+    # This machine's cache folder and AWS profile mean nothing on the cluster's nodes.
+    assert "POSEPIPE_CACHE" not in env and "AWS_PROFILE" not in env
+    assert submit.job_runtime_env({}, extra_env={"POSEPIPE_CACHE": "/mnt/w"})["env_vars"]["POSEPIPE_CACHE"] == "/mnt/w"
     text = json.dumps(runtime_env)
     assert not set(env) & set(submit.CREDENTIAL_ENV), env
     assert not any(value in text for value in SECRETS.values()) and "HOME" not in env

@@ -146,8 +146,8 @@ def test_losing_a_node_mid_job_still_gives_the_single_node_rows(two_nodes, refer
     nodes = alive_nodes(head)
     node_of = {node_id: ("a" if "node_a" in res else "b") for node_id, res in nodes.items()}
     out, log = tmp_path / "out", tmp_path / "run.log"
-    # As inside `ray job submit --runtime-env-json '{"env_vars": {"POSEPIPE_CACHE": ...}}'`: the runner
-    # also forwards POSEPIPE_CACHE, which Ray refuses to merge unless the runner leaves it out.
+    # As inside `ray job submit --runtime-env-json '{"env_vars": {"POSEPIPE_CACHE": ...}}'`: the Job's
+    # variables reach every worker; the runner must not set them again (Ray refuses to merge).
     cache = str(tmp_path / "cache")
     env = posepipe_env(POSEPIPE_CACHE=cache, RAY_AUTH_MODE="disabled",
                        RAY_JOB_CONFIG_JSON_ENV_VAR=json.dumps({"runtime_env": {"env_vars": {"POSEPIPE_CACHE": cache}}}))

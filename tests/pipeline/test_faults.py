@@ -292,4 +292,8 @@ def test_forwarded_env_never_collides_with_a_ray_jobs_runtime_env():
     assert forwarded_env(local=True, environ=environ) == {"AWS_ENDPOINT_URL": "http://s3.local", "POSEPIPE_CACHE": "/cache"}
     assert forwarded_env(local=False, environ=environ) == {"AWS_ENDPOINT_URL": "http://s3.local"}
     plain = {k: v for k, v in environ.items() if not k.startswith("RAY_")}
-    assert forwarded_env(local=False, environ=plain) == {"AWS_ENDPOINT_URL": "http://s3.local", "POSEPIPE_CACHE": "/cache"}
+    assert forwarded_env(local=False, environ=plain) == {"AWS_ENDPOINT_URL": "http://s3.local"}
+    # Paths and profiles of the driver's machine stay there when joining a cluster.
+    laptop = {**plain, "AWS_PROFILE": "me", "XDG_CACHE_HOME": "/Users/me/.cache", "AWS_REGION": "eu-west-1"}
+    assert forwarded_env(local=False, environ=laptop) == {"AWS_ENDPOINT_URL": "http://s3.local", "AWS_REGION": "eu-west-1"}
+    assert forwarded_env(local=True, environ=laptop)["AWS_PROFILE"] == "me"

@@ -1,0 +1,45 @@
+"""How the runner sizes its workers from the cluster's resources."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from pipeline.options import JobOptions, OptionError
+from pipeline.runner import _cluster_plan
+
+
+def _cluster(cpus: float, gpus: float = 0) -> SimpleNamespace:
+    """What `ray.cluster_resources()` reports; the plan reads nothing else."""
+    return SimpleNamespace(cluster_resources=lambda: {"CPU": cpus, "GPU": gpus} if gpus else {"CPU": cpus})
+
+
+def _plan(cpus: float, gpus: float = 0, **options):
+    return _cluster_plan(JobOptions(input="in", output="out", **options), _cluster(cpus, gpus))
+
+
+@pytest.mark.parametrize("cpus, gpus, workers, gpu_share, worker_cpus", [
+    (16, 1, 2, 0.5, 4),    # two per GPU: one worker leaves the GPU idle during its CPU work
+    (32, 4, 8, 0.5, 4),
+    (8, 1, 2, 0.5, 4),
+    (2, 1, 1, 1.0, 2),     # too few CPUs to feed two
+    (6, 4, 4, 1.0, 1),     # never fewer workers than GPUs
+])
+def test_gpu_default_is_two_workers_per_gpu_when_cpus_allow(cpus, gpus, workers, gpu_share, worker_cpus):
+    n, resources, threads = _plan(cpus, gpus)
+    assert (n, resources["num_gpus"], resources["num_cpus"], threads) == (workers, gpu_share, worker_cpus, worker_cpus)
+
+
+def test_explicit_workers_share_the_gpus():
+    n, resources, _ = _plan(16, 1, num_workers=3)
+    assert n == 3 and resources["num_gpus"] == pytest.approx(1 / 3)
+
+
+def test_cpu_default_is_one_worker_per_two_cpus():
+    assert _plan(8, device="cpu")[:2] == (4, {"num_cpus": 2, "num_gpus": 0})
+    assert _plan(1, device="cpu")[:2] == (1, {"num_cpus": 1, "num_gpus": 0})
+
+
+def test_cuda_without_gpus_is_refused():
+    with pytest.raises(OptionError, match="no GPUs"):
+        _plan(8, device="cuda")
