@@ -31,6 +31,7 @@ from click.testing import CliRunner
 from jobs import submit
 from jobs.cli import main, run_command
 from tests import media
+from tests.processes import processes
 
 FAST = ["--random-weights", "--max-persons", "1", "--no-flip-test"]
 SECRETS = {"AWS_ACCESS_KEY_ID": "AKIAPOSEPIPETESTKEY", "AWS_SECRET_ACCESS_KEY": "posepipe-test-secret-value",
@@ -185,22 +186,6 @@ def test_a_dashboard_that_refuses_or_is_not_ray_is_named(no_ray_address):
 # --------------------------------------------------------------------------- a real head
 
 
-def _processes() -> dict[int, tuple[int, str, str]]:
-    """pid -> (parent pid, start time, command line), from /proc."""
-    found = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        found[int(entry)] = (int(fields[1]), fields[19], cmdline)
-    return found
-
-
 class RayHead:
     """`ray start --head --block` on free ports with its own temp dir; stop() ends only what it started."""
 
@@ -243,15 +228,15 @@ class RayHead:
     def owned(self) -> dict[int, str]:
         """pid -> start time of every process this head started: its descendants, and anything naming its
         temp dir (a process whose parent already died)."""
-        procs = _processes()
+        procs = processes()
         owned: dict[int, str] = {}
         frontier = [self.proc.pid] if self.proc else []
         while frontier:
             pid = frontier.pop()
             if pid in procs and pid not in owned:
-                owned[pid] = procs[pid][1]
-                frontier += [child for child, (ppid, _, _) in procs.items() if ppid == pid]
-        owned.update({pid: start for pid, (_, start, cmd) in procs.items() if self.temp_dir in cmd})
+                owned[pid] = procs[pid].start
+                frontier += [child for child, p in procs.items() if p.ppid == pid]
+        owned.update({pid: p.start for pid, p in procs.items() if self.temp_dir in p.cmdline})
         return owned
 
     def stop(self) -> None:
@@ -273,8 +258,8 @@ class RayHead:
         owned.update(self.owned())
         deadline = time.monotonic() + 10
         while True:
-            procs = _processes()
-            alive = [pid for pid, start in owned.items() if pid in procs and procs[pid][1] == start
+            procs = processes()
+            alive = [pid for pid, start in owned.items() if pid in procs and procs[pid].start == start
                      and pid != os.getpid()]
             if not alive or time.monotonic() > deadline:
                 break

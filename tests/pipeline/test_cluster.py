@@ -24,8 +24,9 @@ from typing import Iterator
 
 import pytest
 
+from tests.processes import processes
 from tests.pipeline.test_faults import (FAST, SHARD, CLIPS, Reference, assert_same_rows, posepipe_command,
-                                        posepipe_env, processes, reference_job, wait_for, wait_job)
+                                        posepipe_env, reference_job, wait_for, wait_job)
 
 # The head's system config: find a dead node in seconds (the default takes about half a minute),
 # and keep shard rows of more than 1 KB in the object store of the node that computed them (the
@@ -83,12 +84,12 @@ class RayNode:
         if self.proc is None:
             return set()
         procs = processes()
-        found = {pid for pid, (_, sid, cmd) in procs.items() if sid == self.proc.pid or self.temp_dir in cmd}
+        found = {pid for pid, p in procs.items() if p.session == self.proc.pid or self.temp_dir in p.cmdline}
         frontier = list(found | {self.proc.pid})
         while frontier:
             pid = frontier.pop()
-            for child, (ppid, _, _) in procs.items():
-                if ppid == pid and child not in found:
+            for child, p in procs.items():
+                if p.ppid == pid and child not in found:
                     found.add(child)
                     frontier.append(child)
         return found - {os.getpid()}

@@ -27,6 +27,7 @@ import pytest
 from pipeline.options import DEFAULT_MODELS, JobOptions
 from pipeline.runner import JobSummary, run_job
 from tests import media
+from tests.processes import processes
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = ["--random-weights", "--max-persons", "1", "--no-flip-test", "--detector", "yolox_nano"]  # see run_here
@@ -118,25 +119,9 @@ def posepipe_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def processes() -> dict[int, tuple[int, int, str]]:
-    """pid -> (parent pid, session id, command line) of every process, from /proc."""
-    found = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        found[int(entry)] = (int(fields[1]), int(fields[3]), cmd)
-    return found
-
-
 def session_members(sid: int) -> list[int]:
     """Processes of the session a subprocess was started in (Ray's processes stay in it, orphans too)."""
-    return [pid for pid, (_, session, _) in processes().items() if session == sid]
+    return [pid for pid, p in processes().items() if p.session == sid]
 
 
 class Spawner:
@@ -241,8 +226,12 @@ def test_killed_driver_rerun_resumes_to_the_same_rows(reference, spawner, tmp_pa
     # it. (Ray's dashboard and runtime-env agents linger for about a minute, trying to report to the
     # dead GCS, then exit; they do not disturb a rerun. The spawner's teardown ends them here.)
     agents = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
-    core = lambda: [p for p in ray_processes & set(session_members(proc.pid))  # noqa: E731
-                    if not processes().get(p, (0, 0, ""))[2].startswith(agents)]
+
+    def core() -> list[int]:
+        procs = processes()
+        return [p for p in ray_processes & set(session_members(proc.pid))
+                if p not in procs or not procs[p].cmdline.startswith(agents)]
+
     wait_for(lambda: not core(), 60, "the killed driver's Ray to exit", interval_s=0.5)
 
     log2 = tmp_path / "second.log"
