@@ -310,13 +310,18 @@ class _LiftOneByOne:
         return [self.lifter.lift(seq, width, height, flip_augment=flip_augment) for seq in sequences]
 
 
+NAIVE_MAX_FRAMES = 64  # enough for a steady rate; the naive loop is the slowest section by far
+
+
 def bench_naive(worker: Any, uri: str, info: dict[str, Any]) -> dict[str, Any]:
-    """Decode one frame, detect it, HRNet then HMR one box at a time; track and lift per track at the end."""
+    """Decode one frame, detect it, HRNet then HMR one box at a time; track and lift per track at the end.
+
+    Timed on the clip's first `NAIVE_MAX_FRAMES` frames at most."""
     from pipeline.video import open_video
     from pipeline.worker import assign_tracks, lift_tracks
 
     opts = worker.options
-    n, width, height = info["num_frames"], info["width"], info["height"]
+    n, width, height = min(info["num_frames"], NAIVE_MAX_FRAMES), info["width"], info["height"]
     stages = dict.fromkeys(("decode", "detect", "pose2d", "smpl", "track", "lift"), 0.0)
     rows_f, rows_box, rows_score, rows_kp = [], [], [], []
 
@@ -486,6 +491,9 @@ def bench_memory(options: JobOptions, frames: Sequence[np.ndarray], fps: float, 
 @click.option("--frames", "n_frames", type=click.IntRange(min=1), default=64, show_default=True, help="Frames to time (N).")
 @click.option("--max-persons", type=click.IntRange(min=1), default=3, show_default=True, help="People kept per frame (K).")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N]")
+@click.option("--half/--no-half", default=None, help="fp16 autocast (default: on for CUDA, off for CPU).")
+@click.option("--frames-per-batch", type=click.IntRange(min=1), default=None,
+              help="Frames per model batch (default: the job's).")
 @click.option("--weights", "weights", multiple=True, metavar="NAME=URI", help="Checkpoint for a model (repeatable).")
 @click.option("--random-weights", is_flag=True, help="Random weights: speed only, outputs meaningless.")
 @click.option("--shard-frames", type=click.IntRange(min=1), default=None,
@@ -494,7 +502,8 @@ def bench_memory(options: JobOptions, frames: Sequence[np.ndarray], fps: float, 
 @click.option("--memory", is_flag=True, help="Also measure a worker process's peak RSS on N and 10xN frames.")
 @click.option("--no-ray", is_flag=True, help="Skip the run_job sections (no Ray startup).")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the JSON here.")
-def bench_command(video: str | None, n_frames: int, max_persons: int, device: str, weights: tuple[str, ...],
+def bench_command(video: str | None, n_frames: int, max_persons: int, device: str, half: bool | None,
+                  frames_per_batch: int | None, weights: tuple[str, ...],
                   random_weights: bool, shard_frames: int | None, workers: str | None, memory: bool, no_ray: bool,
                   out_path: Path | None) -> None:
     """Time decoding, each model batched, the pipeline end to end, and a naive per-frame loop; print JSON.
@@ -512,14 +521,14 @@ def bench_command(video: str | None, n_frames: int, max_persons: int, device: st
         raise click.UsageError("--workers times run_job on Ray; drop --no-ray or --workers")
     if video is not None and not Path(video).exists() and "://" not in video:
         raise click.BadParameter(f"{video!r} does not exist", param_hint="VIDEO")
-    batch = JobOptions(input="", output="").frames_per_batch
+    batch = frames_per_batch or JobOptions(input="", output="").frames_per_batch
     shard = shard_frames or max(batch, math.ceil(n_frames / 4))
     with tempfile.TemporaryDirectory(prefix="posepipe-bench-") as tmp:
         folder = Path(tmp)
         (folder / "input").mkdir()
         options = JobOptions(input=str(folder / "input"), output=str(folder / "out-run"), device=device,
                              max_persons=max_persons, weights=_parse_weights(weights), random_weights=random_weights,
-                             shard_frames=shard, force=True)
+                             shard_frames=shard, force=True, half=half, frames_per_batch=batch)
         try:
             options.validate(CATALOGUE)
         except OptionError as exc:
@@ -545,7 +554,7 @@ def bench_command(video: str | None, n_frames: int, max_persons: int, device: st
         report["clip"] = {"source": source or "generated", "codec": "mp4v", **info}
         report["settings"] = {"frames": n_frames, "max_persons": max_persons, "frames_per_batch": options.frames_per_batch,
                               "shard_frames": shard, "flip_test": options.flip_test, "flip_augment_3d": options.flip_augment_3d,
-                              "half": options.half}
+                              "half": options.half if options.half is not None else report["machine"]["device"].startswith("cuda")}
 
         _log(f"decoding {n_frames} frames")
         report["decode_fps"] = bench_decode(uri, n_frames, options.frames_per_batch)
