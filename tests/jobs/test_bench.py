@@ -22,8 +22,12 @@ STAGES = {"detector", "pose", "mesh", "lifter"}
 def clip(tmp_path):
     path = tmp_path / "tiny.mp4"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (WIDTH, HEIGHT))
-    for i in range(FRAMES):
-        writer.write(np.full((HEIGHT, WIDTH, 3), 60 + 20 * i, np.uint8))
+    rng = np.random.default_rng(0)
+    for _ in range(FRAMES):
+        # Smooth texture, not flat colour: on a flat frame every anchor of the random detector scores
+        # the same, and which box survives (possibly one off the frame) is then a tie-break.
+        small = rng.integers(0, 256, (HEIGHT // 10, WIDTH // 10, 3), dtype=np.uint8)
+        writer.write(cv2.resize(small, (WIDTH, HEIGHT), interpolation=cv2.INTER_CUBIC))
     writer.release()
     return path
 

@@ -290,13 +290,14 @@ def ray_head():
 def test_submit_wait_status_logs_on_a_real_head(ray_head, tmp_path, monkeypatch, no_ray_address):
     media.street_clip(tmp_path / "in" / "walk.mp4", n=6)
     out = tmp_path / "out"
-    monkeypatch.setenv("POSEPIPE_CACHE", str(tmp_path / "cache"))  # forwarded, and by `run` again (a merge)
+    monkeypatch.setenv("POSEPIPE_CACHE", "/Users/me/.cache/posepipe")  # this machine's: not forwarded
+    cluster_cache = str(tmp_path / "cache")  # the nodes' own, given by --env
     for name, value in SECRETS.items():
         monkeypatch.setenv(name, value)
     job_id = f"posepipe-test-{uuid.uuid4().hex[:8]}"
 
     result = cli("submit", str(tmp_path / "in"), "--output", str(out), "--address", ray_head.url, *FAST,
-                 "--shard-frames", "3", "--wait", "--job-id", job_id)
+                 "--shard-frames", "3", "--wait", "--job-id", job_id, "--env", f"POSEPIPE_CACHE={cluster_cache}")
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[0] == job_id
     assert "not forwarded to the job: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN" in result.stderr
@@ -318,7 +319,7 @@ def test_submit_wait_status_logs_on_a_real_head(ray_head, tmp_path, monkeypatch,
     # What the cluster received: the settings without credentials, the code without the rest.
     job = requests.get(f"{ray_head.url}/api/jobs/{job_id}", timeout=5).json()
     env = job["runtime_env"]["env_vars"]
-    assert env["POSEPIPE_CACHE"] == str(tmp_path / "cache") and not set(env) & set(submit.CREDENTIAL_ENV)
+    assert env["POSEPIPE_CACHE"] == cluster_cache and not set(env) & set(submit.CREDENTIAL_ENV)
     assert not any(value in json.dumps(job) for value in SECRETS.values())
     unpacked = [p for p in Path(ray_head.temp_dir).glob("session_2*/runtime_resources/working_dir_files/*") if p.is_dir()]
     assert len(unpacked) == 1, unpacked
