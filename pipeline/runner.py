@@ -175,6 +175,16 @@ def _cluster_plan(options: JobOptions, ray: Any) -> tuple[int, dict[str, Any], i
     return n, {"num_cpus": per_cpu, "num_gpus": 0}, max(1, int(round(per_cpu)))
 
 
+def kept_local_notice(address: str, environ: Mapping[str, str]) -> str | None:
+    """What a driver joining a cluster from elsewhere should hear about the `LOCAL_ONLY_ENV` it keeps."""
+    on_a_node = address in ("local", "auto") or "RAY_JOB_CONFIG_JSON_ENV_VAR" in environ
+    kept = sorted(name for name in LOCAL_ONLY_ENV if environ.get(name))
+    if on_a_node or not kept:  # a driver on a node shares the node's own settings
+        return None
+    return (f"not forwarded to the cluster's workers: {', '.join(kept)} (they name things on this machine); "
+            "set them on the nodes, or pass `posepipe submit --env NAME=VALUE`")
+
+
 def forwarded_env(*, local: bool, environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The `FORWARDED_ENV` variables to hand the workers through `ray.init(runtime_env=...)`.
 
@@ -234,6 +244,9 @@ def run_job(options: JobOptions, *, reporter: Callable[[str, dict[str, Any]], No
     if not ray.is_initialized():
         address = options.address or os.environ.get("RAY_ADDRESS") or "local"
         env = forwarded_env(local=address == "local")
+        notice = kept_local_notice(address, os.environ)
+        if notice:
+            log.warning(notice)
         ray.init(address=address, include_dashboard=False, log_to_driver=True, logging_level=logging.WARNING,
                  runtime_env={"env_vars": env} if env else None)
         started_ray = True

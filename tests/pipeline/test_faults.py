@@ -274,7 +274,7 @@ def test_a_lost_shard_result_is_recognised_inside_a_task_error():
 def test_forwarded_env_never_collides_with_a_ray_jobs_runtime_env():
     """Under `ray job submit` a variable the Job's runtime_env sets is not forwarded again (Ray
     refuses to merge the two); joining a plain cluster or starting a local Ray forwards all."""
-    from pipeline.runner import forwarded_env
+    from pipeline.runner import forwarded_env, kept_local_notice
 
     environ = {"AWS_ENDPOINT_URL": "http://s3.local", "POSEPIPE_CACHE": "/cache", "HOME": "/root",
                "RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps({"runtime_env": {"env_vars": {"POSEPIPE_CACHE": "/cache"}}})}
@@ -286,3 +286,7 @@ def test_forwarded_env_never_collides_with_a_ray_jobs_runtime_env():
     laptop = {**plain, "AWS_PROFILE": "me", "XDG_CACHE_HOME": "/Users/me/.cache", "AWS_REGION": "eu-west-1"}
     assert forwarded_env(local=False, environ=laptop) == {"AWS_ENDPOINT_URL": "http://s3.local", "AWS_REGION": "eu-west-1"}
     assert forwarded_env(local=True, environ=laptop)["AWS_PROFILE"] == "me"
+    notice = kept_local_notice("ray://head:10001", laptop)
+    assert notice and "AWS_PROFILE, POSEPIPE_CACHE, XDG_CACHE_HOME" in notice and "--env" in notice
+    assert kept_local_notice("auto", laptop) is None and kept_local_notice("local", laptop) is None
+    assert kept_local_notice("ray://head:10001", {"AWS_REGION": "eu-west-1"}) is None
