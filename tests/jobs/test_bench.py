@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from jobs.bench import bench_command, cpus_per_worker, parse_workers
+from jobs.bench import bench_command, parse_workers
+from pipeline.benchmark import cpus_per_worker
 
 FRAMES, WIDTH, HEIGHT = 4, 160, 120
 SECTIONS = {"machine", "clip", "settings", "decode_fps", "models", "end_to_end_fps", "naive_sequential_fps", "speedup"}

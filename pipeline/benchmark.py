@@ -1,0 +1,538 @@
+"""Benchmark: how fast each stage is, batched and naive, in-process and through Ray.
+
+Every figure comes with the counts and seconds it was derived from (time.perf_counter), so it can
+be recomputed. Sections, in order: `machine`, `clip`, `decode_fps`, `models` (each model alone,
+batched, after one warm-up call), `end_to_end_fps` (`PoseWorker.process_shard` + `finish_video`
+in-process, then `run_job` on a local Ray), `naive_sequential_fps` (the same models one frame and
+one box at a time, as a loop around a per-image API would run them) and `speedup`; opt-in:
+`workers` (run_job throughput per worker count) and `memory` (peak RSS of a worker process on a
+short and a 10x longer clip).
+
+The clip is VIDEO's first N frames (looped when it is shorter), re-encoded as mp4v in a temporary
+folder, so every section reads the same N frames. With --random-weights speed depends only on the
+architectures; random weights see people everywhere, so --max-persons pins the crops per frame
+and the JSON reports the mean persons per frame actually processed.
+
+`jobs/bench.py` is the command; this module measures.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, replace
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from pipeline.options import JobOptions
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_VIDEO = REPO.parent / "shared" / "media" / "vtest.avi"
+VIDEO_ID = "bench.mp4"
+MEMORY_LENGTH_FACTOR = 10
+
+
+# --------------------------------------------------------------------------------------------------
+# Small helpers
+# --------------------------------------------------------------------------------------------------
+
+def rate(count: float, seconds: float, what: str = "frames", unit: str = "fps") -> dict[str, float | None]:
+    """{what: count, seconds, unit: count / seconds}; the rate is None when nothing was timed."""
+    return {what: count, "seconds": round(seconds, 6), unit: round(count / seconds, 3) if seconds > 0 else None}
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
+def ru_maxrss_mib() -> float:
+    """getrusage's peak RSS of this process (KiB on Linux, bytes on macOS).
+
+    On Linux it survives execve: a subprocess started from a big process reports at least the
+    parent's size at the fork, so `peak_rss_mib` prefers the kernel's per-address-space VmHWM.
+    """
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set size so far: VmHWM where /proc has it, else ru_maxrss."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return ru_maxrss_mib()
+
+
+def cpus_per_worker(cpus: int, workers: int) -> int:
+    """CPUs for each of `workers` so that all fit on `cpus` (at least one each)."""
+    return max(1, cpus // workers)
+
+
+def _package_version(name: str) -> str | None:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def _log(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# The clip
+# --------------------------------------------------------------------------------------------------
+
+def generated_frames(n: int, size: tuple[int, int] = (640, 480)) -> list[np.ndarray]:
+    """Two walking figures on a grey ground: a clip to time when no sample video is at hand."""
+    import cv2
+
+    w, h = size
+    frames = []
+    for i in range(n):
+        frame = np.full((h, w, 3), 90, np.uint8)
+        for k in range(2):
+            x = int(80 + k * 300 + 4 * (i % 100))
+            cv2.circle(frame, (x, 120), 24, (200, 180, 160), -1)
+            cv2.rectangle(frame, (x - 28, 148), (x + 28, 300), (60, 60, 160), -1)
+            cv2.line(frame, (x - 16, 300), (x - 28, 440), (40, 40, 40), 12)
+            cv2.line(frame, (x + 16, 300), (x + 28, 440), (40, 40, 40), 12)
+        frames.append(frame)
+    return frames
+
+
+def source_frames(uri: str, n: int) -> tuple[list[np.ndarray], float]:
+    """The first `n` BGR frames of `uri` (looped when it has fewer) and its frame rate."""
+    from pipeline.video import open_video
+
+    with open_video(uri) as video:
+        fps = video.info.fps or 10.0
+        frames = [f for _, batch in video.frames(0, n, window=32) for f in batch]
+    return [frames[i % len(frames)] for i in range(n)], fps
+
+
+def write_clip(path: Path, frames: Sequence[np.ndarray], fps: float) -> Path:
+    import cv2
+
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    if not writer.isOpened():
+        raise BenchError(f"OpenCV cannot write an mp4v clip at {path}")
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def video_info(uri: str) -> dict[str, Any]:
+    from pipeline.video import open_video
+
+    with open_video(uri) as video:
+        return asdict(video.info)
+
+
+# --------------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------------
+
+def machine_info(options: JobOptions) -> dict[str, Any]:
+    import torch
+
+    from models import resolve_device
+
+    device = resolve_device(options.device)
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = platform.processor() or platform.machine()
+        cpuinfo = Path("/proc/cpuinfo")
+        if cpuinfo.exists():
+            models = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+            name = models[0] if models else name
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "cpu_count": os.cpu_count(), "cpus_usable": usable, "torch_threads": torch.get_num_threads(),
+        "device": str(device), "device_name": name, "python": platform.python_version(),
+        "torch": torch.__version__, "ray": _package_version("ray"), "decord": _package_version("decord"),
+        "random_weights": options.random_weights, "models": dict(options.models),
+    }
+
+
+def bench_decode(uri: str, n: int, window: int) -> dict[str, Any]:
+    """Decoding N frames: the pipeline's sequential next() after one seek, and decord's get_batch."""
+    import decord
+
+    from pipeline.sources import local_path
+    from pipeline.video import open_video
+
+    t0 = time.perf_counter()
+    with open_video(uri) as video:
+        t1 = time.perf_counter()
+        n = min(n, video.info.num_frames)
+        count = sum(len(batch) for _, batch in video.frames(0, n, window=window))
+        t2 = time.perf_counter()
+    reader = decord.VideoReader(local_path(uri), ctx=decord.cpu(0), num_threads=1)  # as pipeline.video opens it
+    t3 = time.perf_counter()
+    batched = 0
+    for lo in range(0, n, window):
+        rgb = reader.get_batch(list(range(lo, min(lo + window, n)))).asnumpy()
+        batched += len(np.ascontiguousarray(rgb[..., ::-1]))  # to BGR, as the pipeline hands frames on
+    t4 = time.perf_counter()
+    del reader
+    sequential, get_batch = rate(count, t2 - t1), rate(batched, t4 - t3)
+    return {"window": window, "open_seconds": round(t1 - t0, 4), "sequential": sequential, "get_batch": get_batch,
+            "get_batch_slowdown": ratio(sequential["fps"], get_batch["fps"])}
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t
+
+
+def detect_persons(worker: Any, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """What `PoseWorker` keeps of one detector batch: (K, 5) [x1, y1, x2, y2, score] per frame."""
+    from pipeline.worker import PERSON_CLASS, select_persons
+
+    opts = worker.options
+    dets = worker.detector.detect_batch(frames, conf_threshold=opts.det_conf, nms_threshold=opts.det_nms,
+                                        classes=(PERSON_CLASS,), max_detections=opts.max_persons)
+    return [select_persons(d, f.shape[1], f.shape[0], opts.max_persons) for d, f in zip(dets, frames)]
+
+
+def _xywh(boxes_xyxy: np.ndarray) -> np.ndarray:
+    return np.concatenate([boxes_xyxy[:, :2], boxes_xyxy[:, 2:] - boxes_xyxy[:, :2]], axis=1)
+
+
+def bench_models(worker: Any, frames: Sequence[np.ndarray]) -> dict[str, Any]:
+    """Each model alone over the N frames, batched as the pipeline batches it, after one warm-up call."""
+    opts = worker.options
+    n, batch = len(frames), opts.frames_per_batch
+    windows = [frames[lo:lo + batch] for lo in range(0, n, batch)]
+    detect_persons(worker, windows[0])  # warm-up
+    persons, seconds = _timed(lambda: [p for w in windows for p in detect_persons(worker, w)])
+    detected = int(sum(len(p) for p in persons))
+    out: dict[str, Any] = {"persons_per_frame": round(detected / n, 3), "boxes": "detector"}
+    out["detector"] = {"model": opts.models["detector"], "batch": batch, **rate(n, seconds)}
+    boxes = [p[:, :4] for p in persons]
+    if detected == 0:  # nobody in view (real weights): time the crop models on one central box per frame
+        h, w = frames[0].shape[:2]
+        boxes = [np.array([[w / 3, h * 0.1, 2 * w / 3, h * 0.9]], np.float32) for _ in frames]
+        out["boxes"] = "synthetic: one central box per frame (the detector found nobody)"
+    crops = int(sum(len(b) for b in boxes))
+    first = next(i for i, b in enumerate(boxes) if len(b))
+    boxes_xywh = [_xywh(b) for b in boxes]
+
+    worker.pose.predict_batch([frames[first]], [boxes_xywh[first]], flip_test=opts.flip_test)
+    pose, seconds = _timed(lambda: worker.pose.predict_batch(frames, boxes_xywh, flip_test=opts.flip_test))
+    out["pose"] = {"model": opts.models["pose"], "flip_test": opts.flip_test, "crops": crops,
+                   **rate(n, seconds), "crops_per_s": rate(crops, seconds, "crops", "crops_per_s")["crops_per_s"]}
+
+    worker.mesh.predict_batch([frames[first]], [boxes[first]])
+    _, seconds = _timed(lambda: worker.mesh.predict_batch(frames, boxes))
+    out["mesh"] = {"model": opts.models["mesh"], "crops": crops,
+                   **rate(n, seconds), "crops_per_s": rate(crops, seconds, "crops", "crops_per_s")["crops_per_s"]}
+
+    # One person's T-frame track (T = N): the first person of each frame that has one, cycled.
+    firsts = np.stack([k[0] for k, _ in pose if len(k)]).astype(np.float32)
+    track = firsts[np.arange(n) % len(firsts)]
+    h, w = frames[0].shape[:2]
+
+    def lift() -> np.ndarray:
+        return worker.lifter.lift(track, w, h, flip_augment=opts.flip_augment_3d)
+
+    lift()
+    lifted, seconds = _timed(lift)
+    field = worker.lifter.receptive_field
+    out["lifter"] = {"model": opts.models["lifter"], "track_frames": n, "receptive_field": field,
+                     "input_frames": n + field - 1, "flip_augment": opts.flip_augment_3d, **rate(len(lifted), seconds)}
+    return out
+
+
+def _video(uri: str, info: dict[str, Any], fingerprint: str) -> dict[str, Any]:
+    return {"video_id": VIDEO_ID, "uri": uri, "info": info, "fingerprint": fingerprint}
+
+
+def bench_in_process(worker: Any, uri: str, info: dict[str, Any], shard_frames: int, hashes: dict[str, str | None],
+                     output: str) -> dict[str, Any]:
+    """The pipeline's two units of work without Ray: every shard, then the video's finish."""
+    from pipeline.runner import provenance
+    from pipeline.schema import provenance_metadata
+    from pipeline.worker import ShardTask
+
+    opts = worker.options
+    n = info["num_frames"]
+    metadata = provenance_metadata(provenance(opts, hashes))
+    t0 = time.perf_counter()
+    shards = [worker.process_shard(ShardTask(VIDEO_ID, uri, s, min(s + shard_frames, n))) for s in range(0, n, shard_frames)]
+    t1 = time.perf_counter()
+    result = worker.finish_video(_video(uri, info, opts.fingerprint(hashes)), shards, output, metadata)
+    t2 = time.perf_counter()
+    stages = {k: round(sum(s.timings.get(k, 0.0) for s in shards), 4) for k in ("decode", "detect", "pose2d", "smpl")}
+    stages["finish_video"] = round(t2 - t1, 4)
+    frames = int(sum(s.frames_decoded for s in shards))
+    return {"shards": len(shards), "shard_frames": shard_frames, "rows": result.rows,
+            "tracks": result.record["num_tracks"], "persons_per_frame": round(result.rows / max(frames, 1), 3),
+            "stage_seconds": stages, **rate(frames, t2 - t0)}
+
+
+class _LiftOneByOne:
+    """A lifter whose `lift_batch` lifts one track per call, as a naive loop would."""
+
+    def __init__(self, lifter: Any) -> None:
+        self.lifter = lifter
+
+    def lift_batch(self, sequences: Sequence[np.ndarray], width: float, height: float,
+                   flip_augment: bool = True) -> list[np.ndarray]:
+        return [self.lifter.lift(seq, width, height, flip_augment=flip_augment) for seq in sequences]
+
+
+NAIVE_MAX_FRAMES = 64  # enough for a steady rate; the naive loop is the slowest section by far
+
+
+def bench_naive(worker: Any, uri: str, info: dict[str, Any]) -> dict[str, Any]:
+    """Decode one frame, detect it, HRNet then HMR one box at a time; track and lift per track at the end.
+
+    Timed on the clip's first `NAIVE_MAX_FRAMES` frames at most."""
+    from pipeline.video import open_video
+    from pipeline.worker import assign_tracks, lift_tracks
+
+    opts = worker.options
+    n, width, height = min(info["num_frames"], NAIVE_MAX_FRAMES), info["width"], info["height"]
+    stages = dict.fromkeys(("decode", "detect", "pose2d", "smpl", "track", "lift"), 0.0)
+    rows_f, rows_box, rows_score, rows_kp = [], [], [], []
+
+    def one_frame(frame: np.ndarray, index: int) -> None:
+        t = time.perf_counter()
+        persons = detect_persons(worker, [frame])[0]
+        stages["detect"] += time.perf_counter() - t
+        for box in persons:
+            t = time.perf_counter()
+            kp, _ = worker.pose.predict(frame, _xywh(box[None, :4]), flip_test=opts.flip_test)
+            stages["pose2d"] += time.perf_counter() - t
+            rows_f.append(index)
+            rows_box.append(box[:4])
+            rows_score.append(box[4])
+            rows_kp.append(kp[0])
+        for box in persons:
+            t = time.perf_counter()
+            worker.mesh.predict(frame, box[None, :4])
+            stages["smpl"] += time.perf_counter() - t
+
+    with open_video(uri) as video:  # warm-up at batch size one; what it counted is then reset
+        _, first = next(video.frames(0, 1, window=1))
+        one_frame(first[0], 0)
+    stages.update(dict.fromkeys(stages, 0.0))
+    for rows in (rows_f, rows_box, rows_score, rows_kp):
+        rows.clear()
+
+    t0 = time.perf_counter()
+    with open_video(uri) as video:
+        frames = video.frames(0, n, window=1)
+        for _ in range(n):
+            t = time.perf_counter()
+            indices, batch = next(frames)
+            stages["decode"] += time.perf_counter() - t
+            one_frame(batch[0], int(indices[0]))
+    frame_index = np.asarray(rows_f, np.int32)
+    boxes = np.asarray(rows_box, np.float32).reshape(-1, 4)
+    ids, stages["track"] = _timed(lambda: assign_tracks(frame_index, boxes, np.asarray(rows_score, np.float32),
+                                                       info["fps"], opts.tracker_config()))
+    keypoints = np.asarray(rows_kp, np.float32).reshape(-1, 17, 2)
+    _, stages["lift"] = _timed(lambda: lift_tracks(_LiftOneByOne(worker.lifter), frame_index, ids, keypoints,
+                                                  width, height, opts.flip_augment_3d))
+    seconds = time.perf_counter() - t0
+    return {"crops": len(rows_f), "tracks": int(len(np.unique(ids[ids >= 0]))),
+            "persons_per_frame": round(len(rows_f) / max(n, 1), 3),
+            "stage_seconds": {k: round(v, 4) for k, v in stages.items()},
+            "note": "no Parquet writing (the batched run includes it)", **rate(n, seconds)}
+
+
+def bench_run_job(options: JobOptions) -> dict[str, Any]:
+    """`run_job` on a folder holding the clip: wall time with Ray startup, and frames/s after it."""
+    from pipeline.runner import run_job
+
+    events: list[tuple[float, str, dict[str, Any]]] = []
+    t0 = time.perf_counter()
+    summary = run_job(options, reporter=lambda event, data: events.append((time.perf_counter(), event, data)))
+    wall = time.perf_counter() - t0
+    if summary.ok != 1:
+        raise BenchError(f"run_job did not finish the clip: {summary.failures or summary}")
+    at = {event: t for t, event, _ in reversed(events)}  # first time of each event
+    workers_data = next(d for _, e, d in events if e == "workers")
+    done = max(t for t, e, _ in events if e == "video_done")
+    frame_events = [(t, d["frames"]) for t, e, d in events if e == "frames"]
+    # Steady state: after as many shards as workers have finished (roughly, once every worker has
+    # loaded its models), count the later shards' frames over the time they took.
+    k = summary.workers
+    steady = None
+    if len(frame_events) > k:
+        frames_after = sum(f for _, f in frame_events[k:])
+        steady = rate(frames_after, frame_events[-1][0] - frame_events[k - 1][0])
+    after_init = rate(summary.frames, done - at["workers"])
+    return {
+        "workers": summary.workers, "resources": workers_data["resources"], "shard_frames": options.shard_frames,
+        "shards": len(frame_events), "rows": summary.rows, "persons_per_frame": round(summary.rows / max(summary.frames, 1), 3),
+        "wall": rate(summary.frames, wall), "summary_seconds": round(summary.seconds, 4),
+        "startup_seconds": round(at["workers"] - t0, 4),
+        "after_ray_init": {**after_init, "note": "from worker creation to the clip's commit: includes the actors' model loading"},
+        "steady": steady,
+    }
+
+
+def bench_workers(options: JobOptions, counts: Sequence[int], cpus: int) -> dict[str, Any]:
+    runs = []
+    for w in counts:
+        per = cpus_per_worker(cpus, w)
+        _log(f"run_job with {w} worker(s), cpus_per_worker={per}")
+        opts = replace(options, num_workers=w, cpus_per_worker=float(per), output=f"{options.output}-w{w}")
+        runs.append({"num_workers": w, "cpus_per_worker": per, **bench_run_job(opts)})
+    base = runs[0]
+    notes = []
+    if min(run["shards"] for run in runs) < max(counts):
+        notes.append("fewer shards than workers: some workers had nothing to do; raise --frames or lower --shard-frames")
+    for run in runs:
+        run["ratio_to_first"] = {
+            key: ratio((run[key] or {}).get("fps"), (base[key] or {}).get("fps")) for key in ("wall", "after_ray_init", "steady")
+        }
+    return {"cpus": cpus, "runs": runs, "notes": notes}
+
+
+# -- memory: a worker process on a short and a long clip ------------------------------------------
+
+def memory_child(payload: str) -> None:
+    """Entry point of the measuring subprocess: run one clip through a PoseWorker, print peak RSS."""
+    from pipeline.runner import provenance
+    from pipeline.schema import provenance_metadata
+    from pipeline.worker import PoseWorker, ShardTask
+
+    args = json.loads(payload)
+    options = JobOptions(**args["options"])
+    peaks = {"after_imports": peak_rss_mib()}
+    worker = PoseWorker(options, threads=args["threads"])
+    peaks["after_load"] = peak_rss_mib()
+    uri, shard = args["uri"], options.shard_frames
+    info = video_info(uri)
+    n = info["num_frames"]
+    t0 = time.perf_counter()
+    shards = [worker.process_shard(ShardTask(VIDEO_ID, uri, s, min(s + shard, n))) for s in range(0, n, shard)]
+    metadata = provenance_metadata(provenance(options, args["hashes"]))
+    worker.finish_video(_video(uri, info, options.fingerprint(args["hashes"])), shards, options.output, metadata)
+    seconds = time.perf_counter() - t0
+    peaks["end"] = peak_rss_mib()
+    stages = {k: round(sum(s.timings.get(k, 0.0) for s in shards), 4) for k in ("decode", "detect", "pose2d", "smpl")}
+    print(json.dumps({"frames": n, "shards": len(shards), "rows": int(sum(len(s.frame_index) for s in shards)),
+                      "stage_seconds": stages, **rate(n, seconds), "peak_rss_mib": peaks,
+                      "processing_growth_mib": round(peaks["end"] - peaks["after_load"], 1),
+                      "ru_maxrss_mib": ru_maxrss_mib()}))
+
+
+def _measure_memory(options: JobOptions, uri: str, hashes: dict[str, str | None], threads: int) -> dict[str, Any]:
+    payload = json.dumps({"options": {**asdict(options), "models": dict(options.models), "weights": dict(options.weights)},
+                          "uri": uri, "hashes": hashes, "threads": threads})
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
+    code = "import sys; from pipeline.benchmark import memory_child; memory_child(sys.argv[1])"
+    proc = subprocess.run([sys.executable, "-c", code, payload], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise BenchError(f"the memory subprocess failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def bench_memory(options: JobOptions, frames: Sequence[np.ndarray], fps: float, folder: Path,
+                 hashes: dict[str, str | None], threads: int) -> dict[str, Any]:
+    short = write_clip(folder / "short.mp4", frames, fps)
+    long = write_clip(folder / "long.mp4", [frames[i % len(frames)] for i in range(MEMORY_LENGTH_FACTOR * len(frames))], fps)
+    out = {}
+    for label, clip in (("short", short), ("long", long)):
+        _log(f"memory: worker subprocess on the {label} clip")
+        out[label] = _measure_memory(replace(options, output=str(folder / f"out-{label}")), str(clip), hashes, threads)
+    out["long_over_short"] = ratio(out["long"]["peak_rss_mib"]["end"], out["short"]["peak_rss_mib"]["end"])
+    out["threads"] = threads
+    out["note"] = ("peak_rss_mib is the worker process's VmHWM; ru_maxrss_mib is getrusage's figure, which on Linux "
+                   "keeps the launching process's size across exec and so overstates a subprocess")
+    return out
+
+
+class BenchError(RuntimeError):
+    """A measurement could not be taken; the message says which and why."""
+
+
+# --------------------------------------------------------------------------------------------------
+# The whole benchmark
+# --------------------------------------------------------------------------------------------------
+
+def default_shard_frames(n_frames: int, frames_per_batch: int) -> int:
+    """Four shards of the clip by default, so `run_job` has work for several workers."""
+    return max(frames_per_batch, math.ceil(n_frames / 4))
+
+
+def run_benchmark(options: JobOptions, video: str | None, n_frames: int, *, worker_counts: Sequence[int] = (),
+                  use_ray: bool = True, memory: bool = False) -> dict[str, Any]:
+    """Every section for `options` (validated; input/output are replaced by a temporary folder) on
+    VIDEO's first `n_frames` frames, or generated ones where VIDEO is None and no sample is at hand.
+
+    Raises `pipeline.runner.WeightsError`, `pipeline.video.VideoError` (VIDEO unreadable) or `BenchError`.
+    """
+    from pipeline.runner import resolve_weights
+    from pipeline.worker import PoseWorker
+
+    with tempfile.TemporaryDirectory(prefix="posepipe-bench-") as tmp:
+        folder = Path(tmp)
+        (folder / "input").mkdir()
+        options = replace(options, input=str(folder / "input"), output=str(folder / "out-run"), force=True)
+        hashes = resolve_weights(options)
+        if options.random_weights:
+            _log("RANDOM weights: the figures measure speed only")
+
+        source = video or (str(DEFAULT_VIDEO) if DEFAULT_VIDEO.exists() else None)
+        if source:
+            frames, fps = source_frames(source, n_frames)
+        else:
+            frames, fps = generated_frames(n_frames), 10.0
+        uri = str(write_clip(folder / "input" / VIDEO_ID, frames, fps))
+        info = video_info(uri)
+        shard = options.shard_frames
+        report: dict[str, Any] = {"machine": machine_info(options)}
+        report["clip"] = {"source": source or "generated", "codec": "mp4v", **info}
+        report["settings"] = {"frames": n_frames, "max_persons": options.max_persons,
+                              "frames_per_batch": options.frames_per_batch, "shard_frames": shard,
+                              "flip_test": options.flip_test, "flip_augment_3d": options.flip_augment_3d,
+                              "half": options.half if options.half is not None else report["machine"]["device"].startswith("cuda")}
+
+        _log(f"decoding {n_frames} frames")
+        report["decode_fps"] = bench_decode(uri, n_frames, options.frames_per_batch)
+        if source and "://" not in source:  # the file as given too: its codec may decode differently
+            report["decode_fps"]["source_video"] = bench_decode(source, n_frames, options.frames_per_batch)
+        _log("loading the models")
+        worker, load_seconds = _timed(lambda: PoseWorker(options))
+        report["machine"]["model_load_seconds"] = round(load_seconds, 4)
+        _log("timing each model, batched")
+        report["models"] = bench_models(worker, frames)
+        _log("end to end in-process (process_shard + finish_video)")
+        report["end_to_end_fps"] = {"in_process": bench_in_process(worker, uri, info, shard, hashes, str(folder / "out-inproc"))}
+        _log("naive per-frame loop")
+        report["naive_sequential_fps"] = bench_naive(worker, uri, info)
+        report["settings"]["persons_per_frame"] = report["end_to_end_fps"]["in_process"]["persons_per_frame"]
+        report["speedup"] = ratio(report["end_to_end_fps"]["in_process"]["fps"], report["naive_sequential_fps"]["fps"])
+        threads = report["machine"]["torch_threads"]
+        del worker
+        if use_ray:
+            _log("end to end through run_job (local Ray)")
+            report["end_to_end_fps"]["run_job"] = bench_run_job(options)
+        if worker_counts:
+            report["workers"] = bench_workers(options, worker_counts, report["machine"]["cpus_usable"])
+        if memory:
+            report["memory"] = bench_memory(options, frames, fps, folder, hashes, threads)
+    return report
