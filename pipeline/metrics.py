@@ -1,7 +1,7 @@
 """Pose accuracy metrics on plain numpy arrays: 2D (PCK, PCKh, PCP, PDJ, OKS, COCO AP) and 3D (MPJPE).
 
 Every function takes dense arrays and returns Python floats (or per-joint numpy arrays); nothing
-here reads files. ``jobs/evaluate.py`` matches ``poses/`` rows to ground truth and calls these.
+here reads files. ``pipeline/evaluation.py`` matches ``poses/`` rows to ground truth and calls these.
 
 Conventions, chosen to agree with the reference each metric is usually quoted from:
 
