@@ -57,6 +57,11 @@ FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION"
 # nodes have their own (the image sets POSEPIPE_CACHE), and a laptop's path or profile there would
 # break the workers (an unwritable cache folder, botocore's ProfileNotFound).
 LOCAL_ONLY_ENV = ("AWS_PROFILE", "POSEPIPE_CACHE", "XDG_CACHE_HOME")
+# OpenMP threads spin while waiting for work by default. When a machine's cores are shared (several
+# workers, their decode threads, other processes), spinning threads starve the ones with work and
+# inference ran ~10x slower here; passive waiting cost nothing measurable on an idle machine.
+# (The image sets the same for cluster nodes: infra/Dockerfile.)
+WORKER_ENV_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
 EXIT_OK, EXIT_USAGE, EXIT_SOME_FAILED, EXIT_WEIGHTS = 0, 2, 3, 4
 # How long the driver waits, with work queued, for any worker to be ready (model loading, actor
 # restarts, an autoscaler adding nodes) before failing the remaining videos.
@@ -189,7 +194,7 @@ def forwarded_env(*, local: bool, environ: Mapping[str, str] | None = None) -> d
     """The `FORWARDED_ENV` variables to hand the workers through `ray.init(runtime_env=...)`.
 
     Starting a local Ray: all of them that are set (its workers would inherit them anyway; this
-    says so). Joining a cluster: those set here, except `LOCAL_ONLY_ENV`, and not already set by
+    says so), and OMP_WAIT_POLICY=PASSIVE unless set (see `WORKER_ENV_DEFAULTS`). Joining a cluster: those set here, except `LOCAL_ONLY_ENV`, and not already set by
     the Ray Job's own runtime env (`ray job submit --runtime-env-json`, seen by the driver as RAY_JOB_CONFIG_JSON_ENV_VAR):
     the Job's value already reaches every worker, and Ray refuses to merge a `ray.init`
     runtime_env that sets the same variable (ValueError).
@@ -197,7 +202,7 @@ def forwarded_env(*, local: bool, environ: Mapping[str, str] | None = None) -> d
     environ = os.environ if environ is None else environ
     env = {k: environ[k] for k in FORWARDED_ENV if k in environ}
     if local:
-        return env
+        return {**WORKER_ENV_DEFAULTS, **{k: environ[k] for k in WORKER_ENV_DEFAULTS if k in environ}, **env}
     env = {k: v for k, v in env.items() if k not in LOCAL_ONLY_ENV}
     job_config = environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
     if job_config:

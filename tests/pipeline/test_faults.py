@@ -278,7 +278,9 @@ def test_forwarded_env_never_collides_with_a_ray_jobs_runtime_env():
 
     environ = {"AWS_ENDPOINT_URL": "http://s3.local", "POSEPIPE_CACHE": "/cache", "HOME": "/root",
                "RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps({"runtime_env": {"env_vars": {"POSEPIPE_CACHE": "/cache"}}})}
-    assert forwarded_env(local=True, environ=environ) == {"AWS_ENDPOINT_URL": "http://s3.local", "POSEPIPE_CACHE": "/cache"}
+    assert forwarded_env(local=True, environ=environ) == {"AWS_ENDPOINT_URL": "http://s3.local", "POSEPIPE_CACHE": "/cache",
+                                                          "OMP_WAIT_POLICY": "PASSIVE"}
+    assert forwarded_env(local=True, environ={"OMP_WAIT_POLICY": "ACTIVE"}) == {"OMP_WAIT_POLICY": "ACTIVE"}
     assert forwarded_env(local=False, environ=environ) == {"AWS_ENDPOINT_URL": "http://s3.local"}
     plain = {k: v for k, v in environ.items() if not k.startswith("RAY_")}
     assert forwarded_env(local=False, environ=plain) == {"AWS_ENDPOINT_URL": "http://s3.local"}
