@@ -28,6 +28,7 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path):
     assert not os.path.exists(marker)
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch notes our hand-made pickle's protocol
 def test_plain_pickle_with_code_is_refused(tmp_path):
     path = tmp_path / "evil.pkl"
     path.write_bytes(pickle.dumps(_RunsCode()))
