@@ -687,10 +687,9 @@ class HRNetPose:
             chunk = jobs[start:start + batch_size]
             c = np.stack([centers[i][b] for i, b in chunk])
             s = np.stack([scales[i][b] for i, b in chunk])
-            spec = self.weights
             crops = np.concatenate([
                 crop_images(images_bgr[i], centers[i][b:b + 1], scales[i][b:b + 1], input_size=self.input_size,
-                            color=spec.color) for i, b in chunk
+                            color=self.weights.color) for i, b in chunk
             ])
             hms = self.heatmaps(self.normalize(crops), flip_test=flip_test)
             kps, scores = decode_heatmaps(hms, c, s)

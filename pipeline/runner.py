@@ -62,6 +62,7 @@ LOCAL_ONLY_ENV = ("AWS_PROFILE", "POSEPIPE_CACHE", "XDG_CACHE_HOME")
 # inference ran ~10x slower here; passive waiting cost nothing measurable on an idle machine.
 # (The image sets the same for cluster nodes: infra/Dockerfile.)
 WORKER_ENV_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
+WORKERS_PER_GPU = 2  # the default; see _cluster_plan
 EXIT_OK, EXIT_USAGE, EXIT_SOME_FAILED, EXIT_WEIGHTS = 0, 2, 3, 4
 # How long the driver waits, with work queued, for any worker to be ready (model loading, actor
 # restarts, an autoscaler adding nodes) before failing the remaining videos.
@@ -155,9 +156,6 @@ def _probe(uri: str) -> dict[str, Any]:
         return {"error": f"{type(exc).__name__}: {exc}"}
 
 
-WORKERS_PER_GPU = 2
-
-
 def _cluster_plan(options: JobOptions, ray: Any) -> tuple[int, dict[str, Any], int]:
     """How many workers, with which resources, and how many torch threads each."""
     resources = ray.cluster_resources()
@@ -194,15 +192,17 @@ def forwarded_env(*, local: bool, environ: Mapping[str, str] | None = None) -> d
     """The `FORWARDED_ENV` variables to hand the workers through `ray.init(runtime_env=...)`.
 
     Starting a local Ray: all of them that are set (its workers would inherit them anyway; this
-    says so), and OMP_WAIT_POLICY=PASSIVE unless set (see `WORKER_ENV_DEFAULTS`). Joining a cluster: those set here, except `LOCAL_ONLY_ENV`, and not already set by
-    the Ray Job's own runtime env (`ray job submit --runtime-env-json`, seen by the driver as RAY_JOB_CONFIG_JSON_ENV_VAR):
-    the Job's value already reaches every worker, and Ray refuses to merge a `ray.init`
-    runtime_env that sets the same variable (ValueError).
+    says so), plus `WORKER_ENV_DEFAULTS` unless set here. Joining a cluster: those set here,
+    except `LOCAL_ONLY_ENV`, and not already set by the Ray Job's own runtime env (`ray job submit
+    --runtime-env-json`, seen by the driver as RAY_JOB_CONFIG_JSON_ENV_VAR): the Job's value
+    already reaches every worker, and Ray refuses to merge a `ray.init` runtime_env that sets the
+    same variable (ValueError).
     """
     environ = os.environ if environ is None else environ
     env = {k: environ[k] for k in FORWARDED_ENV if k in environ}
     if local:
-        return {**WORKER_ENV_DEFAULTS, **{k: environ[k] for k in WORKER_ENV_DEFAULTS if k in environ}, **env}
+        defaults = {k: environ.get(k, v) for k, v in WORKER_ENV_DEFAULTS.items()}
+        return {**defaults, **env}
     env = {k: v for k, v in env.items() if k not in LOCAL_ONLY_ENV}
     job_config = environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
     if job_config:
