@@ -5,6 +5,7 @@ modules, because each tensor's seed is its index there.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections import OrderedDict
@@ -69,3 +70,19 @@ def generate_state_dict(manifest_path: Path, case: dict) -> "OrderedDict[str, to
 def load_case(npz_path: Path) -> dict:
     with np.load(npz_path) as data:
         return {k: data[k] for k in data.files}
+
+
+@functools.lru_cache(maxsize=None)
+def case_and_state(manifest_path: Path, case_path: Path) -> tuple[dict, "OrderedDict[str, torch.Tensor]"]:
+    """A case and its regenerated weights, once per session (the state dicts are large)."""
+    case = load_case(case_path)
+    return case, generate_state_dict(manifest_path, case)
+
+
+def assert_close(actual: np.ndarray, expected: np.ndarray, what: str, *, rtol: float, atol: float) -> None:
+    """allclose with the shape checked first; a failure prints the largest difference and the new value."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    diff = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol,
+                               err_msg=f"{what}: max |diff| {diff.max(initial=0):.3g}, new value:\n{actual!r}")

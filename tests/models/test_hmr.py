@@ -4,7 +4,6 @@ Golden vectors and their conventions: shared/golden/hmr_spin_resnet50/README.md.
 """
 from __future__ import annotations
 
-import functools
 import json
 from collections import OrderedDict
 from pathlib import Path
@@ -18,7 +17,8 @@ from PIL import Image
 from models import hmr
 from models.checkpoint import CheckpointError, read_checkpoint
 from models.skeletons import SMPL_JOINT_NAMES
-from tests.golden import GOLDEN, generate_state_dict, golden_cases, load_case
+from tests.golden import assert_close as assert_allclose_golden
+from tests.golden import GOLDEN, case_and_state, golden_cases
 
 NAME = "hmr_spin_resnet50"
 SPEC = hmr.WEIGHTS[NAME]
@@ -28,19 +28,11 @@ TOL = dict(rtol=1e-4, atol=1e-4)
 
 
 def assert_close(actual: np.ndarray, expected: np.ndarray, what: str, **tol: float) -> None:
-    tol = tol or TOL
-    actual, expected = np.asarray(actual), np.asarray(expected)
-    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
-    diff = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
-    np.testing.assert_allclose(
-        actual, expected, err_msg=f"{what}: max |diff| {diff.max(initial=0):.3g}, new value:\n{actual!r}", **tol
-    )
+    assert_allclose_golden(actual, expected, what, **(tol or TOL))
 
 
-@functools.lru_cache(maxsize=None)
 def _case_and_state(path: Path) -> tuple[dict, "OrderedDict[str, torch.Tensor]"]:
-    case = load_case(path)
-    return case, generate_state_dict(MANIFEST, case)
+    return case_and_state(MANIFEST, path)
 
 
 @pytest.fixture(scope="module", params=CASES, ids=[p.stem for p in CASES])

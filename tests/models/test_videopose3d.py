@@ -4,7 +4,6 @@ Golden vectors and their conventions: shared/golden/videopose3d_243_coco/README.
 """
 from __future__ import annotations
 
-import functools
 import json
 from collections import OrderedDict
 from pathlib import Path
@@ -16,7 +15,8 @@ import torch
 from models import videopose3d as vp3d
 from models.checkpoint import CheckpointError, read_checkpoint
 from models.skeletons import COCO17_LEFT, COCO17_RIGHT, H36M17_LEFT, H36M17_RIGHT
-from tests.golden import GOLDEN, generate_state_dict, golden_cases, load_case
+from tests.golden import assert_close as assert_allclose_golden
+from tests.golden import GOLDEN, case_and_state, golden_cases, load_case
 
 NAME = "videopose3d_243_coco"
 SPEC = vp3d.WEIGHTS[NAME]
@@ -26,18 +26,11 @@ TOL = dict(rtol=1e-4, atol=2e-5)
 
 
 def assert_close(actual: np.ndarray, expected: np.ndarray, what: str, **tol: float) -> None:
-    tol = tol or TOL
-    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
-    diff = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
-    np.testing.assert_allclose(
-        actual, expected, err_msg=f"{what}: max |diff| {diff.max():.3g}, new value:\n{actual!r}", **tol
-    )
+    assert_allclose_golden(actual, expected, what, **(tol or TOL))
 
 
-@functools.lru_cache(maxsize=None)
 def _case_and_state(path: Path) -> tuple[dict, "OrderedDict[str, torch.Tensor]"]:
-    case = load_case(path)
-    return case, generate_state_dict(MANIFEST, case)
+    return case_and_state(MANIFEST, path)
 
 
 def _official_container(state: "OrderedDict[str, torch.Tensor]") -> dict:
