@@ -23,6 +23,7 @@ import posixpath
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -73,11 +74,17 @@ class OutputReader:
     def __init__(self, output_uri: str) -> None:
         self.uri = output_uri.rstrip("/") or output_uri
         self.scheme = scheme_of(output_uri)
+        parts = urlsplit(self.uri)
+        if self.scheme in ("s3", "file") and ("@" in parts.netloc or parts.query or parts.fragment):
+            raise ReadbackError(
+                f"OUTPUT {redact(output_uri)} was given with credentials or a query string, which posepipe will not "
+                "print or use; write it as s3://BUCKET/PREFIX or a local folder, and give S3 credentials through "
+                "the environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, an instance role)"
+            )
         if self.scheme == "s3":
-            without = self.uri[len("s3://"):]
-            self._bucket, _, prefix = without.partition("/")
+            self._bucket, prefix = parts.netloc, parts.path
             if not self._bucket:
-                raise ReadbackError(f"OUTPUT {output_uri!r}: no bucket name; write s3://BUCKET/PREFIX")
+                raise ReadbackError(f"OUTPUT {redact(output_uri)!r}: no bucket name; write s3://BUCKET/PREFIX")
             self._prefix = prefix.strip("/")
             self._client = s3_client()
         elif self.scheme in ("", "file"):

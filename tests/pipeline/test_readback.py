@@ -62,3 +62,16 @@ def test_a_folder_without_tables_is_a_clear_error(tmp_path):
         read_videos(str(tmp_path / "empty"))
     with pytest.raises(ReadbackError, match="does not exist"):
         OutputReader(str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize("uri", [
+    "s3://AKIAEXAMPLE:hunter2@bucket/runs/r1",
+    "s3://bucket/runs/r1?X-Amz-Signature=hunter2",
+    "file:///data/out?token=hunter2",
+])
+def test_credentials_or_a_query_in_the_output_uri_are_refused_unprinted(uri):
+    """botocore would quote a 'user:secret@bucket' bucket name in its error; the message must never echo it."""
+    with pytest.raises(ReadbackError, match="credentials or a query string") as info:
+        OutputReader(uri)
+    assert "hunter2" not in str(info.value) and "AKIAEXAMPLE" not in str(info.value)
+
