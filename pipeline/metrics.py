@@ -323,8 +323,11 @@ def _complete_coco_gt(dataset: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of a COCO keypoints GT with the fields COCOeval needs but small GT files omit."""
     data = copy.deepcopy(dict(dataset))
     data.setdefault("categories", [{"id": 1, "name": "person"}])
+    categories = data["categories"]
+    person = next((c["id"] for c in categories if c.get("name") == "person"), categories[0]["id"] if categories else 1)
     for i, ann in enumerate(data.get("annotations", [])):
         ann.setdefault("id", i + 1)
+        ann.setdefault("category_id", person)
         ann.setdefault("iscrowd", 0)
         if "num_keypoints" not in ann:
             ann["num_keypoints"] = int(np.count_nonzero(np.asarray(ann["keypoints"])[2::3] > 0))
@@ -339,7 +342,7 @@ def coco_keypoint_ap(gt_coco_json: Mapping[str, Any] | str | PathLike[str],
     """COCO keypoint AP/AR through pycocotools ``COCOeval(iouType="keypoints")``.
 
     ``gt_coco_json``: a COCO keypoints dataset (dict or path). Missing ``categories`` (person,
-    id 1), annotation ``id``, ``iscrowd`` (0), ``num_keypoints`` (count of v > 0) and ``area``
+    id 1), annotation ``id``, ``category_id`` (the person category), ``iscrowd`` (0), ``num_keypoints`` (count of v > 0) and ``area``
     (bbox w x h; COCO's own GT uses the segmentation area) are filled in on a copy.
     ``predictions``: COCO results, each ``{"image_id", "category_id", "keypoints": [x, y, s] x K,
     "score"}``. Returns ``COCO_KEYPOINT_STATS`` as floats; NaN where COCOeval reports -1 (no GT

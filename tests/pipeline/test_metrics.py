@@ -313,7 +313,7 @@ def test_coco_keypoint_ap_fills_minimal_gt_and_takes_no_predictions(tmp_path):
     people = skeleton2d(seed=5, n=2)
     gt = coco_gt(people, np.ones((2, K), bool))
     for ann in gt["annotations"]:
-        for field in ("id", "iscrowd", "area", "num_keypoints"):
+        for field in ("id", "category_id", "iscrowd", "area", "num_keypoints"):
             ann.pop(field)
     del gt["categories"]
     path = tmp_path / "gt.json"
