@@ -14,7 +14,7 @@ import numpy as np
 
 from pipeline.evaluation import (
     DEFAULT_ALPHA, GT_2D_SUFFIXES, GT_3D_SUFFIXES, METRICS_2D, METRICS_3D, THRESHOLD_METRICS, EvalInputError, Score,
-    evaluate_2d, evaluate_3d, read_gt_2d, read_gt_3d, read_predictions,
+    check_selection, evaluate_2d, evaluate_3d, open_output, read_gt_2d, read_gt_3d, read_predictions,
 )
 from pipeline.sources import redact
 
@@ -30,36 +30,42 @@ def _format(score: Score) -> str:
 
 
 def _print_table(title: str, scores: Sequence[Score], counts: dict[str, int]) -> None:
+    """A rich table; every cell is a Text, so names from the user's files are never read as markup or emoji."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=title)
+    table = Table(title=Text(title))
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column("setting")
     for score in scores:
-        table.add_row(score.name, _format(score), score.setting)
-    console = Console()
+        table.add_row(Text(score.name), Text(_format(score)), Text(score.setting))
+    console = Console(markup=False, emoji=False, highlight=False)
     console.print(table)
-    console.print(", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in counts.items()))
+    console.print(Text(", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in counts.items())))
 
 
 def _score(output: str, gt_path: Path, is_3d: bool, metric: str, alphas: dict[str, float], norm: str,
            videos: Sequence[str], min_iou: float) -> tuple[list[Score], dict[str, int], list[str]]:
     if is_3d:
         gt3 = read_gt_3d(gt_path, videos)
-        pred = read_predictions(output, {v for v, _ in gt3.keys}, need_2d=False, need_3d=True)
+        reader = open_output(output)
+        check_selection(gt3.keys, reader, gt_path)
+        pred = read_predictions(reader, {v for v, _ in gt3.keys}, need_2d=False, need_3d=True)
         scores, counts = evaluate_3d(gt3, pred, min_iou)
         selected = sorted({v for v, _ in gt3.keys})
     else:
         gt2 = read_gt_2d(gt_path, videos)
+        reader = open_output(output)
+        check_selection(gt2.keys, reader, gt_path)
         has_head = bool(np.isfinite(gt2.head_size).any())
         if metric == "pckh" and not has_head:
             raise click.UsageError(f"--metric pckh needs head sizes: add 'head_size' (pixels) or 'head_bbox' "
                                    f"([x, y, w, h]) to the annotations of {gt_path.name}, or use --metric pck")
         wanted = [m for m in METRICS_2D if m != "pckh" or has_head] if metric == "all" else [metric]
         selected = sorted({v for v, _ in gt2.image_ids})
-        pred = read_predictions(output, selected, need_2d=True, need_3d=False)
+        pred = read_predictions(reader, selected, need_2d=True, need_3d=False)
         scores, counts = evaluate_2d(gt2, pred, wanted, alphas, norm, min_iou)
     counts["videos_without_predictions"] = len(set(selected) - {v for v, _ in pred.keys})
     return scores, counts, selected

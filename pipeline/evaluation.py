@@ -5,10 +5,11 @@ The ground truth's file suffix says what it holds:
 ``.json`` -- 2D, COCO keypoints format (``images``, ``annotations``, optional ``categories``).
     Each entry of ``images`` names the ``poses/`` frame it is with two extra fields,
     ``"video_id"`` (as in ``poses/``: the path relative to the job's INPUT) and
-    ``"frame_index"`` (0-based decoded frame). ``file_name`` is not parsed. Annotations are
-    COCO's: ``image_id``, ``bbox`` [x, y, w, h], ``keypoints`` (17 x [x, y, v], COCO-17 order,
-    v > 0 = labelled); ``category_id``, ``iscrowd``, ``num_keypoints`` and ``area`` are optional
-    (defaults: person, 0, count of v > 0, bbox w x h). PCKh also needs a head size per person:
+    ``"frame_index"`` (0-based decoded frame, a whole number: ``3`` or ``3.0``; ``"3"`` and ``3.5``
+    are refused, not guessed). ``file_name`` is not parsed. Annotations are COCO's: ``image_id``,
+    ``bbox`` [x, y, w, h], ``keypoints`` (17 x [x, y, v], COCO-17 order, v > 0 = labelled);
+    ``category_id``, ``iscrowd``, ``num_keypoints`` and ``area`` are optional (defaults:
+    person, 0, count of v > 0, bbox w x h). PCKh also needs a head size per person:
     ``"head_size"`` in pixels, or ``"head_bbox"`` [x, y, w, h] (MPII: 0.6 x its diagonal).
     Crowd annotations only take part in COCO AP.
 
@@ -26,12 +27,17 @@ prediction are paired (single-person sets such as Human3.6M). A GT person left u
 as wrong in PCK/PCKh/PCP/PDJ and is reported, not scored, for MPJPE. COCO AP uses every
 prediction in the GT frames, scored ``bbox_score x mean(keypoint_scores)``.
 
+GT that names no frame of OUTPUT's committed videos (wrong video_id, frames past the end, videos
+that failed) is refused rather than scored as all-wrong; ``frame_index`` (and ``track_id``) must be
+whole numbers in every format.
+
 3D errors are taken after centring both skeletons on the pelvis (joint 0) and reported in mm.
 """
 from __future__ import annotations
 
 import json
 import math
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -39,12 +45,12 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
 from models.skeletons import H36M17_NAMES
 from pipeline import metrics
-from pipeline.schema import NUM_KP2D, NUM_KP3D, POSES_SCHEMA
-from pipeline.sources import is_remote, local_path, redact
+from pipeline.readback import OutputReader, ReadbackError, describe_known
+from pipeline.schema import NUM_KP2D, NUM_KP3D
+from pipeline.sources import redact
 
 Key = tuple[str, int]
 METRICS_2D = ("pck", "pckh", "pcp", "pdj", "coco-ap")
@@ -102,6 +108,54 @@ def _bad_gt(message: str) -> EvalInputError:
     return EvalInputError(message, "--gt")
 
 
+def _whole_number(value: Any) -> int | None:
+    """`value` as an int if it is a whole number (an int, or a float such as 3.0), else None.
+
+    Strings ("3"), fractions (3.5), booleans and null are not frame numbers: guessing would
+    silently score the wrong frame."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
+        return int(value)
+    return None
+
+
+def _numbers(value: Any, size: int) -> np.ndarray | None:
+    """`value` as `size` float64 numbers, or None if it is not a list of that many numbers."""
+    if not isinstance(value, (list, tuple)) or len(value) != size:
+        return None
+    if not all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in value):
+        return None
+    return np.asarray([math.nan if v is None else v for v in value], np.float64)
+
+
+def _image_key(image: Any, number: int, path: Path) -> tuple[Any, Key]:
+    """(COCO image id, (video_id, frame_index)) of one entry of 'images', checked."""
+    example = '{"id": 1, "video_id": "clips/a.mp4", "frame_index": 0}'
+    if not isinstance(image, dict):
+        raise _bad_gt(f"images[{number}] in {path} is {_short(image)}, not an object; every entry of "
+                      f"'images' must be like {example}")
+    image_id = image.get("id")
+    if isinstance(image_id, bool) or not isinstance(image_id, (int, str)):
+        raise _bad_gt(f"images[{number}] in {path} has id {image_id!r}; every image needs an integer 'id' that its "
+                      f"annotations' image_id refers to, e.g. {example}")
+    if "video_id" not in image or "frame_index" not in image:
+        raise _bad_gt(f"image id={image_id!r} in {path} has no 'video_id'/'frame_index'; every entry "
+                      f"of 'images' must name its poses/ frame, e.g. {example}")
+    video_id = image["video_id"]
+    if not isinstance(video_id, str) or not video_id:
+        raise _bad_gt(f"image id={image_id!r} in {path} has video_id {video_id!r}; write the video's path relative "
+                      "to the job's INPUT as a string, as in OUTPUT's videos table")
+    frame = _whole_number(image["frame_index"])
+    if frame is None or frame < 0:
+        raise _bad_gt(f"image id={image_id!r} in {path} has frame_index {image['frame_index']!r} "
+                      f"({type(image['frame_index']).__name__}); frame_index must be the 0-based index of the decoded "
+                      'frame as a JSON integer, e.g. "frame_index": 3, not a string or a fraction')
+    return image_id, (video_id, frame)
+
+
 def read_gt_2d(path: Path, videos: Sequence[str]) -> Gt2D:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -109,36 +163,56 @@ def read_gt_2d(path: Path, videos: Sequence[str]) -> Gt2D:
         raise _bad_gt(f"{path} is not a JSON file ({error}); pass a COCO keypoints .json") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(data.get("annotations"), list):
         raise _bad_gt(f"{path} needs top-level 'images' and 'annotations' lists (COCO keypoints format)")
+    categories = data.get("categories", [])
+    if not isinstance(categories, list) or not all(isinstance(c, dict) and "id" in c for c in categories):
+        raise _bad_gt(f"'categories' in {path} must be a list of objects with an 'id', e.g. "
+                      '[{"id": 1, "name": "person"}]; or leave it out')
     image_key: dict[Any, Key] = {}
     image_ids: dict[Key, Any] = {}
-    for image in data["images"]:
-        if "video_id" not in image or "frame_index" not in image:
-            raise _bad_gt(f"image id={image.get('id')!r} in {path} has no 'video_id'/'frame_index'; every entry "
-                          "of 'images' must name its poses/ frame, e.g. "
-                          '{"id": 1, "video_id": "clips/a.mp4", "frame_index": 0}')
-        key = (str(image["video_id"]), int(image["frame_index"]))
+    for number, image in enumerate(data["images"]):
+        image_id, key = _image_key(image, number, path)
+        if image_id in image_key:
+            raise _bad_gt(f"two entries of 'images' in {path} have id {image_id!r}; give each image its own id")
         if key in image_ids:
-            raise _bad_gt(f"images {image_ids[key]!r} and {image['id']!r} in {path} are both {key}; list each frame once")
-        image_key[image["id"]], image_ids[key] = key, image["id"]
+            raise _bad_gt(f"images {image_ids[key]!r} and {image_id!r} in {path} are both {key}; list each frame once")
+        image_key[image_id], image_ids[key] = key, image_id
+    if len({type(i) for i in image_key}) > 1:
+        raise _bad_gt(f"{path} mixes integer and string image ids; use integers (COCO format)")
     selected = _select_videos(sorted({v for v, _ in image_ids}), videos)
     images = [im for im in data["images"] if image_key[im["id"]][0] in selected]
-    annotations = [a for a in data["annotations"] if a.get("image_id") in image_key and image_key[a["image_id"]][0] in selected]
+    annotations = []
+    for number, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, dict):
+            raise _bad_gt(f"annotations[{number}] in {path} is {_short(ann)}, not an object with image_id, bbox and "
+                          "keypoints (COCO format)")
+        image_id = ann.get("image_id")
+        if isinstance(image_id, (int, str)) and image_id in image_key and image_key[image_id][0] in selected:
+            annotations.append(ann)
 
     keys, boxes, points, heads = [], [], [], []
     for ann in annotations:
-        kp, bbox = np.asarray(ann.get("keypoints", ()), np.float64), np.asarray(ann.get("bbox", ()), np.float64)
-        if kp.shape != (3 * NUM_KP2D,) or bbox.shape != (4,):
+        kp, bbox = _numbers(ann.get("keypoints"), 3 * NUM_KP2D), _numbers(ann.get("bbox"), 4)
+        if kp is None or bbox is None:
             raise _bad_gt(f"annotation id={ann.get('id')!r} in {path} needs 'keypoints' (17 x [x, y, v] = 51 numbers) "
-                          f"and 'bbox' [x, y, w, h]; got {kp.size} and {bbox.size} numbers")
+                          f"and 'bbox' [x, y, w, h] (4 numbers); got {_describe(ann.get('keypoints'))} and "
+                          f"{_describe(ann.get('bbox'))}")
         if ann.get("iscrowd", 0):
             continue
         keys.append(image_key[ann["image_id"]])
         boxes.append([bbox[0], bbox[1], bbox[0] + bbox[2], bbox[1] + bbox[3]])
         points.append(kp.reshape(NUM_KP2D, 3))
         if "head_size" in ann:
-            heads.append(float(ann["head_size"]))
+            head = ann["head_size"]
+            if isinstance(head, bool) or not isinstance(head, (int, float)):
+                raise _bad_gt(f"annotation id={ann.get('id')!r} in {path} has head_size {head!r}; write the head "
+                              "size in pixels as a number, or leave it out")
+            heads.append(float(head))
         elif "head_bbox" in ann:
-            x, y, w, h = ann["head_bbox"]
+            head_box = _numbers(ann["head_bbox"], 4)
+            if head_box is None:
+                raise _bad_gt(f"annotation id={ann.get('id')!r} in {path} has head_bbox {_describe(ann['head_bbox'])}; "
+                              "write [x, y, w, h] (4 numbers, pixels), or leave it out")
+            x, y, w, h = head_box
             heads.append(float(metrics.mpii_head_size(np.array([x, y, x + w, y + h]))[0]))
         else:
             heads.append(math.nan)
@@ -152,6 +226,18 @@ def read_gt_2d(path: Path, videos: Sequence[str]) -> Gt2D:
         visible=kps[..., 2] > 0,
         head_size=np.asarray(heads, np.float64),
     )
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        kinds = sorted({type(v).__name__ for v in value})
+        return f"a list of {len(value)} ({', '.join(kinds) or 'empty'})"
+    return "nothing" if value is None else f"a {type(value).__name__}"
 
 
 REQUIRED_3D = ("video_id", "frame_index", "keypoints_3d")
@@ -178,6 +264,9 @@ def _flat_numbers(column: pa.ChunkedArray, width: int, name: str, path: Path) ->
 def _read_columns_3d(path: Path) -> dict[str, np.ndarray]:
     suffix = path.suffix.lower()
     if suffix == ".npz":
+        if not zipfile.is_zipfile(path):
+            raise _bad_gt(f"{path} is not an .npz archive (a zip of .npy arrays, as numpy.savez writes); "
+                          "see `pydoc pipeline.evaluation` for the 3D formats")
         with np.load(path, allow_pickle=False) as npz:
             columns = {k: npz[k] for k in npz.files}
         _require(columns, path, "array")
@@ -212,13 +301,41 @@ def _read_columns_3d(path: Path) -> dict[str, np.ndarray]:
     return columns
 
 
+def _integer_column(values: np.ndarray, name: str, path: Path, minimum: int | None) -> np.ndarray:
+    """A GT column of whole numbers as int64; anything else (strings, fractions, NaN, booleans) is refused."""
+    values = np.asarray(values)
+    bad: np.ndarray | None = None
+    if values.dtype.kind in "iu":
+        bad = np.zeros(len(values), bool)
+    elif values.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(values) | (values != np.round(values))
+    if bad is None:
+        raise _bad_gt(f"{path}: column {name} holds {_kind(values)} (e.g. {values[:1].tolist()!r}), not numbers; "
+                      f"store {name} as integers" + (" (0-based decoded frame numbers)" if name == "frame_index" else ""))
+    if minimum is not None:
+        bad = bad | (np.nan_to_num(values, nan=minimum) < minimum)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        rule = "a whole number" + (f" >= {minimum}" if minimum is not None else "")
+        if name == "frame_index":
+            rule += ", the 0-based index of the decoded frame"
+        raise _bad_gt(f"{path}: {name} is {values[row].item()!r} in row {row} (0-based; {int(bad.sum())} such row(s)); "
+                      f"{name} must be {rule}")
+    return values.astype(np.int64)
+
+
+def _kind(values: np.ndarray) -> str:
+    return {"U": "strings", "S": "bytes", "O": "strings or objects", "b": "booleans"}.get(values.dtype.kind, str(values.dtype))
+
+
 def read_gt_3d(path: Path, videos: Sequence[str]) -> Gt3D:
     try:
         columns = _read_columns_3d(path)
         n = len(columns["video_id"])
         kp3d = np.asarray(columns["keypoints_3d"], np.float64).reshape(n, NUM_KP3D, 3)
-        frame = np.asarray(columns["frame_index"]).astype(np.int64)
-        track = None if "track_id" not in columns else np.asarray(columns["track_id"]).astype(np.int64)
+        frame = _integer_column(columns["frame_index"], "frame_index", path, 0)
+        track = None if "track_id" not in columns else _integer_column(columns["track_id"], "track_id", path, None)
         box = None if "bbox_xyxy" not in columns else np.asarray(columns["bbox_xyxy"], np.float64).reshape(n, 4)
     except EvalInputError:
         raise
@@ -257,26 +374,65 @@ def _dense(column: pa.ChunkedArray, shape: tuple[int, ...]) -> np.ndarray:
     return out
 
 
-def read_predictions(output: str, videos: Iterable[str], *, need_2d: bool, need_3d: bool) -> Predictions:
-    """The rows of ``OUTPUT/poses`` for ``videos`` (a local folder or a pyarrow-readable URI)."""
-    import pyarrow.fs as pafs
-
+def open_output(output: str) -> OutputReader:
+    """The job's OUTPUT (a local folder or s3:// prefix) with its videos table read; EvalInputError('OUTPUT') if unusable."""
     try:
-        if is_remote(output):
-            filesystem, root = pafs.FileSystem.from_uri(output)
-        else:
-            filesystem, root = pafs.LocalFileSystem(), str(Path(local_path(output)).resolve())
-        poses = f"{root.rstrip('/')}/poses"
-        if filesystem.get_file_info(poses).type != pafs.FileType.Directory:
-            raise EvalInputError(f"no poses/ folder under {redact(output)}; pass the job's OUTPUT "
-                                 "(the folder that holds poses/ and videos/)", "OUTPUT")
-        dataset = ds.dataset(poses, filesystem=filesystem, format="parquet", schema=POSES_SCHEMA)
-        columns = ["video_id", "frame_index", "track_id", "bbox_xyxy", "bbox_score"]
-        columns += ["keypoints_2d", "keypoint_scores"] if need_2d else []
-        columns += ["keypoints_3d"] if need_3d else []
-        table = dataset.to_table(columns=columns, filter=ds.field("video_id").isin(sorted(videos)))
-    except (OSError, pa.ArrowException) as error:
-        raise EvalInputError(f"cannot read poses/ under {redact(output)}: {error}", "OUTPUT") from None
+        reader = OutputReader(output)
+        reader.videos()
+    except ReadbackError as error:
+        raise EvalInputError(str(error), "OUTPUT") from None
+    return reader
+
+
+def check_selection(keys: Sequence[Key], reader: OutputReader, path: Path) -> None:
+    """Refuse GT that names no frame of OUTPUT's videos: every score would be empty or 0, which reads as a result.
+
+    `keys` are the (video_id, frame_index) of the GT persons to score. At least one must be a frame
+    (0 <= frame_index < num_frames) of a video that OUTPUT holds and processed ok."""
+    if not keys:
+        raise _bad_gt(f"{path} has no person to score in the selected videos (no non-crowd annotation or row); "
+                      "add annotations, or check --video")
+    rows = {r["video_id"]: r for r in reader.videos().to_pylist()}
+    frames = {v: int(r["num_frames"] or 0) for v, r in rows.items() if r["status"] == "ok"}
+    if any(0 <= f < frames.get(v, 0) for v, f in keys):
+        return
+    gt_videos = sorted({v for v, _ in keys})
+    where = redact(reader.uri)
+    present = [v for v in gt_videos if v in rows]
+    if not present:
+        raise _bad_gt(f"none of the {len(gt_videos)} video(s) in {path} ({_shown(gt_videos)}) is in {where}, so "
+                      f"nothing would be scored; {describe_known(gt_videos[0], list(rows))}. The GT's video_id must "
+                      "be the video's path relative to the job's INPUT, exactly as in OUTPUT's videos table")
+    failed = [v for v in present if v not in frames]
+    if len(failed) == len(present):
+        raise _bad_gt(f"the GT's video(s) {_shown(failed)} in {path} failed in the job that wrote {where}, so there "
+                      "are no predictions to score; rerun the job for them or pick other videos")
+    ranges = []
+    for video in [v for v in present if v in frames][:3]:
+        named = sorted(f for v, f in keys if v == video)
+        ranges.append(f"{video} has frames 0..{frames.get(video, 0) - 1} and the GT names {named[0]}..{named[-1]}")
+    raise _bad_gt(f"no frame in {path} is a frame of its video in {where}: {'; '.join(ranges)}. frame_index is "
+                  "the 0-based index of the decoded frame, as in OUTPUT's poses/")
+
+
+def _shown(ids: Sequence[str], limit: int = 5) -> str:
+    return ", ".join(ids[:limit]) + (f", ... ({len(ids) - limit} more)" if len(ids) > limit else "")
+
+
+def read_predictions(output: str | OutputReader, videos: Iterable[str], *, need_2d: bool, need_3d: bool) -> Predictions:
+    """The ``poses/`` rows of ``videos`` in OUTPUT (a local folder, an s3:// prefix, or an open reader).
+
+    Only committed videos count (those with a ``videos/`` row; see `pipeline.readback`); videos
+    OUTPUT does not hold give no rows."""
+    reader = output if isinstance(output, OutputReader) else open_output(output)
+    known = set(reader.video_ids())
+    columns = ["video_id", "frame_index", "track_id", "bbox_xyxy", "bbox_score"]
+    columns += ["keypoints_2d", "keypoint_scores"] if need_2d else []
+    columns += ["keypoints_3d"] if need_3d else []
+    try:
+        table = reader.poses(sorted(v for v in set(videos) if v in known), columns)
+    except ReadbackError as error:
+        raise EvalInputError(str(error), "OUTPUT") from None
     keys = list(zip(table.column("video_id").to_pylist(), table.column("frame_index").to_numpy().astype(np.int64).tolist()))
     return Predictions(
         keys=keys,

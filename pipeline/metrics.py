@@ -342,8 +342,9 @@ def coco_keypoint_ap(gt_coco_json: Mapping[str, Any] | str | PathLike[str],
     """COCO keypoint AP/AR through pycocotools ``COCOeval(iouType="keypoints")``.
 
     ``gt_coco_json``: a COCO keypoints dataset (dict or path). Missing ``categories`` (person,
-    id 1), annotation ``id``, ``category_id`` (the person category), ``iscrowd`` (0), ``num_keypoints`` (count of v > 0) and ``area``
-    (bbox w x h; COCO's own GT uses the segmentation area) are filled in on a copy.
+    id 1), annotation ``id``, ``category_id`` (the person category), ``iscrowd`` (0),
+    ``num_keypoints`` (count of v > 0) and ``area`` (bbox w x h; COCO's own GT uses the
+    segmentation area) are filled in on a copy.
     ``predictions``: COCO results, each ``{"image_id", "category_id", "keypoints": [x, y, s] x K,
     "score"}``. Returns ``COCO_KEYPOINT_STATS`` as floats; NaN where COCOeval reports -1 (no GT
     in that area range). pycocotools' progress prints are swallowed.

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from jobs.evaluate import eval_command
 from models.skeletons import H36M17_NAMES
 from pipeline.metrics import COCO17_PCP_LIMBS
-from pipeline.schema import poses_table
+from pipeline.schema import poses_table, videos_table
 
 VIDEO = "clips/a.mp4"
 FRAMES = 3
@@ -65,6 +65,11 @@ def output(tmp_path_factory: pytest.TempPathFactory, poses: dict[str, np.ndarray
     rows["keypoints_3d__valid"][-1] = False   # last row (frame 2, person B) has no 3D
     pq.write_table(poses_table(rows), part)
     assert pq.read_table(part).num_rows == 2 * FRAMES
+    # the commit marker a run writes after a video's parts: readers count only committed videos
+    (root / "videos").mkdir()
+    pq.write_table(videos_table([{"video_id": VIDEO, "uri": f"/in/{VIDEO}", "status": "ok", "num_frames": FRAMES,
+                                  "fps": 30.0, "width": 640, "height": 480, "num_rows": 2 * FRAMES}]),
+                   root / "videos" / "x.parquet")
     return root
 
 
@@ -220,7 +225,7 @@ def test_mpjpe_matching_by_track_id_and_single_person(output: Path, tmp_path: Pa
 
 def test_errors(output: Path, gt_json: Path, tmp_path: Path, poses: dict[str, np.ndarray]):
     code, out = run(tmp_path, "--gt", gt_json)
-    assert code == 2 and "OUTPUT" in out and "poses/" in out
+    assert code == 2 and "OUTPUT" in out and "no posepipe tables" in out
     code, out = run(output, "--gt", gt_json, "--metric", "pckh")
     assert code == 2 and "--metric pckh" in out and "head_size" in out
     code, out = run(output, "--gt", gt_json, "--metric", "mpjpe")
@@ -238,3 +243,153 @@ def test_errors(output: Path, gt_json: Path, tmp_path: Path, poses: dict[str, np
     assert code == 2 and "--gt" in out and "video_id" in out
     code, out = run(output, "--gt", tmp_path / "missing.json")
     assert code == 2 and "--gt" in out
+
+
+# --------------------------------------------------------------------------------------------
+# Hostile ground truth and outputs: a message naming the file, the record and the fix; exit 2
+
+
+def _gt_with_image(poses: dict[str, np.ndarray], **image: object) -> dict:
+    gt = coco_gt(poses)
+    gt["images"][0].update(image)
+    return gt
+
+
+@pytest.mark.parametrize(("frame_index", "shown"), [("3", "'3'"), (1.5, "1.5"), (None, "None"), (True, "True"), (-1, "-1")])
+def test_gt_frame_index_that_is_not_a_frame_number_is_refused(output: Path, tmp_path: Path, poses, frame_index, shown):
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(_gt_with_image(poses, frame_index=frame_index)))
+    code, out = run(output, "--gt", path)
+    assert code == 2, out
+    assert "'--gt'" in out and str(path) in out and "image id=10" in out and f"frame_index {shown}" in out
+    assert "JSON integer" in out
+
+
+def test_gt_frame_index_written_as_a_whole_float_is_the_frame(output: Path, tmp_path: Path, poses):
+    gt = coco_gt(poses)
+    for image in gt["images"]:
+        image["frame_index"] = float(image["frame_index"])
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(gt))
+    assert run_json(output, "--gt", path, "--metric", "pck")["metrics"] == {"pck": pytest.approx(0.5)}
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    (["0", "1", "1"], "holds strings"),
+    ([0.0, 1.5, 2.0], "frame_index is 1.5 in row 1"),
+    ([0.0, float("nan"), 2.0], "frame_index is nan in row 1"),
+])
+def test_3d_gt_frame_index_that_is_not_whole_numbers_is_refused(output: Path, tmp_path: Path, poses, values, message):
+    columns = {k: v[:3] for k, v in gt_3d(poses).items()}
+    table = {k: (v.reshape(3, -1).tolist() if v.ndim > 1 else v) for k, v in columns.items()}
+    table["frame_index"] = values
+    path = tmp_path / "gt3d.parquet"
+    pq.write_table(pa.table(table), path)
+    code, out = run(output, "--gt", path)
+    assert code == 2, out
+    assert "'--gt'" in out and str(path) in out and message in out
+
+
+def test_gt_that_names_no_video_of_the_output_is_refused(output: Path, tmp_path: Path, poses):
+    path = tmp_path / "gt.json"
+    gt = coco_gt(poses)
+    for image in gt["images"]:
+        image["video_id"] = "a.mp4"          # the file name, not the path relative to INPUT
+    path.write_text(json.dumps(gt))
+    code, out = run(output, "--gt", path)
+    assert code == 2, out
+    assert str(path) in out and "a.mp4" in out and VIDEO in out and "relative to the job's INPUT" in out
+
+
+def test_gt_whose_frames_are_past_the_videos_end_is_refused(output: Path, tmp_path: Path, poses):
+    columns = gt_3d(poses)
+    columns["frame_index"] = columns["frame_index"] + 100
+    code, out = run(output, "--gt", write_gt_3d(tmp_path, columns, "npz"))
+    assert code == 2, out
+    assert f"{VIDEO} has frames 0..2 and the GT names 100..102" in out
+
+
+def test_gt_with_no_person_is_refused(output: Path, tmp_path: Path, poses):
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps({**coco_gt(poses), "annotations": []}))
+    code, out = run(output, "--gt", path)
+    assert code == 2 and "no person to score" in out and str(path) in out
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda gt: gt["images"].append(7), "images[3] in"),
+    (lambda gt: gt["images"][0].pop("id"), "has id None"),
+    (lambda gt: gt["annotations"].append("x"), "annotations[6] in"),
+    (lambda gt: gt["annotations"][0].update(keypoints=["a"] * 51), "a list of 51 (str)"),
+    (lambda gt: gt["annotations"][0].update(head_size="big"), "head_size 'big'"),
+    (lambda gt: gt["annotations"][0].update(head_bbox=[1, 2]), "head_bbox a list of 2"),
+    (lambda gt: gt.update(categories={"id": 1}), "'categories'"),
+])
+def test_malformed_coco_records_are_named(output: Path, tmp_path: Path, poses, change, message):
+    gt = coco_gt(poses)
+    change(gt)
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(gt))
+    code, out = run(output, "--gt", path)
+    assert code == 2, out
+    assert "'--gt'" in out and str(path) in out and message in out
+
+
+def test_annotations_without_category_id_are_the_person_category(output: Path, tmp_path: Path, poses):
+    gt = coco_gt(poses)
+    for ann in gt["annotations"]:
+        del ann["category_id"]
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(gt))
+    assert 0.0 < run_json(output, "--gt", path, "--metric", "coco-ap")["metrics"]["AP"] < 1.0
+
+
+def test_names_in_the_table_are_printed_as_they_are(tmp_path: Path, poses):
+    """rich would read '[/x]' in a folder or file name as a closing tag and stop with MarkupError."""
+    from tests.fake_output import FakeVideo, fake_output
+
+    root = tmp_path / "out [/x] :smile:"
+    fake_output(root, [FakeVideo(VIDEO, FRAMES, tracks={1: [0, 1, 2]})], junk=False)
+    gt = coco_gt(poses)
+    gt_path = tmp_path / "gt [bold]x[red].json"
+    gt_path.write_text(json.dumps(gt))
+    code, out = run(root, "--gt", gt_path, "--metric", "pck")
+    assert code == 0, out
+    assert "[/x] :smile:" in out and "gt [bold]x[red].json" in out
+
+
+def test_only_committed_videos_are_scored(tmp_path: Path):
+    """poses/ parts of a video without its videos/ row (still running, or crashed) are not results yet;
+    stray files in poses/ are ignored, as every other reader does."""
+    from tests.fake_output import expected_keypoints, fake_output
+
+    spec = fake_output(tmp_path / "out")              # junk: temp files, a README, an uncommitted video
+    index = spec.index["jump/b.mp4"]
+    images, annotations = [], []
+    for frame in range(6):
+        xy = expected_keypoints(index, 0, frame).astype(np.float64)
+        box = [xy[:, 0].min() - 4, xy[:, 1].min() - 4, xy[:, 0].max() + 4, xy[:, 1].max() + 4]
+        images.append({"id": frame, "video_id": "jump/b.mp4", "frame_index": frame})
+        annotations.append({"id": frame + 1, "image_id": frame, "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
+                            "keypoints": np.column_stack([xy, np.full(K, 2.0)]).reshape(-1).tolist()})
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations}))
+    assert run_json(spec.root, "--gt", path, "--metric", "pck")["metrics"] == {"pck": 1.0}
+    for image in images:
+        image["video_id"] = "jump/in_progress.mp4"
+    path.write_text(json.dumps({"images": images, "annotations": annotations}))
+    code, out = run(spec.root, "--gt", path)
+    assert code == 2 and "jump/in_progress.mp4" in out and "5 video(s)" in out
+
+
+def test_eval_reads_an_s3_output_and_refuses_credentials_in_its_uri(output: Path, gt_json: Path, s3_server):
+    from tests.fake_output import upload_tree
+    from tests.servers import make_bucket
+
+    make_bucket(s3_server.endpoint_url, "eval-results")
+    upload_tree(output, s3_server.endpoint_url, "eval-results", "runs/r1")
+    report = run_json("s3://eval-results/runs/r1", "--gt", gt_json, "--metric", "pck")
+    assert report["metrics"] == {"pck": pytest.approx(0.5)} and report["output"] == "s3://eval-results/runs/r1"
+    code, out = run("s3://AKIAEXAMPLE:hunter2@eval-results/runs/r1?X-Amz-Signature=abc", "--gt", gt_json)
+    assert code == 2 and "credentials" in out
+    assert "hunter2" not in out and "AKIAEXAMPLE" not in out and "Signature" not in out
