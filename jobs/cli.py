@@ -1,8 +1,9 @@
 """`posepipe` console script.
 
 Exit codes of `posepipe run`: 0 every video succeeded (or was already complete); 3 some videos
-failed (see OUTPUT/videos and the summary); 4 model weights could not be had; 2 a bad option or
-input (nothing was processed); 1 an unexpected error.
+failed (see OUTPUT/videos and the summary); 4 model weights could not be had or loaded; 2 a bad
+option, input or output (nothing was processed); 5 the output storage failed mid-job (what was
+committed is kept; rerun to resume); 1 an unexpected error.
 """
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from typing import Any, Mapping
 import click
 
 from pipeline.options import DEFAULT_MODELS, JobOptions, OptionError
-from pipeline.runner import EXIT_USAGE, EXIT_WEIGHTS, JobSummary, WeightsError, run_job
+from pipeline.runner import EXIT_STORAGE, EXIT_USAGE, EXIT_WEIGHTS, JobSummary, WeightsError, run_job
+from pipeline.redaction import redact
+from pipeline.terminal import plain
 
 RANDOM_BANNER = (
     "WARNING: --random-weights: models use RANDOM weights. This is a PLUMBING RUN: every box, keypoint "
@@ -85,6 +88,7 @@ def options_from_run_params(params: Mapping[str, Any], *, address: str | None) -
 def execute(options: JobOptions, *, json_summary: bool = False) -> JobSummary:
     """Validate, run with a progress display, print the summary; exits on usage/weights errors."""
     from models import CATALOGUE
+    from pipeline.output import OutputError, StorageError
     from pipeline.progress import ProgressReporter
     from pipeline.sources import InputError
 
@@ -92,22 +96,34 @@ def execute(options: JobOptions, *, json_summary: bool = False) -> JobSummary:
     try:
         options.validate(CATALOGUE)
     except OptionError as exc:
-        raise click.UsageError(str(exc)) from None
+        raise click.UsageError(plain(exc)) from None
     if options.random_weights:
         click.secho(RANDOM_BANNER, fg="red", bold=True, err=True)
     try:
         with ProgressReporter() as reporter:
             summary = run_job(options, reporter=reporter)
     except OptionError as exc:
-        raise click.UsageError(str(exc)) from None
-    except InputError as exc:
-        click.secho(f"error: {exc}", fg="red", err=True)
+        raise click.UsageError(plain(exc)) from None
+    except (InputError, OutputError) as exc:
+        click.secho(f"error: {plain(exc)}", fg="red", err=True)
         sys.exit(EXIT_USAGE)
     except WeightsError as exc:
-        click.secho(f"error: {exc}", fg="red", err=True)
+        click.secho(f"error: {plain(exc)}", fg="red", err=True)
         sys.exit(EXIT_WEIGHTS)
+    except StorageError as exc:
+        click.secho(f"error: the output storage failed, so the job stopped: {plain(exc)}", fg="red", err=True)
+        click.echo("Videos committed before this are kept. When the storage answers again, rerun the same "
+                   f"command to resume: {plain(rerun_command())}", err=True)
+        sys.exit(EXIT_STORAGE)
     print_summary(summary, options, json_summary=json_summary, stream=err)
     return summary
+
+
+def rerun_command() -> str:
+    """This process's command line, quoted for a shell (`plain` redacts any URI in it when shown)."""
+    import shlex
+
+    return " ".join(shlex.quote(a) for a in ["posepipe", *sys.argv[1:]])
 
 
 def print_summary(summary: JobSummary, options: JobOptions, *, json_summary: bool, stream: Any) -> None:
@@ -115,20 +131,24 @@ def print_summary(summary: JobSummary, options: JobOptions, *, json_summary: boo
         "videos": summary.videos, "ok": summary.ok, "failed": summary.failed, "skipped_complete": summary.skipped,
         "frames": summary.frames, "rows": summary.rows, "seconds": round(summary.seconds, 2),
         "frames_per_second": round(summary.frames_per_second, 2), "workers": summary.workers,
-        "plumbing_run_random_weights": summary.random_weights, "output": options.output,
+        "plumbing_run_random_weights": summary.random_weights, "output": redact(options.output),
         "failures": [{"video_id": v, "error": e} for v, e in summary.failures],
+        "skipped_inputs": [{"name": n, "reason": r} for n, r in summary.skipped_inputs],
     }
     if json_summary:
         click.echo(json.dumps(data, indent=2))
         return
     label = " (PLUMBING RUN: random weights)" if summary.random_weights else ""
+    ignored = f", {len(summary.skipped_inputs)} input files skipped" if summary.skipped_inputs else ""
     click.echo(
-        f"posepipe: {summary.ok} ok, {summary.failed} failed, {summary.skipped} already complete of {summary.videos} videos; "
+        f"posepipe: {summary.ok} ok, {summary.failed} failed, {summary.skipped} already complete of {summary.videos} videos{ignored}; "
         f"{summary.frames} frames, {summary.rows} person rows in {summary.seconds:.1f}s "
         f"({summary.frames_per_second:.1f} frames/s, {summary.workers} workers){label}", file=stream)
     for video_id, error in summary.failures:
-        click.echo(f"  failed: {video_id}: {error}", file=stream)
-    click.echo(f"  query: duckdb -c \"SELECT * FROM read_parquet('{options.output.rstrip('/')}/poses/**/*.parquet') LIMIT 5\"", file=stream)
+        click.echo(f"  failed: {plain(video_id, newlines=False)}: {plain(error)}", file=stream)
+    for name, reason in summary.skipped_inputs:
+        click.echo(f"  skipped: {plain(name, newlines=False)}: {reason}", file=stream)
+    click.echo(f"  query: duckdb -c \"SELECT * FROM read_parquet('{plain(redact(options.output.rstrip('/')))}/poses/**/*.parquet') LIMIT 5\"", file=stream)
 
 
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "samples"

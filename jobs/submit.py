@@ -48,6 +48,8 @@ import click
 from click.core import ParameterSource
 
 from pipeline.options import JobOptions, OptionError
+from pipeline.redaction import redact, scrub
+from pipeline.terminal import plain
 
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("jobs", "pipeline", "models")
@@ -187,7 +189,7 @@ def connect(address: str) -> Any:
         try:  # fail in seconds, not after a TCP timeout: Ray's client sets no timeout
             socket.create_connection((parts.hostname, port), timeout=5).close()
         except OSError as exc:
-            raise SubmitError(f"cannot reach the Ray dashboard at {address} ({exc.strerror or exc}): {START_HINT}") from None
+            raise SubmitError(f"cannot reach the Ray dashboard at {redact(address)} ({exc.strerror or scrub(str(exc))}): {START_HINT}") from None
     from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
 
@@ -199,9 +201,9 @@ def connect(address: str) -> Any:
         with _without_env("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):
             return JobSubmissionClient(address)
     except AuthenticationError as exc:
-        raise SubmitError(f"the Ray dashboard at {address} refused posepipe: {exc}") from None
+        raise SubmitError(f"the Ray dashboard at {redact(address)} refused posepipe: {scrub(str(exc))}") from None
     except Exception as exc:  # refused, not a Ray dashboard, too old a Ray: all the same to the user
-        raise SubmitError(f"cannot reach the Ray dashboard at {address} ({exc}): {START_HINT}") from None
+        raise SubmitError(f"cannot reach the Ray dashboard at {redact(address)} ({scrub(str(exc))}): {START_HINT}") from None
 
 
 class _QuietRayClient(logging.Filter):
@@ -220,15 +222,15 @@ def cluster_errors(address: str, job_id: str | None = None, exit_code: int = EXI
     try:
         yield
     except AuthenticationError as exc:
-        error = SubmitError(f"the Ray dashboard at {address} refused posepipe: {exc}")
+        error = SubmitError(f"the Ray dashboard at {redact(address)} refused posepipe: {scrub(str(exc))}")
     except OSError as exc:  # requests' errors are OSErrors: the dashboard went away
-        error = SubmitError(f"lost the Ray dashboard at {address} ({exc})")
+        error = SubmitError(f"lost the Ray dashboard at {redact(address)} ({scrub(str(exc))})")
     except RuntimeError as exc:  # Ray's client: "Request failed with status code N: ..."
         if job_id and "status code 404" in str(exc):
-            error = SubmitError(f"no job {job_id!r} on the Ray cluster at {address} "
-                                f"(`ray job list --address {address}` lists them)")
+            error = SubmitError(f"no job {job_id!r} on the Ray cluster at {redact(address)} "
+                                f"(`ray job list --address {redact(address)}` lists them)")
         else:
-            error = SubmitError(f"the Ray cluster at {address}: {exc}")
+            error = SubmitError(f"the Ray cluster at {redact(address)}: {scrub(str(exc))}")
     else:
         return
     error.exit_code = exit_code
@@ -244,7 +246,7 @@ def follow_logs(client: Any, job_id: str) -> None:
     try:
         asyncio.run(tail())
     except RuntimeError as exc:  # the stream broke (e.g. the dashboard restarted): say so, keep waiting
-        click.secho(f"posepipe: log stream interrupted ({exc}); waiting for the job to end", fg="yellow", err=True)
+        click.secho(f"posepipe: log stream interrupted ({scrub(str(exc))}); waiting for the job to end", fg="yellow", err=True)
 
 
 def wait_for_end(client: Any, job_id: str, poll_s: float = 1.0) -> Any:
@@ -271,7 +273,7 @@ def _first_line(text: str | None) -> str:
 
 def _interrupted(job_id: str, address: str) -> None:
     click.echo(f"\nposepipe: stopped following; the job keeps running. Stop it with "
-               f"`ray job stop {job_id} --address {address}`", err=True)
+               f"`ray job stop {job_id} --address {redact(address)}`", err=True)
     raise SystemExit(EXIT_STOPPED)
 
 
@@ -329,13 +331,13 @@ def submit_command(ctx: click.Context, run_args: tuple[str, ...], address: str |
         with cluster_errors(address):
             job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env, submission_id=job_id)
     except ValueError as exc:  # e.g. the code package is over Ray's size limit
-        raise SubmitError(f"the job was not submitted: {exc}") from None
+        raise SubmitError(f"the job was not submitted: {scrub(str(exc))}") from None
     click.echo(job_id)
-    click.echo(f"posepipe: submitted to {address}: {entrypoint}", err=True)
+    click.echo(f"posepipe: submitted to {redact(address)}: {plain(entrypoint)}", err=True)
     if not wait:
-        click.echo(f"  follow: posepipe logs {job_id} --address {address} --follow\n"
-                   f"  status: posepipe status {job_id} --address {address}\n"
-                   f"  stop:   ray job stop {job_id} --address {address}", err=True)
+        click.echo(f"  follow: posepipe logs {job_id} --address {redact(address)} --follow\n"
+                   f"  status: posepipe status {job_id} --address {redact(address)}\n"
+                   f"  stop:   ray job stop {job_id} --address {redact(address)}", err=True)
         return
     # From here the job exists: losing the dashboard is exit 1, not "nothing was submitted".
     with cluster_errors(address, job_id, exit_code=1):

@@ -485,14 +485,14 @@ def run_benchmark(options: JobOptions, video: str | None, n_frames: int, *, work
 
     Raises `pipeline.runner.WeightsError`, `pipeline.video.VideoError` (VIDEO unreadable) or `BenchError`.
     """
-    from pipeline.runner import resolve_weights
+    from pipeline.runner import load_weights
     from pipeline.worker import PoseWorker
 
     with tempfile.TemporaryDirectory(prefix="posepipe-bench-") as tmp:
         folder = Path(tmp)
         (folder / "input").mkdir()
         options = replace(options, input=str(folder / "input"), output=str(folder / "out-run"), force=True)
-        hashes = resolve_weights(options)
+        hashes = load_weights(options)
         if options.random_weights:
             _log("RANDOM weights: the figures measure speed only")
 

@@ -14,6 +14,13 @@ DEFAULT_MODELS = {
     "mesh": "hmr_spin_resnet50",
 }
 FAMILY_OF_STAGE = {"detector": "yolox", "pose": "hrnet", "lifter": "videopose3d", "mesh": "hmr"}
+# Ceilings past which an option makes a job useless rather than bigger (README, Options): more
+# people per frame than any crowd scene gives the detector, batches that no GPU holds, shards
+# longer than a day of 30 fps video.
+MAX_PERSONS = 100
+MAX_FRAMES_PER_BATCH = 512
+MAX_SHARD_FRAMES = 3_000_000
+MAX_WORKERS = 10_000
 
 
 class OptionError(ValueError):
@@ -53,20 +60,19 @@ class JobOptions:
             raise OptionError("INPUT", "give a folder, a video file or a URI prefix")
         if not self.output:
             raise OptionError("--output", "give a folder or an s3:// prefix for the Parquet tables")
-        if self.shard_frames < 1:
-            raise OptionError("--shard-frames", f"must be >= 1 (got {self.shard_frames})")
-        if self.num_workers is not None and self.num_workers < 1:
-            raise OptionError("--num-workers", f"must be >= 1 (got {self.num_workers})")
+        _check_uri("INPUT", self.input)
+        _check_uri("--output", self.output)
+        _in_range("--shard-frames", self.shard_frames, 1, MAX_SHARD_FRAMES)
+        if self.num_workers is not None:
+            _in_range("--num-workers", self.num_workers, 1, MAX_WORKERS)
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise OptionError("--device", f"must be auto, cpu or cuda (got {self.device!r})")
-        if self.max_persons < 1:
-            raise OptionError("--max-persons", f"must be >= 1 (got {self.max_persons})")
+        _in_range("--max-persons", self.max_persons, 1, MAX_PERSONS)
         if not 0.0 < self.det_conf <= 1.0:
             raise OptionError("--det-conf", f"must be in (0, 1] (got {self.det_conf})")
         if not 0.0 < self.det_nms <= 1.0:
             raise OptionError("--det-nms", f"must be in (0, 1] (got {self.det_nms})")
-        if self.frames_per_batch < 1:
-            raise OptionError("--frames-per-batch", f"must be >= 1 (got {self.frames_per_batch})")
+        _in_range("--frames-per-batch", self.frames_per_batch, 1, MAX_FRAMES_PER_BATCH)
         for stage, name in self.models.items():
             if stage not in STAGE_MODELS:
                 raise OptionError("--model", f"unknown stage {stage!r}; stages: {', '.join(STAGE_MODELS)}")
@@ -113,3 +119,21 @@ class JobOptions:
         data["models"] = dict(self.models)
         data.pop("address", None)
         return data
+
+
+def _in_range(option: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        raise OptionError(option, f"must be between {low} and {high} (got {value})")
+
+
+def _check_uri(option: str, uri: str) -> None:
+    """Object-store URIs name a bucket and a prefix, nothing else: credentials in them would be
+    printed and stored, and a query string would become part of every object key."""
+    from pipeline.redaction import has_secrets, redact
+    from pipeline.sources import scheme_of
+
+    if scheme_of(uri) in ("s3", "gs", "az", "file") and has_secrets(uri):
+        raise OptionError(option, (
+            f"{redact(uri)} was given with credentials or a query string, which posepipe will not put in "
+            "logs, tables or object keys; write it as scheme://BUCKET/PREFIX and give credentials through "
+            "the environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, an instance role)"))

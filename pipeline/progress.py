@@ -1,4 +1,8 @@
-"""Progress display for a job: a live bar on a terminal, quiet log lines elsewhere."""
+"""Progress display for a job: a live bar on a terminal, quiet log lines elsewhere.
+
+Everything printed here passes through `pipeline.terminal` (plain text, no markup, URIs
+redacted): video ids and error texts come from the outside world.
+"""
 from __future__ import annotations
 
 import time
@@ -7,12 +11,14 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from pipeline.terminal import console as plain_console, plain, styled
+
 
 class ProgressReporter:
     """Callable `(event, data)` for `run_job`: videos and frames done, frames/s and ETA."""
 
     def __init__(self, console: Console | None = None) -> None:
-        self.console = console or Console(stderr=True)
+        self.console = console or plain_console()
         self.live = self.console.is_terminal
         self.frames_total = 0
         self.frames_done = 0
@@ -22,8 +28,8 @@ class ProgressReporter:
     def __enter__(self) -> "ProgressReporter":
         if self.live:
             self.progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                TextColumn("{task.description}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}", markup=False), TimeElapsedColumn(), TimeRemainingColumn(),
                 console=self.console, transient=False,
             )
             self.progress.start()
@@ -38,6 +44,8 @@ class ProgressReporter:
     def __call__(self, event: str, data: dict[str, Any]) -> None:
         if event == "start":
             self._log(f"{data['videos']} videos found, {data['todo']} to process, {data['skipped']} already complete")
+            for name, reason in data.get("skipped_inputs", []):
+                self._log(f"skipped {plain(name, newlines=False)}: {reason}", "yellow")
             if self.progress:
                 self.progress.update(self.videos_task, total=data["todo"])
         elif event == "workers":
@@ -55,17 +63,17 @@ class ProgressReporter:
             if self.progress:
                 self.progress.advance(self.videos_task)
             if event == "video_failed":
-                self._log(f"[red]failed[/red] {data['video_id']}: {data['error']}")
+                self._log(f"failed {plain(data['video_id'], newlines=False)}: {data['error']}", "red")
             elif not self.live:
-                self._log(f"done {data['video_id']} ({data['rows']} rows)")
+                self._log(f"done {plain(data['video_id'], newlines=False)} ({data['rows']} rows)")
         elif event == "retry":
-            self._log(f"retrying {data['video_id']} frames from {data['start']} (attempt {data['attempt'] + 1})")
+            self._log(f"retrying {plain(data['video_id'], newlines=False)} frames from {data['start']} "
+                      f"(attempt {data['attempt'] + 1})")
 
-    def _log(self, text: str) -> None:
-        if self.progress is not None:
-            self.progress.console.print(text)
-        else:
-            self.console.print(text, highlight=False)
+    def _log(self, text: str, style: str = "") -> None:
+        """One message, shown as plain text (`styled` parses no markup), whole in one style."""
+        target = self.progress.console if self.progress is not None else self.console
+        target.print(styled(text, style), markup=False, highlight=False, emoji=False, soft_wrap=True)
 
 
 __all__ = ["ProgressReporter"]

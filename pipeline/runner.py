@@ -43,8 +43,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from pipeline.options import JobOptions, OptionError
-from pipeline.output import Output, video_key
-from pipeline.sources import VideoRef, list_videos, redact
+from pipeline.output import Output, StorageError, video_key
+from pipeline.redaction import redact, scrub
+from pipeline.sources import VideoRef, scan_inputs
 from pipeline.worker import PoseWorker, ShardResult, ShardTask
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ LOCAL_ONLY_ENV = ("AWS_PROFILE", "POSEPIPE_CACHE", "XDG_CACHE_HOME")
 # (The image sets the same for cluster nodes: infra/Dockerfile.)
 WORKER_ENV_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
 WORKERS_PER_GPU = 2  # the default; see _cluster_plan
-EXIT_OK, EXIT_USAGE, EXIT_SOME_FAILED, EXIT_WEIGHTS = 0, 2, 3, 4
+EXIT_OK, EXIT_USAGE, EXIT_SOME_FAILED, EXIT_WEIGHTS, EXIT_STORAGE = 0, 2, 3, 4, 5
 # How long the driver waits, with work queued, for any worker to be ready (model loading, actor
 # restarts, an autoscaler adding nodes) before failing the remaining videos.
 WORKER_WAIT_S = 1800.0
@@ -85,6 +86,7 @@ class JobSummary:
     workers: int = 0
     random_weights: bool = False
     failures: list[tuple[str, str]] = field(default_factory=list)
+    skipped_inputs: list[tuple[str, str]] = field(default_factory=list)   # (name, why it is not a video job)
 
     @property
     def exit_code(self) -> int:
@@ -95,30 +97,39 @@ class JobSummary:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
-def resolve_weights(options: JobOptions) -> dict[str, str | None]:
-    """Make sure every model's checkpoint is available before any work starts; name -> sha256."""
-    from models import get_weights
-    from models.download import WeightsUnavailable, fetch, sha256_file
+def load_weights(options: JobOptions) -> dict[str, str | None]:
+    """Resolve, download, hash and *load* every model's checkpoint here, before any output is
+    touched or any video read: a bad weights file then stops the job with its reason (exit 4)
+    instead of failing every worker while finished results wait to be redone. name -> sha256."""
+    from models import load_model
+    from models.checkpoint import CheckpointError
+    from models.download import WeightsUnavailable
 
     hashes: dict[str, str | None] = {}
     for stage, name in options.models.items():
         if options.random_weights:
             hashes[name] = None
             continue
-        spec = get_weights(name)
         uri = options.weights.get(name)
+        tried = f"--weights {name}={redact(uri)}" if uri else "its official checkpoint"
         try:
-            path = fetch(uri or spec.url, sha256=None if uri else spec.sha256,
-                         hash_prefix=None if uri else spec.hash_prefix, filename=None if uri else spec.filename)
+            model = load_model(name, weights=uri, device="cpu", half=False)
         except WeightsUnavailable as exc:
-            tried = f"--weights {name}={redact(uri)}" if uri else f"the official URL {spec.url}"
             raise WeightsError(
-                f"cannot get weights for the {stage} model {name!r} (tried {tried}): {exc}\n"
+                f"cannot get weights for the {stage} model {name!r} (tried {tried}): {scrub(str(exc))}\n"
                 f"Supply the checkpoint file as its authors publish it with --weights {name}=PATH_OR_URI "
                 f"(local path, file://, http(s):// or s3://), or place it in the cache. For a plumbing check "
                 f"without real weights, pass --random-weights (outputs are meaningless)."
             ) from None
-        hashes[name] = sha256_file(path)
+        except Exception as exc:  # CheckpointError, or anything a hostile file provokes in torch
+            reason = str(exc) if isinstance(exc, CheckpointError) else f"{type(exc).__name__}: {exc}"
+            raise WeightsError(
+                f"the {stage} model {name!r} cannot load {tried}: {scrub(reason)}\n"
+                f"Nothing was processed and no output was changed. Check that the file is the checkpoint "
+                f"of {name} as its authors publish it (`posepipe weights verify {name} --weights {name}=...`)."
+            ) from None
+        hashes[name] = model.weights_sha256
+        del model
     return hashes
 
 
@@ -143,8 +154,11 @@ def provenance(options: JobOptions, hashes: dict[str, str | None]) -> dict[str, 
 
 def _probe(uri: str) -> dict[str, Any]:
     """Open a video and report its geometry, or the reason it cannot be read."""
-    from pipeline.video import VideoError, open_video
+    from pipeline.video import VideoError, inspect_container, open_video
 
+    problem = inspect_container(uri)  # the container's header first: decord mistakes or crashes on some files
+    if problem:
+        return {"error": problem}
     try:
         with open_video(uri) as video:
             i = video.info
@@ -153,7 +167,7 @@ def _probe(uri: str) -> dict[str, Any]:
     except VideoError as exc:
         return {"error": str(exc)}
     except Exception as exc:  # anything else the decoder throws is still this file's problem
-        return {"error": f"{type(exc).__name__}: {exc}"}
+        return {"error": scrub(f"{type(exc).__name__}: {exc}")}
 
 
 def _cluster_plan(options: JobOptions, ray: Any) -> tuple[int, dict[str, Any], int]:
@@ -223,24 +237,30 @@ def run_job(options: JobOptions, *, reporter: Callable[[str, dict[str, Any]], No
     options.validate(CATALOGUE)
     report = reporter or (lambda event, data: None)
     started = time.perf_counter()
+    # Everything that can be wrong with the job as a whole is found before any work, in this order:
+    # the output (exit 2), the input (exit 2), the weights (exit 4, loaded here, not on the workers).
     output = Output(options.output)
-    hashes = resolve_weights(options)
+    output.check_writable()
+    listing = scan_inputs(options.input)
+    videos = listing.videos
+    hashes = load_weights(options)
     fingerprint = options.fingerprint(hashes)
     metadata_dict = provenance(options, hashes)
     from pipeline.schema import provenance_metadata
 
     metadata = provenance_metadata(metadata_dict)
-    videos = list_videos(options.input)
-    summary = JobSummary(videos=len(videos), random_weights=options.random_weights)
-    done = {} if options.force else output.completed_videos()
+    summary = JobSummary(videos=len(videos), random_weights=options.random_weights, skipped_inputs=listing.skipped)
+    done = output.completed_videos()
+    committed = {vid: row for vid, row in done.items() if row.get("status") == "ok"}
     todo: list[VideoRef] = []
     for ref in videos:
         row = done.get(ref.video_id)
-        if row and row.get("status") == "ok" and row.get("job_fingerprint") == fingerprint:
+        if not options.force and row and row.get("status") == "ok" and row.get("job_fingerprint") == fingerprint:
             summary.skipped += 1
         else:
             todo.append(ref)
-    report("start", {"videos": len(videos), "todo": len(todo), "skipped": summary.skipped})
+    report("start", {"videos": len(videos), "todo": len(todo), "skipped": summary.skipped,
+                     "skipped_inputs": listing.skipped})
     if not todo:
         summary.seconds = time.perf_counter() - started
         return summary
@@ -256,7 +276,7 @@ def run_job(options: JobOptions, *, reporter: Callable[[str, dict[str, Any]], No
                  runtime_env={"env_vars": env} if env else None)
         started_ray = True
     try:
-        _schedule(ray, options, output, todo, fingerprint, metadata, summary, report)
+        _schedule(ray, options, output, todo, fingerprint, metadata, summary, report, committed)
     finally:
         if started_ray:
             ray.shutdown()
@@ -308,6 +328,7 @@ class _Video:
     finish_attempts: int = 0
     recomputes: int = 0
     may_be_committed: bool = False   # a videos/ row may exist that this job is about to rewrite
+    finish_started: bool = False     # a finish was sent: its parts may already be rewritten
 
     @property
     def complete(self) -> bool:
@@ -315,13 +336,15 @@ class _Video:
 
 
 def _schedule(ray: Any, options: JobOptions, output: Output, todo: list[VideoRef], fingerprint: str,
-              metadata: dict[bytes, bytes], summary: JobSummary, report: Callable[[str, dict[str, Any]], None]) -> None:
+              metadata: dict[bytes, bytes], summary: JobSummary, report: Callable[[str, dict[str, Any]], None],
+              committed: Mapping[str, dict[str, Any]]) -> None:
     n_workers, resources, threads = _cluster_plan(options, ray)
     summary.workers = n_workers
     actor_cls = ray.remote(_RayWorker).options(max_restarts=options.retries + 1, max_task_retries=0, **resources)
     report("workers", {"workers": n_workers, "resources": resources})
     scheduler = _Scheduler(ray, options, output, todo, fingerprint, metadata, summary, report,
-                           make_actor=lambda: actor_cls.remote(options, threads=threads), n_workers=n_workers)
+                           make_actor=lambda: actor_cls.remote(options, threads=threads), n_workers=n_workers,
+                           committed=committed)
     try:
         scheduler.run()
     finally:
@@ -335,8 +358,10 @@ class _Scheduler:
 
     def __init__(self, ray: Any, options: JobOptions, output: Output, todo: list[VideoRef], fingerprint: str,
                  metadata: dict[bytes, bytes], summary: JobSummary, report: Callable[[str, dict[str, Any]], None],
-                 *, make_actor: Callable[[], Any], n_workers: int) -> None:
+                 *, make_actor: Callable[[], Any], n_workers: int,
+                 committed: Mapping[str, dict[str, Any]] | None = None) -> None:
         self.ray, self.options, self.output = ray, options, output
+        self.committed = dict(committed or {})   # video_id -> its ok row from an earlier run
         self.fingerprint, self.metadata, self.summary, self.report = fingerprint, metadata, summary, report
         self.make_actor = make_actor
         self.probe_task = ray.remote(num_cpus=0, max_retries=2)(_probe)
@@ -395,6 +420,7 @@ class _Scheduler:
                 # driver killed mid-write would leave an "ok" row over missing parts, which a rerun skips.
                 _withdraw_commit(self.output, video.ref.video_id)
                 video.may_be_committed = False
+            video.finish_started = True
             job = {"video_id": video.ref.video_id, "uri": redact(video.ref.uri), "info": video.info,
                    "fingerprint": self.fingerprint}
             # The shards' rows travel as refs inside a list: the worker fetches them from where they are.
@@ -429,7 +455,7 @@ class _Scheduler:
         info = result["info"]
         shards = [ShardTask(ref.video_id, ref.uri, s, min(s + self.options.shard_frames, info["num_frames"]))
                   for s in range(0, info["num_frames"], self.options.shard_frames)]
-        video = _Video(ref, info, shards, may_be_committed=self.options.force)
+        video = _Video(ref, info, shards, may_be_committed=self.options.force or ref.video_id in self.committed)
         self.videos[ref.video_id] = video
         self.shard_queue.extend((video, s) for s in shards)
         self.report("video_started", {"video_id": ref.video_id, "frames": info["num_frames"], "shards": len(shards)})
@@ -442,6 +468,7 @@ class _Scheduler:
         try:
             self.ray.get(obj)
         except Exception as exc:
+            _consume(self.ray, rows_ref)  # its twin failed too: fetched, Ray does not print it as "unhandled"
             if _failure_kind(self.ray, exc) == "task":
                 if current:
                     self._fail(video, _task_reason(exc))
@@ -472,6 +499,8 @@ class _Scheduler:
             result = self.ray.get(obj)
         except Exception as exc:
             kind = _failure_kind(self.ray, exc)
+            if kind == "task" and isinstance(getattr(exc, "cause", None), StorageError):
+                raise exc.cause from None  # the output store is failing: no video's own fault; stop the job
             if kind == "task":
                 self._fail(video, _task_reason(exc))
             elif kind == "lost":
@@ -586,12 +615,23 @@ class _Scheduler:
 
     def _fail(self, video: _Video, reason: str) -> None:
         self.videos.pop(video.ref.video_id, None)
-        self._fail_ref(video.ref, reason, video.info)
+        self._fail_ref(video.ref, reason, video.info, touched=video.finish_started)
 
-    def _fail_ref(self, ref: VideoRef, reason: str, info: dict[str, Any] | None = None) -> None:
+    def _fail_ref(self, ref: VideoRef, reason: str, info: dict[str, Any] | None = None, *,
+                  touched: bool = False) -> None:
+        """Record a video's failure. A failure never deletes committed results: a video committed
+        by an earlier run whose parts this job has not begun to rewrite keeps its row and parts,
+        and the failure is only reported (a rerun tries again)."""
         from pipeline.schema import videos_table
 
+        reason = scrub(reason)
         key = video_key(ref.video_id)
+        if ref.video_id in self.committed and not touched:
+            reason += " (its earlier committed results are kept)"
+            self.summary.failed += 1
+            self.summary.failures.append((ref.video_id, reason))
+            self.report("video_failed", {"video_id": ref.video_id, "error": reason})
+            return
         self.output.remove_prefix(f"poses/{key}")
         info = info or {}
         record = {"video_id": ref.video_id, "uri": redact(ref.uri), "status": "failed", "error": reason,
@@ -606,13 +646,15 @@ class _Scheduler:
 
 def _withdraw_commit(output: Output, video_id: str) -> None:
     """Delete a video's `videos/` row (its commit marker), if there is one."""
-    relative = f"videos/{video_key(video_id)}.parquet"
-    if output.scheme == "s3":
-        from pipeline.sources import s3_client
+    output.remove(f"videos/{video_key(video_id)}.parquet")
 
-        s3_client().delete_object(Bucket=output.bucket, Key=output._key(relative))
-    else:
-        (output.root / relative).unlink(missing_ok=True)
+
+def _consume(ray: Any, ref: Any) -> None:
+    """Fetch a failed task's other return, so Ray does not log it as an unhandled error."""
+    try:
+        ray.get(ref, timeout=0)
+    except Exception:
+        pass
 
 
 def _failure_kind(ray: Any, exc: BaseException) -> str:

@@ -6,12 +6,16 @@ stores a secret (URIs are stored without query strings or user info).
 """
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
-from dataclasses import dataclass
+import stat
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Iterator
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
+
+from pipeline.redaction import redact, scrub
 
 VIDEO_EXTENSIONS = frozenset({
     ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".mts", ".3gp", ".ogv",
@@ -39,17 +43,6 @@ def is_remote(uri: str) -> bool:
     return scheme_of(uri) in REMOTE_SCHEMES
 
 
-def redact(uri: str) -> str:
-    """A URI safe to print and store: no user info, no query (pre-signed URLs carry secrets)."""
-    parts = urlsplit(uri)
-    if not parts.scheme or len(parts.scheme) == 1:
-        return uri
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
 def local_path(uri: str) -> str:
     return urlsplit(uri).path if scheme_of(uri) == "file" else uri
 
@@ -58,10 +51,19 @@ def _is_video_name(name: str) -> bool:
     return posixpath.splitext(name)[1].lower() in VIDEO_EXTENSIONS
 
 
+# Transient S3 failures (throttling, 5xx, dropped connections, an endpoint briefly unreachable)
+# are retried by botocore's "standard" mode with exponential backoff and jitter (capped at 20 s a
+# wait); about two minutes in all before an outage is reported. AWS_RETRY_MODE / AWS_MAX_ATTEMPTS
+# in the environment take precedence, as everywhere in the AWS SDKs.
+S3_RETRY = {"mode": "standard", "max_attempts": 10}
+
+
 def s3_client():  # noqa: ANN201 - boto3 client type is dynamic
     import boto3
+    from botocore.config import Config
 
-    return boto3.session.Session().client("s3")
+    retries = {} if ("AWS_MAX_ATTEMPTS" in os.environ or "AWS_RETRY_MODE" in os.environ) else S3_RETRY
+    return boto3.session.Session().client("s3", config=Config(retries=retries) if retries else None)
 
 
 def _split_bucket(uri: str) -> tuple[str, str]:
@@ -69,57 +71,150 @@ def _split_bucket(uri: str) -> tuple[str, str]:
     return parts.netloc, parts.path.lstrip("/")
 
 
+@dataclass(frozen=True)
+class Listing:
+    """What an INPUT holds: the videos to process, and each video-named entry left out, with why."""
+    videos: list[VideoRef]
+    skipped: list[tuple[str, str]] = field(default_factory=list)   # (name relative to INPUT, reason)
+
+
 def list_videos(input_uri: str) -> list[VideoRef]:
     """All videos under `input_uri`, sorted by video_id. A single file is returned as itself."""
+    return scan_inputs(input_uri).videos
+
+
+def scan_inputs(input_uri: str) -> Listing:
+    """`list_videos`, plus the entries that look like videos but cannot be processed, and why.
+
+    The same rules hold locally and in object stores: names (a file's, or a folder's on its path)
+    starting with '.' are hidden and skipped; locally, links are followed once (a broken or looping
+    link is skipped with its reason) and only regular files are videos (not FIFOs or devices).
+    """
     scheme = scheme_of(input_uri)
     if scheme in ("", "file"):
-        return _list_local(Path(local_path(input_uri)))
+        return _scan_local(Path(local_path(input_uri)))
     if scheme == "s3":
-        return _list_s3(input_uri)
+        return _scan_s3(input_uri)
     if scheme in ("http", "https"):
         name = posixpath.basename(urlsplit(input_uri).path) or "video"
-        return [VideoRef(video_id=name, uri=input_uri)]
+        return Listing([VideoRef(video_id=name, uri=input_uri)])
     if scheme in ("gs", "az"):
         return _list_smart_open(input_uri)
     raise InputError(f"INPUT {redact(input_uri)!r}: unsupported scheme {scheme!r}; use a local path, file://, s3://, gs://, az:// or http(s)://")
 
 
-def _list_local(root: Path) -> list[VideoRef]:
-    if not root.exists():
-        raise InputError(f"INPUT {root} does not exist; pass a folder of videos, a video file or a URI prefix")
-    if root.is_file():
-        return [VideoRef(video_id=root.name, uri=str(root), size=root.stat().st_size)]
-    refs = [
-        VideoRef(video_id=p.relative_to(root).as_posix(), uri=str(p), size=p.stat().st_size)
-        for p in root.rglob("*")
-        if p.is_file() and _is_video_name(p.name) and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    ]
-    return sorted(refs, key=lambda r: r.video_id)
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return "not a regular file"
 
 
-def _list_s3(uri: str) -> list[VideoRef]:
+def _stat_problem(path: Path) -> tuple[os.stat_result | None, str]:
+    """`os.stat` following links, or None and the reason a person would want to hear."""
+    try:
+        return path.stat(), ""
+    except FileNotFoundError:
+        if path.is_symlink():
+            return None, f"broken symbolic link (its target {os.readlink(path)} does not exist)"
+        return None, "disappeared while the input was listed"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return None, "symbolic link loop (the link points back to itself)"
+        return None, f"cannot be read ({exc.strerror})"
+
+
+def _scan_local(root: Path) -> Listing:
+    st, problem = _stat_problem(root)
+    if st is None:
+        if problem.startswith("disappeared"):
+            raise InputError(f"INPUT {root} does not exist; pass a folder of videos, a video file or a URI prefix")
+        raise InputError(f"INPUT {root}: {problem}")
+    if stat.S_ISREG(st.st_mode):
+        return Listing([VideoRef(video_id=root.name, uri=str(root), size=st.st_size)])
+    if not stat.S_ISDIR(st.st_mode):
+        raise InputError(f"INPUT {root} is {_file_kind(st.st_mode)}, not a video file or a folder of videos")
+    refs: list[VideoRef] = []
+    skipped: list[tuple[str, str]] = []
+    seen_dirs = {(st.st_dev, st.st_ino)}
+    pending = [(root, "")]
+    while pending:
+        folder, prefix = pending.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            skipped.append((prefix or ".", f"folder cannot be listed ({exc.strerror})"))
+            continue
+        for entry in entries:
+            rel = prefix + entry.name
+            path = Path(entry.path)
+            try:
+                is_dir = entry.is_dir()  # follows links
+            except OSError:
+                is_dir = False
+            if is_dir:
+                if entry.name.startswith("."):
+                    continue  # hidden folders (.git, .cache) are not searched, as on S3
+                dir_st, problem = _stat_problem(path)
+                if dir_st is None:
+                    skipped.append((rel + "/", problem))
+                elif (dir_st.st_dev, dir_st.st_ino) in seen_dirs:
+                    skipped.append((rel + "/", "link to a folder already searched (a loop or a second link)"))
+                else:
+                    seen_dirs.add((dir_st.st_dev, dir_st.st_ino))
+                    pending.append((path, rel + "/"))
+                continue
+            if not _is_video_name(entry.name):
+                continue
+            if entry.name.startswith("."):
+                skipped.append((rel, "hidden file (the name starts with '.')"))
+                continue
+            file_st, problem = _stat_problem(path)
+            if file_st is None:
+                skipped.append((rel, problem))
+            elif not stat.S_ISREG(file_st.st_mode):
+                skipped.append((rel, f"{_file_kind(file_st.st_mode)}, not a video file"))
+            else:
+                refs.append(VideoRef(video_id=rel, uri=str(path), size=file_st.st_size))
+    return Listing(sorted(refs, key=lambda r: r.video_id), sorted(skipped))
+
+
+def _hidden(relative_key: str) -> bool:
+    return any(part.startswith(".") for part in relative_key.split("/") if part)
+
+
+def _scan_s3(uri: str) -> Listing:
     bucket, prefix = _split_bucket(uri)
     if not bucket:
-        raise InputError(f"INPUT {uri!r}: no bucket name; write s3://BUCKET/PREFIX")
+        raise InputError(f"INPUT {redact(uri)!r}: no bucket name; write s3://BUCKET/PREFIX")
     client = s3_client()
     refs: list[VideoRef] = []
+    skipped: list[tuple[str, str]] = []
     try:
         # A key that is itself a video is a single-file input.
         if prefix and _is_video_name(prefix):
             head = client.head_object(Bucket=bucket, Key=prefix)
-            return [VideoRef(video_id=posixpath.basename(prefix), uri=f"s3://{bucket}/{prefix}", size=head["ContentLength"])]
+            return Listing([VideoRef(video_id=posixpath.basename(prefix), uri=f"s3://{bucket}/{prefix}",
+                                     size=head["ContentLength"])])
         folder = prefix if not prefix or prefix.endswith("/") else prefix + "/"
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=folder):
             for obj in page.get("Contents", []):
                 key = obj["Key"]
-                if _is_video_name(key):
-                    refs.append(VideoRef(video_id=key[len(folder):], uri=f"s3://{bucket}/{key}", size=obj["Size"]))
+                relative = key[len(folder):]
+                if not _is_video_name(key):
+                    continue
+                if _hidden(relative):
+                    skipped.append((relative, "hidden (a name on its path starts with '.')"))
+                else:
+                    refs.append(VideoRef(video_id=relative, uri=f"s3://{bucket}/{key}", size=obj["Size"]))
     except Exception as exc:  # botocore errors carry the reason; never the credentials
-        raise InputError(f"cannot list {redact(uri)}: {type(exc).__name__}: {exc}. Check AWS_ENDPOINT_URL, credentials and the bucket name") from None
-    return sorted(refs, key=lambda r: r.video_id)
+        raise InputError(f"cannot list {redact(uri)}: {type(exc).__name__}: {scrub(str(exc))}. "
+                         "Check AWS_ENDPOINT_URL, credentials and the bucket name") from None
+    return Listing(sorted(refs, key=lambda r: r.video_id), sorted(skipped))
 
 
-def _list_smart_open(uri: str) -> list[VideoRef]:
+def _list_smart_open(uri: str) -> Listing:
     scheme = scheme_of(uri)
     try:
         if scheme == "gs":
@@ -127,20 +222,22 @@ def _list_smart_open(uri: str) -> list[VideoRef]:
 
             bucket, prefix = _split_bucket(uri)
             blobs = storage.Client().list_blobs(bucket, prefix=prefix)
-            refs = [VideoRef(b.name[len(prefix):].lstrip("/"), f"gs://{bucket}/{b.name}", b.size) for b in blobs if _is_video_name(b.name)]
+            refs = [VideoRef(b.name[len(prefix):].lstrip("/"), f"gs://{bucket}/{b.name}", b.size) for b in blobs
+                    if _is_video_name(b.name) and not _hidden(b.name[len(prefix):])]
         else:
             from azure.storage.blob import BlobServiceClient  # type: ignore[import-not-found]
 
             container, prefix = _split_bucket(uri)
             service = BlobServiceClient.from_connection_string(os.environ["AZURE_STORAGE_CONNECTION_STRING"])
             blobs = service.get_container_client(container).list_blobs(name_starts_with=prefix)
-            refs = [VideoRef(b.name[len(prefix):].lstrip("/"), f"az://{container}/{b.name}", b.size) for b in blobs if _is_video_name(b.name)]
+            refs = [VideoRef(b.name[len(prefix):].lstrip("/"), f"az://{container}/{b.name}", b.size) for b in blobs
+                    if _is_video_name(b.name) and not _hidden(b.name[len(prefix):])]
     except ImportError:
         extra = "gcs" if scheme == "gs" else "azure"
         raise InputError(f"INPUT {uri!r} needs the optional dependencies: pip install 'posepipe[{extra}]'") from None
     except KeyError:
         raise InputError("az:// inputs need AZURE_STORAGE_CONNECTION_STRING in the environment") from None
-    return sorted(refs, key=lambda r: r.video_id)
+    return Listing(sorted(refs, key=lambda r: r.video_id))
 
 
 def open_binary(uri: str) -> IO[bytes]:

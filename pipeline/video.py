@@ -6,12 +6,15 @@ timestamps. Anything that is not a readable video raises `VideoError` with a rea
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 
-from pipeline.sources import is_remote, local_path, open_binary, redact
+from pipeline.redaction import redact, scrub
+from pipeline.sources import is_remote, local_path, open_binary
 from pipeline.streaming import shared_server
 
 
@@ -28,6 +31,60 @@ class VideoInfo:
     duration_s: float
 
 
+# Past these a container's timestamps are not a real recording's: decord sizes its frame index from
+# the duration (a 1e9 s Matroska duration ends the process with std::bad_alloc) and reads the
+# frames' times as offsets from zero. MPEG-TS clocks wrap at 26.5 h, so real streams stay far below.
+MAX_PLAUSIBLE_SECONDS = 1e7
+# FFmpeg demuxers that read one still image (an image renamed .mp4 opens as a one-frame "video").
+_IMAGE_FORMATS = ("_pipe", "image2", "gif", "apng", "webp")
+
+
+def inspect_container(uri: str) -> str | None:
+    """Why `uri` is not a decodable video, from its container header alone; None if it looks like one.
+
+    PyAV reads only the header and stream table (a few KiB, or a few range requests remotely), which
+    tells apart what decord reports alike: a damaged header (no streams), audio only, a still image,
+    impossible timestamps. Decoding problems inside a good container are found by decoding.
+    """
+    import av
+
+    size = None
+    try:
+        with contextlib.ExitStack() as stack:
+            if is_remote(uri):
+                source = stack.enter_context(open_binary(uri))
+            else:
+                source = local_path(uri)
+                size = os.path.getsize(source)
+            if size == 0:
+                return "the file is empty (0 bytes)"
+            container = stack.enter_context(av.open(source, metadata_errors="ignore"))
+            streams = list(container.streams)
+            video = [s for s in streams if s.type == "video"]
+            if not streams:
+                return "corrupt container: its header lists no streams (damaged or truncated file)"
+            if not video:
+                kinds = ", ".join(sorted({f"{s.type} ({s.codec_context.name})" if s.codec_context else s.type
+                                          for s in streams}))
+                return f"no video stream (the file holds only {kinds})"
+            name = container.format.name or ""
+            if any(tag in name for tag in _IMAGE_FORMATS) and name != "gif":
+                return f"a still image ({name.replace('_pipe', '')}), not a video"
+            for label, micros in (("duration", container.duration), ("start time", container.start_time)):
+                if micros is not None and abs(micros) / 1e6 > MAX_PLAUSIBLE_SECONDS:
+                    return (f"implausible container {label} ({micros / 1e6:.3g} s): corrupt or unsupported "
+                            "timestamps; re-mux the file with reset timestamps "
+                            "(ffmpeg -i IN -c copy -avoid_negative_ts make_zero OUT)")
+    except av.error.FFmpegError as exc:
+        detail = (exc.strerror or str(exc)).rstrip(".")
+        return f"not a readable video container (truncated, corrupt or not a video: {detail})"
+    except OSError as exc:
+        return f"could not read {redact(uri)}: {exc.strerror or scrub(str(exc))}"
+    except Exception as exc:  # a remote reader's own errors (smart-open, botocore): say what, not where
+        return f"could not read {redact(uri)}: {type(exc).__name__}: {scrub(str(exc))[:300]}"
+    return None
+
+
 def _reason(exc: BaseException) -> str:
     text = str(exc).strip()
     low = text.lower()
@@ -38,10 +95,10 @@ def _reason(exc: BaseException) -> str:
     if "error reading" in low or "invalid data" in low or "could not find" in low or "moov atom" in low:
         return "not a readable video container (empty, truncated or not a video)"
     first = text.splitlines()[0] if text else type(exc).__name__
-    # decord prefixes messages with a source location; keep the reason, not the C++ path
-    if "] " in first:
-        first = first.split("] ", 1)[-1]
-    return f"decoder error: {first[:300]}"
+    # decord prefixes messages with a source location and quotes the file's path; keep the reason
+    first = re.sub(r"^\[[\d:]+\]\s*\S+:\d+:\s*", "", first)
+    first = re.sub(r"\[[^\]]*\]\s*", "", first)
+    return f"decoder error: {scrub(first)[:300]}"
 
 
 class VideoStream:
@@ -72,8 +129,8 @@ class VideoStream:
             upstream = shared_server().upstream_error(self._published) if self._published else None
             self.close()
             if upstream:
-                raise VideoError(f"could not read {redact(uri)}: {upstream}") from None
-            raise VideoError(_reason(exc)) from None
+                raise VideoError(f"could not read {redact(uri)}: {scrub(upstream)}") from None
+            raise VideoError(inspect_container(uri) or _reason(exc)) from None
         if first.ndim != 3 or first.shape[2] != 3 or first.shape[0] < 2 or first.shape[1] < 2:
             self.close()
             raise VideoError(
