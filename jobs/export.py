@@ -37,18 +37,30 @@ def posec3d_command(output: str, out: Path, kind: str, max_persons: int | None, 
         raise click.UsageError("give --splits or --split-ratio, not both")
     try:
         ratio = parse_split_ratio(split_ratio) if split_ratio is not None else None
-        labels = read_csv_mapping(labels_csv, "label") if labels_csv is not None else None
-        splits = read_csv_mapping(splits_csv, "split") if splits_csv is not None else None
+        labels = read_csv_mapping(labels_csv, "label", "--labels") if labels_csv is not None else None
+        splits = read_csv_mapping(splits_csv, "split", "--splits") if splits_csv is not None else None
         dataset, report = build_posec3d(
             output, kind=kind, max_persons=max_persons, labels=labels, split=splits, ratio=ratio, seed=seed,
             with_3d_scores=with_3d_scores,
         )
-    except (ExportError, ReadbackError) as exc:
+    except ExportError as exc:
+        if exc.option:
+            files = {"--labels": labels_csv, "--splits": splits_csv}
+            named = files.get(exc.option)
+            message = str(exc) if named is None or str(named) in str(exc) else f"{named}: {exc}"
+            raise click.BadParameter(message, param_hint=f"'{exc.option}'") from None
+        raise click.ClickException(str(exc)) from None
+    except ReadbackError as exc:
         raise click.ClickException(str(exc)) from None
     if not report.exported:
+        for line in report.unmatched_lines():
+            click.echo(line, err=True)
         _echo_skipped(report)
         raise click.ClickException("no video could be exported; nothing written")
-    pickle_path, labels_path = write_posec3d(dataset, report, out)
+    try:
+        pickle_path, labels_path = write_posec3d(dataset, report, out)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {exc.filename or out}: {exc.strerror or exc}") from None
     for line in report.summary_lines():
         click.echo(line)
     _echo_skipped(report)

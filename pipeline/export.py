@@ -112,7 +112,14 @@ _H36M_FROM_COCO_W = _coco_to_h36m_matrix()
 
 
 class ExportError(ValueError):
-    """The export cannot be built as asked; the message names the option and the fix."""
+    """The export cannot be built as asked; the message names the option and the fix.
+
+    `option` is the command-line option the bad value came from (``--labels``, ``--splits``,
+    ``--split-ratio``), or None when the problem is not one option's."""
+
+    def __init__(self, message: str, option: str | None = None) -> None:
+        super().__init__(message)
+        self.option = option
 
 
 @dataclass(frozen=True)
@@ -147,10 +154,15 @@ class ExportReport:
             counts = np.array(list(self.persons.values()))
             lines.append(f"persons per video: min {counts.min()}, max {counts.max()}, mean {counts.mean():.2f}"
                          + (f"; {self.dropped_tracks} tracks beyond --max-persons left out" if self.dropped_tracks else ""))
+        lines += self.unmatched_lines()
+        lines += self.notes
+        return lines
+
+    def unmatched_lines(self) -> list[str]:
+        lines = []
         for source, ids in self.unmatched.items():
             shown = ", ".join(ids[:5]) + (f", … ({len(ids) - 5} more)" if len(ids) > 5 else "")
             lines.append(f"{len(ids)} id(s) in the {source} CSV are not videos of this OUTPUT: {shown}")
-        lines += self.notes
         return lines
 
 
@@ -168,9 +180,13 @@ def parse_split_ratio(text: str) -> dict[str, float]:
         except ValueError:
             fraction = math.nan
         if not name or not math.isfinite(fraction) or fraction <= 0 or name in ratio:
-            raise ExportError(f"--split-ratio {text!r}: write NAME=FRACTION pairs with distinct names, e.g. train=0.8,val=0.2")
+            raise ExportError(f"--split-ratio {text!r}: write NAME=FRACTION pairs with distinct names, e.g. train=0.8,val=0.2",
+                              "--split-ratio")
         ratio[name] = fraction
-    return check_ratio(ratio, f"--split-ratio {text!r}")
+    try:
+        return check_ratio(ratio, f"--split-ratio {text!r}")
+    except ExportError as error:
+        raise ExportError(str(error), "--split-ratio") from None
 
 
 def check_ratio(ratio: Mapping[str, float], option: str = "ratio") -> dict[str, float]:
@@ -186,24 +202,85 @@ def check_ratio(ratio: Mapping[str, float], option: str = "ratio") -> dict[str, 
     return ratio
 
 
-def read_csv_mapping(path: str | os.PathLike[str], column: str) -> dict[str, str]:
-    """`video_id,<column>` rows of a CSV (a header row naming `video_id` is optional) as a dict."""
+def _decode_csv(data: bytes, path: str | os.PathLike[str], option: str) -> str:
+    """The text of a CSV that must be UTF-8; anything else is refused naming the line and byte."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ExportError(f"{path} is UTF-16 text; save it as UTF-8 (e.g. 'Save as CSV UTF-8', or "
+                          "iconv -f utf-16 -t utf-8)", option)
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        line = data.count(b"\n", 0, nul) + 1
+        raise ExportError(f"{path}:{line}: byte {nul} is NUL: this is a binary file, "
+                          "not a CSV of video_id,value lines", option)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        at = error.start
+        line = data.count(b"\n", 0, at) + 1
+        column = at - (data.rfind(b"\n", 0, at) + 1) + 1
+        raise ExportError(f"{path}:{line}: byte {at} (0x{data[at]:02x}, column {column} of that line) is not UTF-8; "
+                          "the file is in another encoding (Latin-1 or Windows-1252?) or is not text. Save it as "
+                          "UTF-8, e.g. iconv -f latin1 -t utf-8", option) from None
+
+
+def read_csv_mapping(path: str | os.PathLike[str], column: str, option: str | None = None) -> dict[str, str]:
+    """`video_id,<column>` rows of a UTF-8 CSV as a dict.
+
+    A header row is optional; when the first row names ``video_id``, the columns are found by name
+    (``video_id`` and `column`, or the other one of two columns). Blank lines and lines starting
+    with ``#`` are skipped. ExportError (naming the file and line) for: text that is not UTF-8
+    (Latin-1, UTF-16, binary), a row without both cells, a video listed twice with different
+    values, and a file with no rows. `option` (default ``--<column>s``) is the CLI option named.
+    """
+    option = option or f"--{column}s"
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise ExportError(f"cannot read {path}: {error.strerror or error}", option) from None
+    text = _decode_csv(data, path, option)
     mapping: dict[str, str] = {}
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        for number, row in enumerate(csv.reader(handle), start=1):
+    first_line: dict[str, int] = {}
+    id_col, value_col = 0, 1
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header_seen = False
+    try:
+        for row in reader:
+            number = reader.line_num
             cells = [c.strip() for c in row]
             if not any(cells) or cells[0].startswith("#"):
                 continue
-            if number == 1 and cells[0].lower() == "video_id":
-                continue
-            if len(cells) < 2 or not cells[0] or not cells[1]:
-                raise ExportError(f"{path}:{number}: expected 'video_id,{column}', got {row!r}")
-            if cells[0] in mapping and mapping[cells[0]] != cells[1]:
-                raise ExportError(f"{path}:{number}: {cells[0]!r} is listed twice with different {column}s")
-            mapping[cells[0]] = cells[1]
+            if not header_seen:
+                header_seen = True
+                names = [c.lower() for c in cells]
+                if "video_id" in names:
+                    id_col, value_col = _header_columns(names, column, path, number, option)
+                    continue
+            if len(cells) <= max(id_col, value_col) or not cells[id_col] or not cells[value_col]:
+                raise ExportError(f"{path}:{number}: expected 'video_id,{column}', got {row!r}", option)
+            video_id, value = cells[id_col], cells[value_col]
+            if video_id in mapping and mapping[video_id] != value:
+                raise ExportError(f"{path}:{number}: {video_id!r} is listed again with {column} {value!r}; line "
+                                  f"{first_line[video_id]} gave it {mapping[video_id]!r}. List each video once", option)
+            mapping[video_id] = value
+            first_line.setdefault(video_id, number)
+    except csv.Error as error:
+        raise ExportError(f"{path}:{reader.line_num}: not a readable CSV line ({error})", option) from None
     if not mapping:
-        raise ExportError(f"{path}: no 'video_id,{column}' rows")
+        what = "is empty" if not text.strip() else f"has no 'video_id,{column}' rows"
+        raise ExportError(f"{path} {what}; write one 'video_id,{column}' line per video", option)
     return mapping
+
+
+def _header_columns(names: list[str], column: str, path: str | os.PathLike[str], number: int, option: str) -> tuple[int, int]:
+    """(video_id column, value column) of a header row that names video_id."""
+    id_col = names.index("video_id")
+    if column in names:
+        return id_col, names.index(column)
+    others = [i for i, name in enumerate(names) if i != id_col and name]
+    if len(others) == 1:
+        return id_col, others[0]
+    raise ExportError(f"{path}:{number}: the header {names!r} names video_id but no {column!r} column; "
+                      f"name the columns video_id,{column}", option)
 
 
 def _stem(video_id: str) -> str:
@@ -218,30 +295,50 @@ def frame_dirs(video_ids: list[str]) -> dict[str, str]:
     return {v: _stem(v) if stems[_stem(v)] == 1 and _stem(v) else v for v in video_ids}
 
 
-def _match(mapping: Mapping[str, Any], video_ids: list[str]) -> tuple[dict[str, Any], list[str]]:
-    """Resolve a user mapping keyed by video_id (or by video_id without extension, if unambiguous)."""
+def _match(mapping: Mapping[str, Any], video_ids: list[str], source: str = "mapping",
+           option: str | None = None) -> tuple[dict[str, Any], list[str]]:
+    """Resolve a user mapping keyed by video_id (or by video_id without extension, if unambiguous).
+
+    A video that two keys resolve to with different values (``jump/a.mp4,x`` and ``jump/a,y``) is
+    an ExportError: which one was meant cannot be guessed."""
     by_stem: dict[str, list[str]] = {}
     for video_id in video_ids:
         by_stem.setdefault(_stem(video_id), []).append(video_id)
     resolved: dict[str, Any] = {}
+    given_as: dict[str, str] = {}
     unmatched: list[str] = []
     for key, value in mapping.items():
         key = str(key)
         if key in by_stem.get(_stem(key), []):
-            resolved[key] = value
+            video_id = key
         elif len(by_stem.get(key, [])) == 1:
-            resolved.setdefault(by_stem[key][0], value)
+            video_id = by_stem[key][0]
         else:
             unmatched.append(key)
+            continue
+        if video_id in resolved and resolved[video_id] != value:
+            raise ExportError(f"{video_id!r} is given two different values in the {source}: {resolved[video_id]!r} "
+                              f"(as {given_as[video_id]!r}) and {value!r} (as {key!r}); keep one of them", option)
+        resolved.setdefault(video_id, value)
+        given_as.setdefault(video_id, key)
     return resolved, sorted(unmatched)
 
 
-def _label_index(names: list[Any]) -> tuple[dict[Any, int], list[str]]:
+MAX_INTEGER_LABEL = 100_000
+
+
+def _label_index(names: list[Any], option: str | None = None) -> tuple[dict[Any, int], list[str]]:
     """Label values -> int index, and the label map. All-integer labels are their own index."""
     values = list(dict.fromkeys(names))
     if values and all(isinstance(v, (int, np.integer)) or (isinstance(v, str) and re.fullmatch(r"\d+", v)) for v in values):
         index = {v: int(v) for v in values}
-        return index, [str(i) for i in range(max(index.values()) + 1)]
+        largest = max(index.values())
+        if largest > MAX_INTEGER_LABEL or min(index.values()) < 0:
+            worst = next(v for v, i in index.items() if i == largest or i < 0)
+            raise ExportError(f"label {worst!r}: integer labels are used as the class index itself (the label map "
+                              f"lists 0..max), so they must lie in 0..{MAX_INTEGER_LABEL}; renumber the classes from 0, "
+                              "or use class names", option)
+        return index, [str(i) for i in range(largest + 1)]
     ordered = sorted(str(v) for v in values)
     return {v: ordered.index(str(v)) for v in values}, ordered
 
@@ -382,14 +479,14 @@ def build_posec3d(
     # labels: indexed over every video (or every CSV row), so skipping a video never renumbers classes
     if label_from == "csv":
         assert labels is not None
-        raw_label, report.unmatched["labels"] = _match(labels, video_ids)
-        index, report.label_names = _label_index(list(labels.values()))
+        raw_label, report.unmatched["labels"] = _match(labels, video_ids, "labels", "--labels")
+        index, report.label_names = _label_index(list(labels.values()), "--labels")
     else:
         raw_label = {v: posixpath.basename(posixpath.dirname(v)) for v in video_ids if posixpath.dirname(v)}
         index, report.label_names = _label_index(sorted(set(raw_label.values())))
     split_of: dict[str, str] | None = None
     if split is not None:
-        split_of, report.unmatched["splits"] = _match(split, video_ids)
+        split_of, report.unmatched["splits"] = _match(split, video_ids, "splits", "--splits")
     report.unmatched = {k: v for k, v in report.unmatched.items() if v}
 
     columns = ["frame_index", "track_id", "bbox_score", "keypoint_scores", "keypoints_3d" if kind == "3d" else "keypoints_2d"]

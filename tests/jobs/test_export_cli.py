@@ -63,3 +63,64 @@ def test_posec3d_on_a_folder_that_is_not_an_output(tmp_path):
     (tmp_path / "nothing").mkdir()
     result = run(str(tmp_path / "nothing"), "--out", str(tmp_path / "d.pkl"))
     assert result.exit_code == 1 and "no posepipe tables" in result.output
+
+
+# ---------------------------------------------------------------- hostile label and split files: exit 2, the file and line named
+
+
+@pytest.mark.parametrize(("option", "data", "message"), [
+    ("--labels", "video_id,label\njump/a.mp4,caf\xe9\n".encode("latin-1"), ":2: byte 29 (0xe9, column 15 of that line) is not UTF-8"),
+    ("--labels", bytes(range(256)), ":1: byte 0 is NUL: this is a binary file"),
+    ("--labels", "video_id,label\njump/a.mp4,jump\n".encode("utf-16"), "is UTF-16 text; save it as UTF-8"),
+    ("--labels", b"", "is empty"),
+    ("--labels", b"video_id,label\n\n# nothing yet\n", "has no 'video_id,label' rows"),
+    ("--labels", b"jump/a.mp4,jump\njump/b.mp4\n", ":2: expected 'video_id,label'"),
+    ("--labels", b"video_id,class,extra\njump/a.mp4,jump,x\n", ":1: the header ['video_id', 'class', 'extra'] names video_id but no 'label'"),
+    ("--labels", b"jump/a.mp4,jump\njump/b.mp4,run\njump/a.mp4,run\n", ":3: 'jump/a.mp4' is listed again with label 'run'; line 1 gave it 'jump'"),
+    ("--labels", b"jump/a.mp4,jump\njump/a,run\n", "'jump/a.mp4' is given two different values in the labels: 'jump' (as 'jump/a.mp4') and 'run' (as 'jump/a')"),
+    ("--labels", b'jump/a.mp4,"' + b"x" * 200_000 + b'"\n', ":1: not a readable CSV line (field larger than field limit"),
+    ("--labels", b"jump/a.mp4,1000001\njump/b.mp4,0\n", "label '1000001': integer labels are used as the class index itself"),
+    ("--splits", "jump/a.mp4,tr\xe9in\n".encode("latin-1"), ":1: byte 13 (0xe9, column 14 of that line) is not UTF-8"),
+    ("--splits", b"jump/a.mp4,train\njump/a.mp4,val\n", ":2: 'jump/a.mp4' is listed again with split 'val'"),
+])
+def test_malformed_label_and_split_files_are_usage_errors(out, tmp_path, option, data, message):
+    csv = tmp_path / "mapping.csv"
+    csv.write_bytes(data)
+    result = run(str(out.root), "--out", str(tmp_path / "d.pkl"), option, str(csv))
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '{option}'" in result.output and str(csv) in result.output and message in result.output
+    assert not (tmp_path / "d.pkl").exists()
+
+
+def test_a_header_names_the_columns_in_any_order(out, tmp_path):
+    (tmp_path / "labels.csv").write_text("label,video_id\nup,jump/a.mp4\ndown,jump/b.mp4\n")
+    result = run(str(out.root), "--out", str(tmp_path / "d.pkl"), "--labels", str(tmp_path / "labels.csv"))
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "d.labels.txt").read_text() == "down\nup\n"
+
+
+def test_when_nothing_is_exported_the_csv_ids_that_matched_nothing_are_listed(out, tmp_path):
+    (tmp_path / "labels.csv").write_text("a.mp4,jump\nb.mp4,jump\n")   # file names, not paths relative to INPUT
+    result = run(str(out.root), "--out", str(tmp_path / "d.pkl"), "--labels", str(tmp_path / "labels.csv"))
+    assert result.exit_code == 1
+    assert "2 id(s) in the labels CSV are not videos of this OUTPUT: a.mp4, b.mp4" in result.output
+    assert "no video could be exported" in result.output
+
+
+def test_an_unwritable_out_is_a_message(out, tmp_path):
+    (tmp_path / "file").write_text("")
+    result = run(str(out.root), "--out", str(tmp_path / "file" / "d.pkl"))
+    assert result.exit_code == 1 and "cannot write" in result.output and str(tmp_path / "file") in result.output
+
+
+def test_video_ids_with_markup_spaces_and_unicode_are_printed_as_they_are(tmp_path):
+    from tests.fake_output import FakeVideo
+
+    ids = ["cls [/x]/clip [bold]1.mp4", "vidéos ünï/clip 2.mp4", "cls [/x]/nobody.mp4"]
+    spec = fake_output(tmp_path / "out", [FakeVideo(ids[0], 3, tracks={0: [0, 1, 2]}), FakeVideo(ids[1], 3, tracks={0: [0, 1]}),
+                                          FakeVideo(ids[2], 3)], junk=False)
+    result = run(str(spec.root), "--out", str(tmp_path / "d.pkl"))
+    assert result.exit_code == 0, result.output
+    assert "cls [/x]/nobody.mp4: no person detected" in result.output
+    data = pickle.loads((tmp_path / "d.pkl").read_bytes())
+    assert sorted(a["frame_dir"] for a in data["annotations"]) == ["cls [/x]/clip [bold]1", "vidéos ünï/clip 2"]
