@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from pipeline.readback import ReadbackError, UnknownVideoError
-from pipeline.render import RenderError, render_frame, render_video
+from pipeline.render import RenderError, RenderOptionError, SourceMismatchError, render_frame, render_video
 
 
 @click.command("render")
@@ -19,20 +19,33 @@ from pipeline.render import RenderError, render_frame, render_video
 @click.option("--stop", type=click.IntRange(min=1), default=None, help="Frame after the last one of the video render.")
 @click.option("--3d", "with_3d", is_flag=True, default=False, help="Add a side panel with the 3D skeletons.")
 @click.option("--source", default=None, help="Where the video is now, if it moved since the run (path or URI).")
+@click.option("--force-source", is_flag=True, default=False,
+              help="Draw on the source even if its frame count, size, fps or file name differ from the run's video.")
 def render_command(output: str, video_id: str, out: Path, frame_index: int | None, start: int | None,
-                   stop: int | None, with_3d: bool, source: str | None) -> None:
-    """Draw OUTPUT's boxes, skeletons and track ids over VIDEO's frames."""
+                   stop: int | None, with_3d: bool, source: str | None, force_source: bool) -> None:
+    """Draw OUTPUT's boxes, skeletons and track ids over VIDEO's frames.
+
+    The source video (the run's, or --source) must match the video's record in OUTPUT: same frame
+    count, size, fps and, for --source, file name; otherwise the command stops with exit code 2.
+    """
     if frame_index is not None and (start is not None or stop is not None):
         raise click.UsageError("--frame renders one frame; --start/--stop are for a video render")
     try:
         if frame_index is not None:
-            path = render_frame(output, video_id, frame_index, out, with_3d, source=source)
+            path = render_frame(output, video_id, frame_index, out, with_3d, source=source, force_source=force_source)
             click.echo(f"wrote {path} (frame {frame_index} of {video_id})")
             return
-        result = render_video(output, video_id, out, with_3d=with_3d, start=start, stop=stop, source=source)
+        result = render_video(output, video_id, out, with_3d=with_3d, start=start, stop=stop, source=source,
+                              force_source=force_source)
     except UnknownVideoError as exc:
         raise click.BadParameter(str(exc), param_hint="--video") from None
+    except RenderOptionError as exc:
+        raise click.BadParameter(str(exc), param_hint=f"'{exc.option}'") from None
+    except SourceMismatchError as exc:
+        raise click.UsageError(str(exc)) from None
     except (ReadbackError, RenderError) as exc:
         raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {exc.filename or out}: {exc.strerror or exc}") from None
     width, height = result.size
     click.echo(f"wrote {result.path}: {result.frames} frames, {width}x{height} at {result.fps:g} fps")

@@ -12,16 +12,21 @@ rendered range, ordered by track id) with its pelvis at the column centre, at a 
 metres-to-pixels scale so that motion and size read true over time.
 
 The source video is found through the videos table's ``uri`` (pass ``source`` when it moved) and
-decoded with `pipeline.video.open_video`; videos are written with OpenCV's ``mp4v`` codec at the
+decoded with `pipeline.video.open_video`. Before anything is drawn, the source is checked against
+the video's ``videos`` row: a different frame count, frame size or frame rate, or (for ``source``)
+a different file name than the video_id's, means the poses would be drawn over another video, so
+`SourceMismatchError` is raised; ``force_source=True`` draws anyway. Videos are written with OpenCV's ``mp4v`` codec at the
 video's frame rate, frames as PNG (or JPEG, by extension). Files appear whole (temp + rename).
 """
 from __future__ import annotations
 
 import colorsys
 import os
+import posixpath
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
@@ -30,7 +35,8 @@ import pyarrow.compute as pc
 
 from models.skeletons import COCO17_SKELETON, H36M17_LEFT, H36M17_RIGHT, H36M17_SKELETON
 from pipeline.readback import OutputReader
-from pipeline.video import VideoError, open_video
+from pipeline.sources import redact, scheme_of
+from pipeline.video import VideoError, VideoInfo, open_video
 
 KEYPOINT_THRESHOLD = 0.3
 PANEL_HEIGHT_M = 2.2          # metres shown over the 3D panel's height
@@ -42,6 +48,21 @@ _GOLDEN = 0.618033988749895
 
 class RenderError(RuntimeError):
     """The render cannot be made (failed video, source not decodable, bad range); the message says why."""
+
+
+class RenderOptionError(RenderError):
+    """A bad value of one option (a frame range outside the video, an output suffix); `option` names it."""
+
+    def __init__(self, message: str, option: str) -> None:
+        super().__init__(message)
+        self.option = option
+
+
+class SourceMismatchError(RenderError):
+    """The source video is not the one OUTPUT's rows came from: frame count, size, rate or name differ."""
+
+
+FPS_TOLERANCE = 5e-4   # relative; the run and the render read the rate with the same decoder
 
 
 def track_color(track_id: int) -> tuple[int, int, int]:
@@ -129,17 +150,26 @@ class _Loaded:
     num_frames: int
     frames: dict[int, FramePoses]
     columns_3d: list[int]
+    video_id: str = ""
+    size: tuple[int, int] = (0, 0)        # (width, height) in the videos table
+    source_given: bool = False
+    force_source: bool = False
 
 
-def _load(output_uri: str, video_id: str, start: int, stop: int | None, with_3d: bool, source: str | None) -> _Loaded:
+def _load(output_uri: str, video_id: str, start: int, stop: int | None, with_3d: bool, source: str | None,
+          force_source: bool = False, range_option: str = "--start/--stop") -> _Loaded:
     reader = OutputReader(output_uri)
     row = reader.video_row(video_id)  # UnknownVideoError lists the known ids
     if row["status"] != "ok":
         raise RenderError(f"{video_id} failed in the job ({row.get('error') or 'no reason recorded'}); there is nothing to render")
     num_frames = int(row["num_frames"] or 0)
     stop = num_frames if stop is None else min(stop, num_frames)
-    if not 0 <= start < stop:
-        raise RenderError(f"frames {start}..{stop} are outside {video_id}'s 0..{num_frames - 1}")
+    if not 0 <= start < num_frames:
+        raise RenderOptionError(f"frame {start} is outside {video_id}'s frames 0..{num_frames - 1}", range_option)
+    if start >= stop:
+        raise RenderOptionError(f"frames {start}..{stop - 1} are an empty range: --stop is the frame after the last "
+                                f"one and must be greater than --start ({video_id} has frames 0..{num_frames - 1})",
+                                range_option)
     columns = ["frame_index", "track_id", "bbox_xyxy", "bbox_score", "keypoints_2d", "keypoint_scores"]
     table = reader.poses([video_id], columns + (["keypoints_3d"] if with_3d else []))
     frame = table.column("frame_index").to_numpy()
@@ -173,7 +203,8 @@ def _load(output_uri: str, video_id: str, start: int, stop: int | None, with_3d:
     if k3d is not None:
         has = np.isfinite(k3d).all(axis=(1, 2))
         columns_3d = sorted(int(t) for t in np.unique(track[has]))
-    return _Loaded(source or row["uri"], float(row["fps"] or 0.0), num_frames, frames, columns_3d)
+    return _Loaded(source or row["uri"], float(row["fps"] or 0.0), num_frames, frames, columns_3d, video_id,
+                   (int(row["width"] or 0), int(row["height"] or 0)), source is not None, force_source)
 
 
 def _compose(image: np.ndarray, poses: FramePoses | None, loaded: _Loaded, with_3d: bool) -> np.ndarray:
@@ -185,13 +216,52 @@ def _compose(image: np.ndarray, poses: FramePoses | None, loaded: _Loaded, with_
     return np.concatenate([image, panel], axis=1)
 
 
+def _file_stem(uri_or_path: str) -> str:
+    path = urlsplit(uri_or_path).path if scheme_of(uri_or_path) else uri_or_path
+    return posixpath.splitext(posixpath.basename(path.replace("\\", "/")))[0]
+
+
+def _check_source(info: VideoInfo, loaded: _Loaded) -> None:
+    """SourceMismatchError unless the decoded source looks like the video the rows came from."""
+    problems = []
+    if info.num_frames != loaded.num_frames:
+        problems.append(f"frame count {info.num_frames} (the run read {loaded.num_frames})")
+    if all(loaded.size) and (info.width, info.height) != loaded.size:
+        problems.append(f"size {info.width}x{info.height} (the run read {loaded.size[0]}x{loaded.size[1]})")
+    if loaded.fps > 0 and abs(info.fps - loaded.fps) > FPS_TOLERANCE * loaded.fps:
+        problems.append(f"frame rate {info.fps:g} fps (the run read {loaded.fps:g})")
+    if loaded.source_given and _file_stem(loaded.uri) != _file_stem(loaded.video_id):
+        problems.append(f"file name {_file_stem(loaded.uri)!r} (the video_id's is {_file_stem(loaded.video_id)!r})")
+    if not problems or loaded.force_source:
+        return
+    what = f"--source {redact(loaded.uri)}" if loaded.source_given else f"the file at {redact(loaded.uri)}"
+    raise SourceMismatchError(
+        f"{what} is not the video {loaded.video_id!r} that OUTPUT's poses came from: {'; '.join(problems)}. "
+        "Drawing these poses over it would show them on another video. Pass the file the job read with --source, "
+        "or add --force-source if this is the same video renamed or re-encoded."
+    )
+
+
+def _without_secrets(text: str, uri: str) -> str:
+    """`text` without the user info and query of `uri`, wherever an error message quoted them."""
+    parts = urlsplit(uri)
+    for secret in (f"?{parts.query}" if parts.query else "", f"#{parts.fragment}" if parts.fragment else "",
+                   parts.netloc.rpartition("@")[0] + "@" if "@" in parts.netloc else ""):
+        if secret:
+            text = text.replace(secret, "")
+    return text
+
+
 def _decode(loaded: _Loaded, start: int, stop: int):  # noqa: ANN202 - generator of (index, frame)
     try:
         with open_video(loaded.uri) as stream:
+            _check_source(stream.info, loaded)
             for indices, batch in stream.frames(start, stop):
                 yield from zip(indices.tolist(), batch)
     except VideoError as exc:
-        raise RenderError(f"cannot decode the source video {loaded.uri}: {exc}. Pass source= (--source) if it moved") from None
+        reason = _without_secrets(str(exc), loaded.uri)
+        raise RenderError(f"cannot decode the source video {redact(loaded.uri)}: {reason}. "
+                          "Pass --source (source=) if it moved") from None
 
 
 def _temp_beside(path: Path) -> Path:
@@ -200,15 +270,15 @@ def _temp_beside(path: Path) -> Path:
 
 
 def render_frame(output_uri: str, video_id: str, frame_index: int, out_png: str | os.PathLike[str],
-                 with_3d: bool = False, *, source: str | None = None) -> Path:
+                 with_3d: bool = False, *, source: str | None = None, force_source: bool = False) -> Path:
     """Draw one frame of `video_id` with its poses to an image file (PNG/JPEG by extension)."""
     out = Path(out_png)
     if out.suffix.lower() not in FRAME_SUFFIXES:
-        raise RenderError(f"{out}: write a frame to one of {', '.join(FRAME_SUFFIXES)}")
-    loaded = _load(output_uri, video_id, frame_index, frame_index + 1, with_3d, source)
+        raise RenderOptionError(f"{out}: write a frame to one of {', '.join(FRAME_SUFFIXES)}", "--out")
+    loaded = _load(output_uri, video_id, frame_index, frame_index + 1, with_3d, source, force_source, "--frame")
     decoded = list(_decode(loaded, frame_index, frame_index + 1))
     if not decoded:
-        raise RenderError(f"frame {frame_index} of {loaded.uri} did not decode")
+        raise RenderError(f"frame {frame_index} of {redact(loaded.uri)} did not decode")
     image = _compose(decoded[0][1], loaded.frames.get(frame_index), loaded, with_3d)
     tmp = _temp_beside(out)
     try:
@@ -229,13 +299,14 @@ class RenderedVideo:
 
 
 def render_video(output_uri: str, video_id: str, out_path: str | os.PathLike[str], *, with_3d: bool = False,
-                 start: int | None = None, stop: int | None = None, source: str | None = None) -> RenderedVideo:
+                 start: int | None = None, stop: int | None = None, source: str | None = None,
+                 force_source: bool = False) -> RenderedVideo:
     """Draw frames [start, stop) of `video_id` with its poses into an mp4 (mp4v) at the video's fps."""
     out = Path(out_path)
     if out.suffix.lower() not in VIDEO_SUFFIXES:
-        raise RenderError(f"{out}: write a video to one of {', '.join(VIDEO_SUFFIXES)}")
+        raise RenderOptionError(f"{out}: write a video to one of {', '.join(VIDEO_SUFFIXES)}", "--out")
     start = start or 0
-    loaded = _load(output_uri, video_id, start, stop, with_3d, source)
+    loaded = _load(output_uri, video_id, start, stop, with_3d, source, force_source)
     stop = loaded.num_frames if stop is None else min(stop, loaded.num_frames)
     fps = loaded.fps if loaded.fps > 0 else 30.0
     tmp = _temp_beside(out)
@@ -252,7 +323,7 @@ def render_video(output_uri: str, video_id: str, out_path: str | os.PathLike[str
             writer.write(image)
             count += 1
         if writer is None:
-            raise RenderError(f"no frame of {loaded.uri} decoded in {start}..{stop}")
+            raise RenderError(f"no frame of {redact(loaded.uri)} decoded in {start}..{stop}")
         writer.release()
         writer = None
         os.replace(tmp, out)

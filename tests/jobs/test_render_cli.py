@@ -44,3 +44,72 @@ def test_unknown_video_is_a_usage_error_listing_some_known_ids(out, tmp_path):
 def test_frame_and_range_together_are_refused(out, tmp_path):
     result = run(str(out.root), "--video", "cls/v0.mp4", "--frame", "1", "--start", "0", "--out", str(tmp_path / "f.png"))
     assert result.exit_code == 2 and "--frame" in result.output
+
+
+# ---------------------------------------------------------------- the source must be the video the rows came from
+
+
+@pytest.fixture()
+def one(tmp_path):
+    source = write_video(tmp_path / "in" / "cls [/x]" / "clip ü.mp4", width=WIDTH, height=HEIGHT, frames=FRAMES, fps=FPS)
+    return fake_output(tmp_path / "out", [FakeVideo("cls [/x]/clip ü.mp4", FRAMES, width=WIDTH, height=HEIGHT, fps=FPS,
+                                                    uri=str(source), tracks={1: list(range(FRAMES))})], junk=False)
+
+
+def frame(one, tmp_path, *extra: str):
+    return run(str(one.root), "--video", "cls [/x]/clip ü.mp4", "--frame", "2", "--out", str(tmp_path / "f.png"), *extra)
+
+
+@pytest.mark.parametrize(("name", "frames", "size", "fps", "message"), [
+    ("clip ü.mp4", FRAMES + 4, (WIDTH, HEIGHT), FPS, f"frame count {FRAMES + 4} (the run read {FRAMES})"),
+    ("clip ü.mp4", FRAMES, (2 * WIDTH, HEIGHT), 25.0, f"size {2 * WIDTH}x{HEIGHT} (the run read {WIDTH}x{HEIGHT}); frame rate 25 fps"),
+    ("other.mp4", FRAMES, (WIDTH, HEIGHT), FPS, "file name 'other' (the video_id's is 'clip ü')"),
+])
+def test_a_source_that_is_another_video_is_refused_unless_forced(one, tmp_path, name, frames, size, fps, message):
+    wrong = write_video(tmp_path / "moved" / name, width=size[0], height=size[1], frames=frames, fps=fps)
+    result = frame(one, tmp_path, "--source", str(wrong))
+    assert result.exit_code == 2, result.output
+    assert f"--source {wrong} is not the video 'cls [/x]/clip ü.mp4'" in result.output and message in result.output
+    assert "--force-source" in result.output and not (tmp_path / "f.png").exists()
+    forced = frame(one, tmp_path, "--source", str(wrong), "--force-source")
+    assert forced.exit_code == 0, forced.output
+    assert cv2.imread(str(tmp_path / "f.png")).shape == (size[1], size[0], 3)
+
+
+def test_the_same_video_moved_and_remuxed_is_accepted(one, tmp_path):
+    moved = write_video(tmp_path / "elsewhere" / "clip ü.mov", width=WIDTH, height=HEIGHT, frames=FRAMES, fps=FPS)
+    result = frame(one, tmp_path, "--source", str(moved))
+    assert result.exit_code == 0, result.output
+    assert "wrote" in result.output and "frame 2 of cls [/x]/clip ü.mp4" in result.output
+
+
+def test_a_recorded_file_that_was_replaced_is_refused(one, tmp_path):
+    write_video(tmp_path / "in" / "cls [/x]" / "clip ü.mp4", width=WIDTH, height=HEIGHT, frames=FRAMES + 2, fps=FPS)
+    result = run(str(one.root), "--video", "cls [/x]/clip ü.mp4", "--out", str(tmp_path / "o.mp4"))
+    assert result.exit_code == 2, result.output
+    assert "the file at" in result.output and f"frame count {FRAMES + 2}" in result.output
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_a_source_uri_is_printed_without_credentials_or_query(one, tmp_path):
+    result = frame(one, tmp_path, "--source", "http://viewer:hunter2@127.0.0.1:9/clip%20%C3%BC.mp4?X-Amz-Signature=s3cr3t")
+    assert result.exit_code == 1, result.output
+    assert "http://127.0.0.1:9/clip%20%C3%BC.mp4" in result.output
+    assert "hunter2" not in result.output and "s3cr3t" not in result.output and "viewer" not in result.output
+
+
+@pytest.mark.parametrize(("extra", "option", "message"), [
+    (["--start", "50"], "'--start/--stop'", f"frame 50 is outside cls/v0.mp4's frames 0..{FRAMES - 1}"),
+    (["--start", "5", "--stop", "3"], "'--start/--stop'", "must be greater than --start"),
+])
+def test_a_frame_range_outside_the_video_is_a_usage_error(out, tmp_path, extra, option, message):
+    result = run(str(out.root), "--video", "cls/v0.mp4", "--out", str(tmp_path / "o.mp4"), *extra)
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for {option}" in result.output and message in result.output
+
+
+def test_an_unwritable_out_is_a_message(out, tmp_path):
+    (tmp_path / "file").write_text("")
+    result = run(str(out.root), "--video", "cls/v0.mp4", "--frame", "1", "--out", str(tmp_path / "file" / "f.png"))
+    assert result.exit_code == 1, result.output
+    assert "cannot write" in result.output and str(tmp_path / "file") in result.output
