@@ -98,3 +98,22 @@ def broken_files(folder: Path) -> dict[str, str]:
     good.unlink()
     audio_only(folder / "audio_only.mp4")
     return {"empty.mp4": "empty", "notes.mp4": "not a video", "truncated.mp4": "truncated", "audio_only.mp4": "no video stream"}
+
+
+def hostile_files(folder: Path) -> dict[str, str]:
+    """Files a hostile pass found decord misreports or crashes on; name -> what the reason must say."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ok, jpeg = cv2.imencode(".jpg", source_frames(1)[0])
+    (folder / "photo.mp4").write_bytes(jpeg.tobytes())                  # a still image renamed .mp4
+    good = street_clip(folder / ".tmp_src.mp4", n=6)
+    data = bytearray(good.read_bytes())
+    moov = data.find(b"moov")
+    data[moov + 8:moov + 400] = bytes(range(256)) + bytes(range(136))  # the stream table overwritten
+    (folder / "corrupt.mp4").write_bytes(bytes(data))
+    # A 1e9 s offset: decord sizes its index from the duration and aborts with std::bad_alloc.
+    subprocess.run([ffmpeg(), "-y", "-loglevel", "error", "-i", str(good), "-c", "copy",
+                    "-output_ts_offset", "1000000000", str(folder / "late.mkv")], check=True)
+    good.unlink()
+    audio_only(folder / "sound.mp4")
+    return {"photo.mp4": "still image", "corrupt.mp4": "corrupt", "late.mkv": "implausible",
+            "sound.mp4": "no video stream"}

@@ -7,6 +7,7 @@ Plain context managers, no pytest fixtures (tests/conftest.py wraps them):
         http.requests                      # [(path, {header: value}), ...]
         http.truncate_next("/w.pth", 100)  # the next response stops after 100 body bytes
         http.ignore_range = True           # answer 200 with the whole file even to Range requests
+        http.forbidden.add("/w.pth")       # answer 403 for that path
 
     with moto_s3_server() as s3:
         make_bucket(s3.endpoint_url, "weights")
@@ -47,6 +48,7 @@ class HTTPFileServer:
     url: str = ""
     requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     ignore_range: bool = False
+    forbidden: set[str] = field(default_factory=set)   # paths answered with 403, as a denied URL would be
     _truncate: dict[str, list[int]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -93,6 +95,9 @@ def _handler(state: HTTPFileServer) -> type[BaseHTTPRequestHandler]:
         def _serve(self, body: bool) -> None:
             state._log(self.path, {k: v for k, v in self.headers.items()})
             rel = unquote(urlsplit(self.path).path).lstrip("/")
+            if urlsplit(self.path).path in state.forbidden:
+                self._reply(403, b"forbidden\n", body=body)
+                return
             file = (state.root / rel).resolve()
             if not rel or state.root.resolve() not in file.parents or not file.is_file():
                 self._reply(404, b"not found\n", body=body)
