@@ -17,6 +17,7 @@ from pipeline.evaluation import (
     check_selection, evaluate_2d, evaluate_3d, open_output, read_gt_2d, read_gt_3d, read_predictions,
 )
 from pipeline.sources import redact
+from pipeline.terminal import console, plain
 
 
 # --------------------------------------------------------------------------------------------
@@ -30,20 +31,19 @@ def _format(score: Score) -> str:
 
 
 def _print_table(title: str, scores: Sequence[Score], counts: dict[str, int]) -> None:
-    """A rich table; every cell is a Text, so names from the user's files are never read as markup or emoji."""
-    from rich.console import Console
+    """A rich table; every cell is a plain Text, so names from the user's files are never read as markup."""
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title=Text(title))
+    table = Table(title=Text(plain(title, newlines=False)))
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column("setting")
     for score in scores:
         table.add_row(Text(score.name), Text(_format(score)), Text(score.setting))
-    console = Console(markup=False, emoji=False, highlight=False)
-    console.print(table)
-    console.print(Text(", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in counts.items())))
+    out = console(stderr=False)
+    out.print(table)
+    out.print(Text(", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in counts.items())))
 
 
 def _score(output: str, gt_path: Path, is_3d: bool, metric: str, alphas: dict[str, float], norm: str,
@@ -61,8 +61,8 @@ def _score(output: str, gt_path: Path, is_3d: bool, metric: str, alphas: dict[st
         check_selection(gt2.keys, reader, gt_path)
         has_head = bool(np.isfinite(gt2.head_size).any())
         if metric == "pckh" and not has_head:
-            raise click.UsageError(f"--metric pckh needs head sizes: add 'head_size' (pixels) or 'head_bbox' "
-                                   f"([x, y, w, h]) to the annotations of {gt_path.name}, or use --metric pck")
+            raise click.UsageError(plain(f"--metric pckh needs head sizes: add 'head_size' (pixels) or 'head_bbox' "
+                                         f"([x, y, w, h]) to the annotations of {gt_path.name}, or use --metric pck"))
         wanted = [m for m in METRICS_2D if m != "pckh" or has_head] if metric == "all" else [metric]
         selected = sorted({v for v, _ in gt2.image_ids})
         pred = read_predictions(reader, selected, need_2d=True, need_3d=False)
@@ -102,12 +102,12 @@ def eval_command(output: str, gt_path: Path, metric: str, alpha: float | None, n
     """
     suffix = gt_path.suffix.lower()
     if suffix not in GT_2D_SUFFIXES + GT_3D_SUFFIXES:
-        raise click.BadParameter(f"{gt_path.name}: use a COCO keypoints .json (2D) or a .parquet, .csv or .npz "
-                                 "with keypoints_3d (3D)", param_hint="'--gt'")
+        raise click.BadParameter(plain(f"{gt_path.name}: use a COCO keypoints .json (2D) or a .parquet, .csv or .npz "
+                                       "with keypoints_3d (3D)"), param_hint="'--gt'")
     is_3d = suffix in GT_3D_SUFFIXES
     if is_3d and metric in METRICS_2D:
-        raise click.UsageError(f"--metric {metric} scores 2D keypoints and {gt_path.name} is 3D ground truth; "
-                               "pass a COCO keypoints .json as --gt, or use --metric mpjpe")
+        raise click.UsageError(plain(f"--metric {metric} scores 2D keypoints and {gt_path.name} is 3D ground truth; "
+                                     "pass a COCO keypoints .json as --gt, or use --metric mpjpe"))
     if not is_3d and metric in METRICS_3D:
         raise click.UsageError(f"--metric {metric} needs 3D ground truth; pass a .parquet, .csv or .npz with "
                                "keypoints_3d as --gt, or pick a 2D metric")
@@ -119,7 +119,7 @@ def eval_command(output: str, gt_path: Path, metric: str, alpha: float | None, n
     try:
         scores, counts, selected = _score(output, gt_path, is_3d, metric, alphas, norm, videos, min_iou)
     except EvalInputError as exc:
-        raise click.BadParameter(str(exc), param_hint=f"'{exc.option}'") from None
+        raise click.BadParameter(plain(exc), param_hint=f"'{exc.option}'") from None
 
     if as_json:
         report = {"output": redact(output), "gt": str(gt_path), "ground_truth": "3d" if is_3d else "2d",

@@ -7,6 +7,7 @@ import click
 
 from pipeline.export import ExportError, ExportReport, build_posec3d, parse_split_ratio, read_csv_mapping, write_posec3d
 from pipeline.readback import ReadbackError
+from pipeline.terminal import plain
 
 
 @click.group("export")
@@ -48,27 +49,27 @@ def posec3d_command(output: str, out: Path, kind: str, max_persons: int | None, 
             files = {"--labels": labels_csv, "--splits": splits_csv}
             named = files.get(exc.option)
             message = str(exc) if named is None or str(named) in str(exc) else f"{named}: {exc}"
-            raise click.BadParameter(message, param_hint=f"'{exc.option}'") from None
-        raise click.ClickException(str(exc)) from None
+            raise click.BadParameter(plain(message), param_hint=f"'{exc.option}'") from None
+        raise click.ClickException(plain(exc)) from None
     except ReadbackError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(plain(exc)) from None
     if not report.exported:
         for line in report.unmatched_lines():
-            click.echo(line, err=True)
+            click.echo(plain(line), err=True)
         _echo_skipped(report)
         raise click.ClickException("no video could be exported; nothing written")
     try:
         pickle_path, labels_path = write_posec3d(dataset, report, out)
     except OSError as exc:
-        raise click.ClickException(f"cannot write {exc.filename or out}: {exc.strerror or exc}") from None
+        raise click.ClickException(plain(f"cannot write {exc.filename or out}: {exc.strerror or exc}")) from None
     for line in report.summary_lines():
-        click.echo(line)
+        click.echo(plain(line))
     _echo_skipped(report)
-    click.echo(f"wrote {pickle_path} and {labels_path}")
+    click.echo(plain(f"wrote {pickle_path} and {labels_path}"))
 
 
 def _echo_skipped(report: ExportReport) -> None:
     if report.skipped:
         click.echo(f"skipped {len(report.skipped)} video(s):", err=True)
         for item in report.skipped:
-            click.echo(f"  {item.video_id}: {item.reason}", err=True)
+            click.echo(f"  {plain(item.video_id, newlines=False)}: {plain(item.reason)}", err=True)

@@ -7,6 +7,7 @@ import click
 
 from pipeline.readback import ReadbackError, UnknownVideoError
 from pipeline.render import RenderError, RenderOptionError, SourceMismatchError, render_frame, render_video
+from pipeline.terminal import plain
 
 
 @click.command("render")
@@ -33,19 +34,19 @@ def render_command(output: str, video_id: str, out: Path, frame_index: int | Non
     try:
         if frame_index is not None:
             path = render_frame(output, video_id, frame_index, out, with_3d, source=source, force_source=force_source)
-            click.echo(f"wrote {path} (frame {frame_index} of {video_id})")
+            click.echo(plain(f"wrote {path} (frame {frame_index} of {plain(video_id, newlines=False)})"))
             return
         result = render_video(output, video_id, out, with_3d=with_3d, start=start, stop=stop, source=source,
                               force_source=force_source)
     except UnknownVideoError as exc:
-        raise click.BadParameter(str(exc), param_hint="--video") from None
+        raise click.BadParameter(plain(exc), param_hint="--video") from None
     except RenderOptionError as exc:
-        raise click.BadParameter(str(exc), param_hint=f"'{exc.option}'") from None
+        raise click.BadParameter(plain(exc), param_hint=f"'{exc.option}'") from None
     except SourceMismatchError as exc:
-        raise click.UsageError(str(exc)) from None
+        raise click.UsageError(plain(exc)) from None
     except (ReadbackError, RenderError) as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(plain(exc)) from None
     except OSError as exc:
-        raise click.ClickException(f"cannot write {exc.filename or out}: {exc.strerror or exc}") from None
+        raise click.ClickException(plain(f"cannot write {exc.filename or out}: {exc.strerror or exc}")) from None
     width, height = result.size
-    click.echo(f"wrote {result.path}: {result.frames} frames, {width}x{height} at {result.fps:g} fps")
+    click.echo(plain(f"wrote {result.path}: {result.frames} frames, {width}x{height} at {result.fps:g} fps"))

@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.redaction import scrub
 from pipeline.schema import POSES_SCHEMA, VIDEOS_SCHEMA
 from pipeline.sources import local_path, redact, s3_client, scheme_of
 
@@ -112,7 +113,7 @@ class OutputReader:
                         found += [o["Key"][len(base):] for o in page.get("Contents", [])]
             except Exception as exc:  # botocore's message names the problem, never the credentials
                 raise ReadbackError(
-                    f"cannot list {redact(self.uri)}: {type(exc).__name__}: {exc}. "
+                    f"cannot list {redact(self.uri)}: {type(exc).__name__}: {scrub(str(exc))}. "
                     "Check AWS_ENDPOINT_URL, the credentials and the bucket name"
                 ) from None
         else:
@@ -130,7 +131,7 @@ class OutputReader:
                 return pq.read_table(io.BytesIO(body), columns=columns)
             return pq.read_table(self._root / relative, columns=columns)
         except Exception as exc:
-            raise ReadbackError(f"cannot read {redact(self.uri)}/{relative}: {type(exc).__name__}: {exc}") from None
+            raise ReadbackError(f"cannot read {redact(self.uri)}/{relative}: {type(exc).__name__}: {scrub(str(exc))}") from None
 
     def _read_many(self, relatives: Sequence[str], columns: Sequence[str] | None = None) -> list[pa.Table]:
         if self.scheme == "s3" and len(relatives) > 1:  # latency-bound: a few GETs in flight

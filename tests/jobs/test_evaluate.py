@@ -393,3 +393,13 @@ def test_eval_reads_an_s3_output_and_refuses_credentials_in_its_uri(output: Path
     code, out = run("s3://AKIAEXAMPLE:hunter2@eval-results/runs/r1?X-Amz-Signature=abc", "--gt", gt_json)
     assert code == 2 and "credentials" in out
     assert "hunter2" not in out and "AKIAEXAMPLE" not in out and "Signature" not in out
+
+
+def test_video_ids_from_the_gt_are_printed_inert(output: Path, tmp_path: Path, poses):
+    gt = coco_gt(poses)
+    for image in gt["images"]:
+        image["video_id"] = "evil\x1b[2J\nError: fake.mp4"
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(gt))
+    code, out = run(output, "--gt", path)
+    assert code == 2 and "\x1b" not in out and "evil\\x1b[2J" in out

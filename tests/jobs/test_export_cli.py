@@ -124,3 +124,20 @@ def test_video_ids_with_markup_spaces_and_unicode_are_printed_as_they_are(tmp_pa
     assert "cls [/x]/nobody.mp4: no person detected" in result.output
     data = pickle.loads((tmp_path / "d.pkl").read_bytes())
     assert sorted(a["frame_dir"] for a in data["annotations"]) == ["cls [/x]/clip [bold]1", "vidéos ünï/clip 2"]
+
+
+def test_names_and_errors_from_the_output_are_printed_inert(tmp_path):
+    """A file name in INPUT can hold terminal escapes and newlines; a stored error can quote a URI with a secret."""
+    from tests.fake_output import FakeVideo
+
+    evil = "cls/a\x1b]0;owned\x07\nfake: exported.mp4"
+    spec = fake_output(tmp_path / "out", [
+        FakeVideo("cls/good.mp4", 3, tracks={0: [0, 1, 2]}),
+        FakeVideo(evil, 0, status="failed", error="could not read https://u:hunter2@host/x.mp4?sig=s3cr3t \x1b[2J"),
+    ], junk=False)
+    result = run(str(spec.root), "--out", str(tmp_path / "d.pkl"))
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.stderr and "\x07" not in result.stderr
+    assert "  cls/a\\x1b]0;owned\\x07\\x0afake: exported.mp4: failed in the job: could not read https://host/x.mp4 \\x1b[2J" in result.stderr
+    assert "hunter2" not in result.stderr and "s3cr3t" not in result.stderr
+

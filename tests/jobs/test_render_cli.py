@@ -113,3 +113,20 @@ def test_an_unwritable_out_is_a_message(out, tmp_path):
     result = run(str(out.root), "--video", "cls/v0.mp4", "--frame", "1", "--out", str(tmp_path / "file" / "f.png"))
     assert result.exit_code == 1, result.output
     assert "cannot write" in result.output and str(tmp_path / "file") in result.output
+
+
+
+def test_names_and_errors_from_the_output_are_printed_inert(tmp_path):
+    evil = "cls/a\x1b[2J\nfake.mp4"
+    source = write_video(tmp_path / "in" / "a.mp4", width=WIDTH, height=HEIGHT, frames=FRAMES, fps=FPS)
+    spec = fake_output(tmp_path / "out", [
+        FakeVideo(evil, FRAMES, width=WIDTH, height=HEIGHT, fps=FPS, uri=str(source), tracks={1: [0]}),
+        FakeVideo("cls/gone.mp4", 0, status="failed", error="HTTP 403 for https://h/x.mp4?X-Amz-Signature=s3cr3t \x1b[2J"),
+    ], junk=False)
+    ok = run(str(spec.root), "--video", evil, "--source", str(source), "--force-source", "--frame", "0",
+             "--out", str(tmp_path / "f.png"))
+    assert ok.exit_code == 0, ok.output
+    assert "\x1b" not in ok.output and "of cls/a\\x1b[2J\\x0afake.mp4)" in ok.output
+    failed = run(str(spec.root), "--video", "cls/gone.mp4", "--frame", "0", "--out", str(tmp_path / "f.png"))
+    assert failed.exit_code == 1 and "https://h/x.mp4 \\x1b[2J" in failed.output
+    assert "s3cr3t" not in failed.output and "\x1b" not in failed.output
