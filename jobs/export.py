@@ -36,6 +36,11 @@ def posec3d_command(output: str, out: Path, kind: str, max_persons: int | None, 
     """Write a PoseC3D/PYSKL skeleton pickle from OUTPUT (a folder or s3:// prefix)."""
     if splits_csv is not None and split_ratio is not None:
         raise click.UsageError("give --splits or --split-ratio, not both")
+    for option, given in (("--labels", labels_csv), ("--splits", splits_csv)):
+        for written in (out, out.with_suffix(".labels.txt")):
+            if given is not None and written.resolve() == given.resolve():
+                raise click.BadParameter(plain(f"{out} would write {written}, which is the {option} file; "
+                                               "write the dataset elsewhere"), param_hint="'--out'")
     try:
         ratio = parse_split_ratio(split_ratio) if split_ratio is not None else None
         labels = read_csv_mapping(labels_csv, "label", "--labels") if labels_csv is not None else None

@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 
 from models.skeletons import COCO17_SKELETON, H36M17_LEFT, H36M17_RIGHT, H36M17_SKELETON
 from pipeline.readback import OutputReader
-from pipeline.sources import redact, scheme_of
+from pipeline.sources import local_path, redact, scheme_of
 from pipeline.video import VideoError, VideoInfo, open_video
 
 KEYPOINT_THRESHOLD = 0.3
@@ -264,6 +264,11 @@ def _decode(loaded: _Loaded, start: int, stop: int):  # noqa: ANN202 - generator
                           "Pass --source (source=) if it moved") from None
 
 
+def _refuse_overwriting_source(out: Path, loaded: _Loaded) -> None:
+    if scheme_of(loaded.uri) in ("", "file") and out.resolve() == Path(local_path(loaded.uri)).resolve():
+        raise RenderOptionError(f"{out} is the source video itself; write the render elsewhere", "--out")
+
+
 def _temp_beside(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     return path.parent / f".{path.stem}.{uuid.uuid4().hex}{path.suffix}"
@@ -276,6 +281,7 @@ def render_frame(output_uri: str, video_id: str, frame_index: int, out_png: str 
     if out.suffix.lower() not in FRAME_SUFFIXES:
         raise RenderOptionError(f"{out}: write a frame to one of {', '.join(FRAME_SUFFIXES)}", "--out")
     loaded = _load(output_uri, video_id, frame_index, frame_index + 1, with_3d, source, force_source, "--frame")
+    _refuse_overwriting_source(out, loaded)
     decoded = list(_decode(loaded, frame_index, frame_index + 1))
     if not decoded:
         raise RenderError(f"frame {frame_index} of {redact(loaded.uri)} did not decode")
@@ -307,6 +313,7 @@ def render_video(output_uri: str, video_id: str, out_path: str | os.PathLike[str
         raise RenderOptionError(f"{out}: write a video to one of {', '.join(VIDEO_SUFFIXES)}", "--out")
     start = start or 0
     loaded = _load(output_uri, video_id, start, stop, with_3d, source, force_source)
+    _refuse_overwriting_source(out, loaded)
     stop = loaded.num_frames if stop is None else min(stop, loaded.num_frames)
     fps = loaded.fps if loaded.fps > 0 else 30.0
     tmp = _temp_beside(out)

@@ -141,3 +141,10 @@ def test_names_and_errors_from_the_output_are_printed_inert(tmp_path):
     assert "  cls/a\\x1b]0;owned\\x07\\x0afake: exported.mp4: failed in the job: could not read https://host/x.mp4 \\x1b[2J" in result.stderr
     assert "hunter2" not in result.stderr and "s3cr3t" not in result.stderr
 
+
+def test_out_that_would_overwrite_the_labels_file_is_refused(out, tmp_path):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("jump/a.mp4,jump\n")
+    result = run(str(out.root), "--out", str(labels), "--labels", str(labels))
+    assert result.exit_code == 2 and "is the --labels file" in result.output
+    assert labels.read_text() == "jump/a.mp4,jump\n"

@@ -115,6 +115,13 @@ def test_an_unwritable_out_is_a_message(out, tmp_path):
     assert "cannot write" in result.output and str(tmp_path / "file") in result.output
 
 
+def test_out_that_is_the_source_video_is_refused(one, tmp_path):
+    source = tmp_path / "in" / "cls [/x]" / "clip ü.mp4"
+    before = source.read_bytes()
+    result = run(str(one.root), "--video", "cls [/x]/clip ü.mp4", "--out", str(source))
+    assert result.exit_code == 2 and "is the source video itself" in result.output
+    assert source.read_bytes() == before
+
 
 def test_names_and_errors_from_the_output_are_printed_inert(tmp_path):
     evil = "cls/a\x1b[2J\nfake.mp4"
