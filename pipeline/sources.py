@@ -138,9 +138,21 @@ def _scan_local(root: Path) -> Listing:
     refs: list[VideoRef] = []
     skipped: list[tuple[str, str]] = []
     seen_dirs = {(st.st_dev, st.st_ino)}
-    pending = [(root, "")]
-    while pending:
-        folder, prefix = pending.pop()
+    # Real folders first, links to folders after them: a link to a folder that is also searched as
+    # itself (or to one of its ancestors: a loop) is reported, never searched twice.
+    pending: list[tuple[Path, str]] = [(root, "")]
+    links: list[tuple[Path, str]] = []
+    while pending or links:
+        folder, prefix = pending.pop() if pending else links.pop(0)
+        if folder is not root:
+            dir_st, problem = _stat_problem(folder)
+            if dir_st is None:
+                skipped.append((prefix, problem))
+                continue
+            if (dir_st.st_dev, dir_st.st_ino) in seen_dirs:
+                skipped.append((prefix, "link to a folder already searched (a loop or a second link)"))
+                continue
+            seen_dirs.add((dir_st.st_dev, dir_st.st_ino))
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as exc:
@@ -154,21 +166,12 @@ def _scan_local(root: Path) -> Listing:
             except OSError:
                 is_dir = False
             if is_dir:
-                if entry.name.startswith("."):
-                    continue  # hidden folders (.git, .cache) are not searched, as on S3
-                dir_st, problem = _stat_problem(path)
-                if dir_st is None:
-                    skipped.append((rel + "/", problem))
-                elif (dir_st.st_dev, dir_st.st_ino) in seen_dirs:
-                    skipped.append((rel + "/", "link to a folder already searched (a loop or a second link)"))
-                else:
-                    seen_dirs.add((dir_st.st_dev, dir_st.st_ino))
-                    pending.append((path, rel + "/"))
+                (links if entry.is_symlink() else pending).append((path, rel + "/"))
                 continue
             if not _is_video_name(entry.name):
                 continue
-            if entry.name.startswith("."):
-                skipped.append((rel, "hidden file (the name starts with '.')"))
+            if _hidden(rel):
+                skipped.append((rel, "hidden (a name on its path starts with '.')"))
                 continue
             file_st, problem = _stat_problem(path)
             if file_st is None:

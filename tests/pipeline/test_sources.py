@@ -30,3 +30,29 @@ def test_s3_listing(s3_server):
 def test_redact_drops_secrets():
     assert redact("https://user:pw@host:9000/a/b.mp4?X-Amz-Signature=abc") == "https://host:9000/a/b.mp4"
     assert redact("/local/path.mp4") == "/local/path.mp4"
+
+
+def test_hidden_names_are_skipped_alike_locally_and_on_s3(s3_server, tmp_path):
+    from pipeline.sources import scan_inputs
+
+    names = ["a.mp4", ".b.mp4", ".cache/c.mp4", "d/.e.mp4"]
+    make_bucket(s3_server.endpoint_url, "hidden")
+    for name in names:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+        put_object(s3_server.endpoint_url, "hidden", f"in/{name}", b"x")
+    local, remote = scan_inputs(str(tmp_path)), scan_inputs("s3://hidden/in/")
+    assert [r.video_id for r in local.videos] == [r.video_id for r in remote.videos] == ["a.mp4"]
+    assert {n for n, _ in local.skipped} == {n for n, _ in remote.skipped} == {".b.mp4", ".cache/c.mp4", "d/.e.mp4"}
+
+
+def test_links_are_followed_once_and_loops_reported(tmp_path):
+    from pipeline.sources import scan_inputs
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "a.mp4").write_bytes(b"x")
+    (tmp_path / "alias").symlink_to(tmp_path / "real")
+    (tmp_path / "real" / "up").symlink_to(tmp_path)  # a loop back to the root
+    listing = scan_inputs(str(tmp_path))
+    assert [r.video_id for r in listing.videos] == ["real/a.mp4"]  # the folder itself, not its alias
+    assert {n for n, why in listing.skipped if "already searched" in why} == {"alias/", "real/up/"}
