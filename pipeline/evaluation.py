@@ -159,7 +159,7 @@ def _image_key(image: Any, number: int, path: Path) -> tuple[Any, Key]:
 def read_gt_2d(path: Path, videos: Sequence[str]) -> Gt2D:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise _bad_gt(f"{path} is not a JSON file ({error}); pass a COCO keypoints .json") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(data.get("annotations"), list):
         raise _bad_gt(f"{path} needs top-level 'images' and 'annotations' lists (COCO keypoints format)")

@@ -232,7 +232,11 @@ def _conform(table: pa.Table, schema: pa.Schema, name: str) -> pa.Table:
     missing = [f.name for f in schema if f.name not in table.column_names]
     if missing:
         raise ReadbackError(f"{name} lacks columns {missing}: not a posepipe table of schema version compatible with this reader")
-    return table.select(schema.names).cast(schema)
+    try:
+        return table.select(schema.names).cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise ReadbackError(f"{name}: a column has the wrong type for a posepipe table ({exc}); the file was not "
+                            "written by a posepipe run, or was changed since") from None
 
 
 def _concat(tables: list[pa.Table], columns: Sequence[str] | None) -> pa.Table:

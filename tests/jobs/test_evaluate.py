@@ -403,3 +403,10 @@ def test_video_ids_from_the_gt_are_printed_inert(output: Path, tmp_path: Path, p
     path.write_text(json.dumps(gt))
     code, out = run(output, "--gt", path)
     assert code == 2 and "\x1b" not in out and "evil\\x1b[2J" in out
+
+
+def test_gt_json_nested_too_deep_for_the_parser_is_a_gt_error(output: Path, tmp_path: Path):
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    code, out = run(output, "--gt", path)
+    assert code == 2 and "'--gt'" in out and "is not a JSON file" in out

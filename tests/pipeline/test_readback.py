@@ -75,3 +75,14 @@ def test_credentials_or_a_query_in_the_output_uri_are_refused_unprinted(uri):
         OutputReader(uri)
     assert "hunter2" not in str(info.value) and "AKIAEXAMPLE" not in str(info.value)
 
+
+
+def test_a_table_with_a_column_of_the_wrong_type_is_a_clear_error(out):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = next((out.root / "videos").glob("jump_a*"))
+    table = pq.read_table(path)
+    pq.write_table(table.set_column(table.schema.get_field_index("num_frames"), "num_frames", pa.array(["ten"])), path)
+    with pytest.raises(ReadbackError, match=f"videos/{path.name}: a column has the wrong type"):
+        read_videos(str(out.root))
