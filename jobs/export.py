@@ -28,7 +28,7 @@ def export_group() -> None:
 @click.option("--splits", "splits_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="CSV video_id,split.")
 @click.option("--split-ratio", default=None, help="Random splits stratified by label, e.g. train=0.8,val=0.2.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --split-ratio.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of --split-ratio.")
 @click.option("--3d-scores", "with_3d_scores", is_flag=True, default=False,
               help="With --kind 3d, add keypoint_score (mapped 2D confidences); mmaction2/PYSKL GCN pipelines reject it.")
 def posec3d_command(output: str, out: Path, kind: str, max_persons: int | None, labels_csv: Path | None,

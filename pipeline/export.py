@@ -340,6 +340,10 @@ def _label_index(names: list[Any], option: str | None = None) -> tuple[dict[Any,
                               "or use class names", option)
         return index, [str(i) for i in range(largest + 1)]
     ordered = sorted(str(v) for v in values)
+    broken = next((name for name in ordered if name.splitlines() != [name]), None)
+    if broken is not None:
+        raise ExportError(f"label {broken!r} has a line break in it; the label map beside the pickle is one name "
+                          "per line, so rename that class", option)
     return {v: ordered.index(str(v)) for v in values}, ordered
 
 
@@ -469,6 +473,8 @@ def build_posec3d(
         raise ExportError("give either split (video_id -> name) or ratio (name -> fraction), not both")
     if ratio is not None:
         ratio = check_ratio(ratio)
+    if ratio is not None and seed < 0:
+        raise ExportError(f"seed {seed}: must be 0 or more (numpy's default_rng takes no negative seeds)", "--seed")
 
     reader = OutputReader(output_uri)
     videos = reader.videos().to_pylist()

@@ -48,6 +48,7 @@ def test_posec3d_3d_with_label_and_split_csvs(out, tmp_path):
 
 @pytest.mark.parametrize(("extra", "message"), [
     (["--split-ratio", "train=0.9,val=0.2"], "sum to 1.1"),
+    (["--split-ratio", "train=0.5,val=0.5", "--seed", "-1"], "'--seed'"),
     (["--split-ratio", "train=1", "--splits", "__CSV__"], "not both"),
 ])
 def test_posec3d_option_errors_are_clear(out, tmp_path, extra, message):
@@ -80,6 +81,7 @@ def test_posec3d_on_a_folder_that_is_not_an_output(tmp_path):
     ("--labels", b"jump/a.mp4,jump\njump/a,run\n", "'jump/a.mp4' is given two different values in the labels: 'jump' (as 'jump/a.mp4') and 'run' (as 'jump/a')"),
     ("--labels", b'jump/a.mp4,"' + b"x" * 200_000 + b'"\n', ":1: not a readable CSV line (field larger than field limit"),
     ("--labels", b"jump/a.mp4,1000001\njump/b.mp4,0\n", "label '1000001': integer labels are used as the class index itself"),
+    ("--labels", b'jump/a.mp4,"walk\nrun"\njump/b.mp4,jump\n', "label 'walk\\nrun' has a line break in it"),
     ("--splits", "jump/a.mp4,tr\xe9in\n".encode("latin-1"), ":1: byte 13 (0xe9, column 14 of that line) is not UTF-8"),
     ("--splits", b"jump/a.mp4,train\njump/a.mp4,val\n", ":2: 'jump/a.mp4' is listed again with split 'val'"),
 ])
