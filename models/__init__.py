@@ -11,22 +11,40 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
 from models import hmr, hrnet, videopose3d, yolox
-from models.checkpoint import CheckpointError, read_checkpoint
+from models.checkpoint import CheckpointError, preview, read_checkpoint, sniff_container
 from models.precision import PrecisionWarning, strict_fp32
 from models.weights import Weights
 
 FAMILIES: dict[str, ModuleType] = {"yolox": yolox, "hrnet": hrnet, "videopose3d": videopose3d, "hmr": hmr}
+FAMILY_LABELS = {"yolox": "YOLOX", "hrnet": "HRNet", "videopose3d": "VideoPose3D", "hmr": "HMR (SPIN)"}
 CATALOGUE: dict[str, Weights] = {**yolox.WEIGHTS, **hrnet.WEIGHTS, **videopose3d.WEIGHTS, **hmr.WEIGHTS}
 
 
 class RandomWeightsWarning(UserWarning):
     """Emitted whenever a model is built with random weights (plumbing checks only)."""
+
+
+@dataclass(frozen=True)
+class CheckpointReport:
+    """What the loader made of one checkpoint file (`posepipe weights verify` prints it)."""
+
+    path: Path
+    sha256: str
+    size: int
+    container: str                 # e.g. "torch legacy format (torch < 1.6), pickle protocol 2"
+    layout: str                    # e.g. "mmpose 0.x HRNet, {'state_dict': ..., 'meta': ...}"
+    tensors: int                   # tensors handed to the strict load
+    renamed: int                   # of those, how many under another name in the file
+    dropped: tuple[str, ...]       # tensors of the file's state dict deliberately left out
+    ignored: tuple[str, ...]       # other top-level entries (optimizer, epoch, random_state, meta, ...)
 
 
 def get_weights(name: str) -> Weights:
@@ -61,6 +79,10 @@ def load_model(
     authors publish it; None means the official URL, through the local cache. `random_weights`
     must be asked for by name and warns: it exists for plumbing checks only. `half` defaults to
     True on CUDA (autocast) and False on CPU; fp32 on CUDA turns TF32 off (see `strict_fp32`).
+
+    Raises WeightsUnavailable (the file cannot be had) or CheckpointError (the file cannot be used),
+    each with one paragraph naming the model and the file; never torch's, zipfile's or pickle's own.
+    The sha256 of the file used is left in ``predictor.weights_sha256`` for provenance.
     """
     from models.download import fetch  # local: keeps `import models` light for Ray workers
 
@@ -96,16 +118,127 @@ def load_model(
     except WeightsUnavailable as exc:
         # fetch() does not know the model; say which one, and how to supply it by name.
         raise type(exc)(f"{name}: {str(exc).replace('NAME=', f'{name}=')}") from None
-    checkpoint = read_checkpoint(path)
+    state, report = read_weights(name, path)
+    predictor = _create(name, path, spec, state, device=dev, half=use_half)
+    predictor.weights_sha256 = report.sha256
+    return predictor
+
+
+def read_weights(name: str, path: str | os.PathLike[str]) -> "tuple[Mapping[str, torch.Tensor], CheckpointReport]":
+    """Read catalogue model `name`'s checkpoint file as data and convert it to the official state dict.
+
+    Raises CheckpointError with one paragraph naming the model, the file and what is wrong: not a
+    torch file (empty, cut short, an HTML page, a zip of something else), a pickle that asks to run
+    code, another model's checkpoint (with the keys missing and unexpected), an unknown layout.
+    """
+    from models.download import sha256_file
+
+    spec = get_weights(name)
+    family = FAMILIES[spec.family]
+    path = Path(path)
+    try:
+        container = sniff_container(path)
+        checkpoint = read_checkpoint(path)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{name}: {exc}") from None
+    layout = family.checkpoint_format(checkpoint)
+    if layout is None:
+        foreign = _foreign_layout(name, spec, checkpoint, path)
+        if foreign:
+            raise CheckpointError(foreign)
     try:
         state = family.convert_checkpoint(checkpoint)
     except CheckpointError as exc:
         raise CheckpointError(f"{name}: {path}: {exc}") from None
-    predictor = family.create(spec, state, device=dev, half=use_half)
-    from models.download import sha256_file
+    except Exception as exc:  # a malformed container (a list where a dict belongs, ...): still one paragraph
+        raise CheckpointError(
+            f"{name}: {path}: unexpected checkpoint content ({type(exc).__name__}: {exc}); it is not laid out "
+            f"as any supported {FAMILY_LABELS[spec.family]} checkpoint"
+        ) from None
+    renamed, dropped, ignored = _conversion_summary(checkpoint, state)
+    report = CheckpointReport(
+        path=path, sha256=sha256_file(path), size=path.stat().st_size, container=container,
+        layout=layout or "recognised by its keys", tensors=len(state), renamed=renamed, dropped=dropped,
+        ignored=ignored,
+    )
+    return state, report
 
-    predictor.weights_sha256 = sha256_file(path)
-    return predictor
+
+def _create(name: str, path: Path, spec: Weights, state: Mapping[str, torch.Tensor] | None, *,
+            device: torch.device, half: bool) -> Any:
+    """`family.create` with its strict-load errors naming the model and the file."""
+    try:
+        return FAMILIES[spec.family].create(spec, state, device=device, half=half)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{name}: {path}: {exc}") from None
 
 
-__all__ = ["CATALOGUE", "FAMILIES", "PrecisionWarning", "RandomWeightsWarning", "Weights", "get_weights", "load_model", "resolve_device", "strict_fp32"]
+def _file_tensor_keys(checkpoint: Any) -> list[str]:
+    """The tensor names of the file's state dict: the mapping (top level or one down) with the most tensors."""
+    if not isinstance(checkpoint, Mapping):
+        return []
+    candidates = [checkpoint] + [v for v in checkpoint.values() if isinstance(v, Mapping)]
+    best = max(candidates, key=lambda m: sum(isinstance(v, torch.Tensor) for v in m.values()))
+    return [str(k) for k, v in best.items() if isinstance(v, torch.Tensor)]
+
+
+def _architecture_keys(spec: Weights) -> list[str]:
+    with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
+        warnings.simplefilter("ignore")
+        model = FAMILIES[spec.family].create(spec, None, device=torch.device("cpu")).model
+    return list(model.state_dict().keys())
+
+
+def _foreign_layout(name: str, spec: Weights, checkpoint: Any, path: Path) -> str | None:
+    """The message for a checkpoint that another family recognises as its own, else None."""
+    for family_name, family in FAMILIES.items():
+        if family_name == spec.family:
+            continue
+        try:
+            layout = family.checkpoint_format(checkpoint)
+        except Exception:  # a detector must never turn into the error itself
+            layout = None
+        if layout is None:
+            continue
+        owners = [n for n, w in CATALOGUE.items() if w.family == family_name]
+        expected = _architecture_keys(spec)
+        found = _file_tensor_keys(checkpoint)
+        missing = [k for k in expected if k not in found]
+        unexpected = [k for k in found if k not in expected]
+        label = FAMILY_LABELS[spec.family]
+        article = "an" if label.startswith("H") else "a"
+
+        def some(keys: list[str]) -> str:
+            return f"{len(keys)}" + (f", e.g. {', '.join(keys[:4])}" if keys else "")
+
+        return (
+            f"{name}: {path} is not {article} {label} checkpoint: it is laid out as {layout}, the format of "
+            f"{preview(owners, 3)}. {label} keys missing: {some(missing)} (of {len(expected)}). Keys the model "
+            f"does not have: {some(unexpected)}. Pass it under its own model's name (--weights {owners[0]}=PATH), "
+            f"or give {name} {article} {label} checkpoint."
+        )
+    return None
+
+
+def _conversion_summary(checkpoint: Any, state: Mapping[str, torch.Tensor]) -> tuple[int, tuple[str, ...], tuple[str, ...]]:
+    """(tensors renamed, tensors dropped, top-level entries ignored), by following tensor identity.
+
+    The remaps are pure and pass tensors through unchanged, so each converted tensor is the very
+    object found in the file: what the file's state dict holds and `state` lacks was dropped.
+    """
+    used = {id(v): k for k, v in state.items()}
+    if not isinstance(checkpoint, Mapping):
+        return 0, (), ()
+    candidates = [(None, checkpoint)] + [(k, v) for k, v in checkpoint.items() if isinstance(v, Mapping)]
+    key, source = max(candidates, key=lambda c: sum(id(v) in used for v in c[1].values()))
+    tensors = [(str(k), v) for k, v in source.items() if isinstance(v, torch.Tensor)]
+    renamed = sum(1 for k, v in tensors if id(v) in used and used[id(v)] != k)
+    dropped = tuple(k for k, v in tensors if id(v) not in used)
+    ignored = tuple(str(k) for k in checkpoint if k != key) if key is not None else ()
+    return renamed, dropped, ignored
+
+
+__all__ = [
+    "CATALOGUE", "FAMILIES", "CheckpointError", "CheckpointReport", "PrecisionWarning", "RandomWeightsWarning", "Weights",
+    "get_weights", "load_model", "read_weights", "resolve_device", "strict_fp32",
+]

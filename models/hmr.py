@@ -360,8 +360,9 @@ WEIGHTS: dict[str, Weights] = {
     "hmr_spin_resnet50": Weights(
         name="hmr_spin_resnet50",
         family="hmr",
-        url="http://visiondata.cis.upenn.edu/spin/model_checkpoint.pt",
+        url="http://visiondata.cis.upenn.edu/spin/model_checkpoint.pt",  # plain http: see `notes`
         filename="model_checkpoint.pt",
+        sha256=None,  # unpublished; no copy we could trust was at hand to record it from
         source_format="spin",
         arch={"n_iter": N_ITER},
         input_size=(INPUT_RES, INPUT_RES),
@@ -380,8 +381,10 @@ WEIGHTS: dict[str, Weights] = {
         ),
         metrics={"3dpw_pa_mpjpe_mm": 59.2, "h36m_p2_pa_mpjpe_mm": 41.1},  # the paper's reconstruction errors
         notes=(
-            "Fetched by SPIN's fetch_data.sh; no published hash. The file is {'model': state_dict, "
-            "'optimizer': ..., ...} and its state_dict already holds the SMPL mean parameters "
+            "Fetched by SPIN's fetch_data.sh over plain http (no TLS) and with no published hash: compare "
+            "the sha256 that `posepipe weights verify hmr_spin_resnet50` prints with a copy you trust. The "
+            "file (torch's legacy format, 2019) is {'model': state_dict, 'optimizer', 'epoch', 'batch_idx', "
+            "'batch_size', 'dataset_perm', 'total_step_count'} and its state_dict already holds the SMPL mean parameters "
             "(init_pose/init_shape/init_cam), so smpl_mean_params.npz (inside "
             "http://visiondata.cis.upenn.edu/spin/data.tar.gz) is not needed to run it. Outputs are SMPL "
             "rotations, betas and a crop camera; vertices/joints need the SMPL neutral model "
@@ -467,6 +470,20 @@ CHECKPOINT_FORMATS: dict[str, tuple[Callable[[Mapping[str, Any]], bool], _Conver
 }
 
 
+_FORMAT_NAMES = {
+    "spin": "SPIN {'model': state_dict, 'optimizer', ...} (model_checkpoint.pt)",
+    "mmhuman3d": "mmhuman3d HMR {'state_dict': ..., 'meta': ...}",
+    "state_dict": "bare SPIN state_dict",
+}
+
+
+def checkpoint_format(obj: Any) -> str | None:
+    """The supported layout of an unpickled checkpoint, by its keys; None if none."""
+    if not isinstance(obj, Mapping):
+        return None
+    return next((_FORMAT_NAMES[name] for name, (matches, _) in CHECKPOINT_FORMATS.items() if matches(obj)), None)
+
+
 def convert_checkpoint(obj: Any) -> "OrderedDict[str, torch.Tensor]":
     """Any supported HMR checkpoint container -> SPIN's state dict (names as in the manifest)."""
     if not isinstance(obj, Mapping):
@@ -512,7 +529,7 @@ def create(
     if spec.input_size is not None and tuple(spec.input_size) != model.input_size:
         raise ValueError(f"{spec.name}: input_size {spec.input_size} but HMR takes {model.input_size}")
     if state_dict is not None:
-        load_strict(model, state_dict, what=f"{spec.name} checkpoint")
+        load_strict(model, state_dict, what="the checkpoint")
     device = torch.device(device)
     use_half = bool(half) and device.type == "cuda"
     model = model.eval().to(device)
@@ -638,7 +655,7 @@ class HMRPredictor:
 
 
 __all__ = [
-    "Bottleneck", "CHECKPOINT_FORMATS", "HMR", "HMROutput", "HMRPredictor", "WEIGHTS",
+    "Bottleneck", "CHECKPOINT_FORMATS", "HMR", "checkpoint_format", "HMROutput", "HMRPredictor", "WEIGHTS",
     "axis_angle_to_rotmat", "bbox_xyxy_to_center_scale", "bytescale", "convert_checkpoint",
     "convert_mmhuman3d", "convert_spin", "convert_state_dict", "create", "crop", "crop_corners",
     "hmr_resnet50", "rot6d_to_rotmat", "rotmat_to_axis_angle",

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.checkpoint import CheckpointError, load_strict, strip_prefix, tensors_only
+from models.checkpoint import CheckpointError, load_strict, preview, strip_prefix, tensors_only
 from models.precision import forward_half_guarded
 from models.skeletons import COCO17_FLIP_PAIRS, COCO17_NAMES, COCO17_SKELETON
 from models.weights import Weights
@@ -291,7 +291,7 @@ def _coco_weights(width: int, size: tuple[int, int], file_id: str, ap_official: 
         color="RGB",
         keypoint_names=COCO17_NAMES,
         skeleton=COCO17_SKELETON,
-        license="MIT",
+        license="Apache-2.0 (mmpose model zoo, the file at `url`; the authors' own pose_hrnet_*.pth files are MIT)",
         paper=_PAPER,
         metrics={
             # Official README, COCO val2017 with the detector boxes (person AP 56.4), flip test.
@@ -327,7 +327,7 @@ WEIGHTS: dict[str, Weights] = {
 _SUPPORTED_LAYOUTS = (
     "official plain state_dict (conv1.weight ... final_layer.weight; optionally 'module.'-prefixed "
     "and/or wrapped in {'state_dict': ...}); mmpose 0.x (backbone.* + keypoint_head.final_layer.*); "
-    "mmpose 1.x (backbone.* + head.final_layer.*)"
+    "mmpose 1.x (backbone.* + head.final_layer.*; data_preprocessor.mean/std dropped as mmpose does)"
 )
 
 
@@ -355,9 +355,17 @@ def remap_mmpose_v0(state: Mapping[str, torch.Tensor]) -> "OrderedDict[str, torc
     return _remap_mmpose(state, "keypoint_head")
 
 
+# mmengine's ImgDataPreprocessor buffers (normalisation constants, 0..255 scale). mmpose 1.x's
+# BasePoseEstimator._load_state_dict_pre_hook deletes exactly these two keys before loading; so do we.
+MMPOSE_V1_DROPPED = ("data_preprocessor.mean", "data_preprocessor.std")
+
+
 def remap_mmpose_v1(state: Mapping[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
-    """mmpose 1.x TopdownPoseEstimator: backbone.* + head.final_layer.* -> official keys."""
-    return _remap_mmpose(state, "head")
+    """mmpose 1.x TopdownPoseEstimator: backbone.* + head.final_layer.* -> official keys.
+
+    ``data_preprocessor.mean`` / ``.std`` are dropped by name, as mmpose itself does on load.
+    """
+    return _remap_mmpose({k: v for k, v in state.items() if k not in MMPOSE_V1_DROPPED}, "head")
 
 
 # (name, the keys that identify the layout, remap), checked in order.
@@ -377,24 +385,44 @@ def detect_format(state: Mapping[str, Any]) -> str | None:
     return None
 
 
-def convert_checkpoint(obj: Any) -> "OrderedDict[str, torch.Tensor]":
-    """Any supported HRNet checkpoint (already unpickled) -> official state dict."""
-    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+def _state_of(obj: Any) -> tuple[bool, "OrderedDict[str, torch.Tensor] | None"]:
+    """(wrapped in {'state_dict': ...}?, the tensors with a common 'module.' prefix dropped), or None."""
+    wrapped = isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping)
+    if wrapped:
         obj = obj["state_dict"]  # mmpose / mmcv files, the official training checkpoint.pth
     if not isinstance(obj, Mapping):
+        return wrapped, None
+    state = tensors_only(obj)
+    if state and all(k.startswith("module.") for k in state):
+        state = strip_prefix(state, "module.")
+    return wrapped, state
+
+
+def checkpoint_format(obj: Any) -> str | None:
+    """The supported layout of an unpickled checkpoint (e.g. "mmpose 0.x, {'state_dict': ..., 'meta': ...}")."""
+    wrapped, state = _state_of(obj)
+    fmt = detect_format(state) if state is not None else None
+    if fmt is None:
+        return None
+    container = "{'state_dict': ..., 'meta': ...}" if wrapped and "meta" in obj else (
+        "{'state_dict': ...}" if wrapped else "plain state_dict")
+    return f"{fmt} HRNet, {container}"
+
+
+def convert_checkpoint(obj: Any) -> "OrderedDict[str, torch.Tensor]":
+    """Any supported HRNet checkpoint (already unpickled) -> official state dict."""
+    _, state = _state_of(obj)
+    if state is None:
         raise CheckpointError(
             f"expected a state dict (a mapping of names to tensors), got {type(obj).__name__}; "
             f"supported: {_SUPPORTED_LAYOUTS}"
         )
-    state = tensors_only(obj)
-    if state and all(k.startswith("module.") for k in state):
-        state = strip_prefix(state, "module.")
     fmt = detect_format(state)
     if fmt is None:
-        seen = list(obj)
-        shown = ", ".join(repr(k) for k in seen[:6]) + (f", ... ({len(seen)} keys)" if len(seen) > 6 else "")
+        seen = obj["state_dict"] if isinstance(obj.get("state_dict"), Mapping) else obj
         raise CheckpointError(
-            f"unrecognised HRNet checkpoint layout (keys seen: {shown or 'none'}); supported: {_SUPPORTED_LAYOUTS}"
+            f"unrecognised HRNet checkpoint layout (keys seen: {preview(repr(k) for k in seen) or 'none'}); "
+            f"supported: {_SUPPORTED_LAYOUTS}"
         )
     remap = next(fn for name, _, fn in _FORMATS if name == fmt)
     return remap(state)
@@ -708,7 +736,7 @@ def create(spec: Weights, state_dict: Mapping[str, torch.Tensor] | None, *, devi
     """
     model = pose_hrnet(**dict(spec.arch))
     if state_dict is not None:
-        load_strict(model, state_dict, what=f"{spec.name} checkpoint")
+        load_strict(model, state_dict, what="the checkpoint")
     model.eval()
     model.to(device)
     if device.type == "cuda":
@@ -718,7 +746,7 @@ def create(spec: Weights, state_dict: Mapping[str, torch.Tensor] | None, *, devi
 
 __all__ = [
     "WEIGHTS", "BasicBlock", "Bottleneck", "HRNetPose", "HighResolutionModule", "PoseHighResolutionNet",
-    "average_flip", "box_to_center_scale", "convert_checkpoint", "create", "crop_images", "crop_inputs", "decode_heatmaps",
+    "MMPOSE_V1_DROPPED", "average_flip", "box_to_center_scale", "checkpoint_format", "convert_checkpoint", "create", "crop_images", "crop_inputs", "decode_heatmaps",
     "detect_format", "flip_back", "get_affine_transform", "pose_hrnet", "remap_mmpose_v0", "remap_mmpose_v1",
     "remap_official",
 ]

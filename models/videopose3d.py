@@ -294,6 +294,16 @@ _SUPPORTED_LAYOUT = (
 )
 
 
+def checkpoint_format(obj: Any) -> str | None:
+    """The supported layout of an unpickled checkpoint, by its keys; None if none."""
+    if not isinstance(obj, Mapping):
+        return None
+    state = obj.get("model_pos", obj)
+    if not isinstance(state, Mapping) or "expand_conv.weight" not in strip_prefix(tensors_only(state), "module."):
+        return None
+    return "VideoPose3D run.py {'model_pos': state_dict, ...}" if "model_pos" in obj else "bare TemporalModel state_dict"
+
+
 def convert_checkpoint(obj: Any) -> "OrderedDict[str, torch.Tensor]":
     """Any supported VideoPose3D checkpoint container -> the official TemporalModel state dict.
 
@@ -352,7 +362,7 @@ def create(
     """
     model = build_model(spec)
     if state_dict is not None:
-        load_strict(model, state_dict, what=f"{spec.name} checkpoint")
+        load_strict(model, state_dict, what="the checkpoint")
     device = torch.device(device)
     model = model.to(device).eval()
     return VideoPose3DLifter(model, spec, device=device, half=half)
@@ -580,6 +590,7 @@ __all__ = [
     "VideoPose3DLifter",
     "WEIGHTS",
     "build_model",
+    "checkpoint_format",
     "convert_checkpoint",
     "create",
     "normalize_screen_coordinates",

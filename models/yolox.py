@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.checkpoint import CheckpointError, load_strict, strip_prefix, tensors_only
+from models.checkpoint import CheckpointError, load_strict, preview, strip_prefix, tensors_only
 from models.precision import forward_half_guarded
 from models.weights import Weights
 
@@ -385,9 +385,30 @@ def _convert_mmdet(state: Mapping[str, torch.Tensor]) -> "OrderedDict[str, torch
         else:
             unknown.append(key)
     if unknown:
-        shown = ", ".join(unknown[:8]) + (f", ... ({len(unknown)} in all)" if len(unknown) > 8 else "")
-        raise CheckpointError(f"mmdetection YOLOX checkpoint has keys with no official counterpart: {shown}")
+        raise CheckpointError(f"mmdetection YOLOX checkpoint has keys with no official counterpart: {preview(unknown, 8)}")
     return out
+
+
+def _inner_state(checkpoint: Mapping[str, Any]) -> tuple[str | None, "OrderedDict[str, torch.Tensor]"]:
+    """(wrapper key or None, the tensors of the state dict, 'module.' prefix dropped)."""
+    for wrapper in ("model", "state_dict"):
+        inner = checkpoint.get(wrapper)
+        if isinstance(inner, Mapping):
+            return wrapper, strip_prefix(tensors_only(inner), "module.")
+    return None, strip_prefix(tensors_only(checkpoint), "module.")
+
+
+def checkpoint_format(checkpoint: Any) -> str | None:
+    """The supported layout `checkpoint` (already unpickled) is in, by its distinctive keys; None if none."""
+    if not isinstance(checkpoint, Mapping):
+        return None
+    wrapper, state = _inner_state(checkpoint)
+    container = f"{{'{wrapper}': state_dict, ...}}" if wrapper else "bare state_dict"
+    if _OFFICIAL_KEY in state:
+        return f"official YOLOX (Megvii), {container}"
+    if any(key.startswith(_MMDET_MARKER) for key in state):
+        return f"mmdetection YOLOX, {container}"
+    return None
 
 
 def convert_checkpoint(checkpoint: Any) -> "OrderedDict[str, torch.Tensor]":
@@ -407,21 +428,14 @@ def convert_checkpoint(checkpoint: Any) -> "OrderedDict[str, torch.Tensor]":
     """
     if not isinstance(checkpoint, Mapping):
         raise CheckpointError(f"expected a dict checkpoint, got {type(checkpoint).__name__}; supported: {_SUPPORTED}")
-    state: Any = checkpoint
-    for wrapper in ("model", "state_dict"):
-        inner = checkpoint.get(wrapper)
-        if isinstance(inner, Mapping):
-            state = inner
-            break
-    state = strip_prefix(tensors_only(state), "module.")
+    _, state = _inner_state(checkpoint)
     if _OFFICIAL_KEY in state:
         return OrderedDict(state)
     if any(key.startswith(_MMDET_MARKER) for key in state):
         return _convert_mmdet(state)
     keys = list(state.keys()) or [f"{k} (top level)" for k in checkpoint.keys()]
-    shown = ", ".join(map(str, keys[:6])) + (f", ... ({len(keys)} in all)" if len(keys) > 6 else "")
     raise CheckpointError(
-        f"unrecognised YOLOX checkpoint layout (keys: {shown or 'none'}); supported: {_SUPPORTED}"
+        f"unrecognised YOLOX checkpoint layout (keys: {preview(keys) or 'none'}); supported: {_SUPPORTED}"
     )
 
 
@@ -640,7 +654,7 @@ def create(spec: Weights, state_dict: Mapping[str, torch.Tensor] | None, *, devi
                 conv.bias[0] = conv.bias.max() + 1.0
     else:
         model = build_yolox(**spec.arch)
-        load_strict(model, state_dict, what=f"{spec.name} checkpoint")
+        load_strict(model, state_dict, what="the checkpoint")
     model.eval()
     model.to(device)
     if device.type == "cuda":
@@ -649,6 +663,6 @@ def create(spec: Weights, state_dict: Mapping[str, torch.Tensor] | None, *, devi
 
 
 __all__ = [
-    "WEIGHTS", "YOLOX", "YOLOXDetector", "build_yolox", "convert_checkpoint", "create", "letterbox", "letterbox_uint8", "nms",
+    "WEIGHTS", "YOLOX", "YOLOXDetector", "build_yolox", "checkpoint_format", "convert_checkpoint", "create", "letterbox", "letterbox_uint8", "nms",
     "postprocess",
 ]

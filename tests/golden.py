@@ -86,3 +86,31 @@ def assert_close(actual: np.ndarray, expected: np.ndarray, what: str, *, rtol: f
     diff = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol,
                                err_msg=f"{what}: max |diff| {diff.max(initial=0):.3g}, new value:\n{actual!r}")
+
+
+def assert_official_outputs(name: str, predictor, case: dict) -> None:
+    """A loaded catalogue model reproduces a golden case's official outputs end to end (public API only)."""
+    if name == "yolox_s":
+        dets = predictor.detect(case["image_bgr"], conf_threshold=float(case["conf_thre"]),
+                                nms_threshold=float(case["nms_thre"]))
+        ref = case["dets"]
+        assert dets.shape == ref.shape, f"{name}: {dets.shape} detections vs {ref.shape}"
+        np.testing.assert_array_equal(dets[:, 6], ref[:, 6])
+        np.testing.assert_allclose(dets[:, :4], ref[:, :4], rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(dets[:, 4:6], ref[:, 4:6], atol=2e-5)
+    elif name == "hrnet_w32_coco_256x192":
+        keypoints, scores = predictor.predict(case["image_bgr"], case["bboxes_xywh"], flip_test=True)
+        np.testing.assert_allclose(keypoints, case["keypoints"], atol=1e-3)
+        assert np.abs(scores - case["scores"]).max() <= 1e-5 * np.abs(case["scores"]).max()
+    elif name == "videopose3d_243_coco":
+        assert predictor.receptive_field == 243
+        pred = predictor.lift(case["keypoints_px"], width=int(case["width"]), height=int(case["height"]),
+                              flip_augment=True)
+        np.testing.assert_allclose(pred, case["pred_tta"], rtol=1e-4, atol=2e-5)
+    elif name == "hmr_spin_resnet50":
+        out = predictor.predict(case["image_bgr"], case["bbox_xyxy"][None])
+        np.testing.assert_allclose(out["rotmat"], case["pred_rotmat"], atol=5e-5)
+        np.testing.assert_allclose(out["betas"], case["pred_betas"], rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(out["camera"], case["pred_camera"], rtol=1e-4, atol=1e-4)
+    else:
+        raise AssertionError(f"no end-to-end golden check for {name}")

@@ -232,12 +232,26 @@ def test_convert_mmpose_v1():
     assert _as_official(hrnet.remap_mmpose_v1(mm))
 
 
+def test_convert_mmpose_v1_drops_exactly_the_data_preprocessor_buffers():
+    """mmpose 1.x's load hook deletes data_preprocessor.mean/std; we drop those two names and nothing else."""
+    state = _fake_state(_manifest())
+    mm = OrderedDict(
+        (("head." + k) if k.startswith("final_layer.") else ("backbone." + k), v) for k, v in state.items()
+    )
+    mm["data_preprocessor.mean"] = torch.tensor([123.675, 116.28, 103.53]).view(-1, 1, 1)
+    mm["data_preprocessor.std"] = torch.tensor([58.395, 57.12, 57.375]).view(-1, 1, 1)
+    assert hrnet.checkpoint_format({"meta": {}, "state_dict": mm}).startswith("mmpose 1.x")
+    assert _as_official(hrnet.convert_checkpoint({"meta": {}, "state_dict": mm}))
+    mm["data_preprocessor.other"] = torch.zeros(1)  # anything else still reaches the strict load, by name
+    assert "data_preprocessor.other" in hrnet.remap_mmpose_v1(mm)
+
+
 def test_convert_unknown_layout_raises():
     weird = OrderedDict((f"encoder.layers.{i}.weight", torch.zeros(1)) for i in range(10))
     with pytest.raises(CheckpointError) as info:
         hrnet.convert_checkpoint(weird)
     message = str(info.value)
-    assert "encoder.layers.0.weight" in message and "10 keys" in message
+    assert "encoder.layers.0.weight" in message and "10 in all" in message
     assert "mmpose 0.x" in message and "official" in message
     with pytest.raises(CheckpointError):
         hrnet.convert_checkpoint([torch.zeros(1)])
@@ -274,7 +288,8 @@ def test_weights_entry(name):
     assert dict(spec.arch) == {"width": width, "num_joints": 17}
     assert spec.keypoint_names == COCO17_NAMES and len(spec.skeleton) == 19
     assert spec.mean == (0.485, 0.456, 0.406) and spec.std == (0.229, 0.224, 0.225) and spec.color == "RGB"
-    assert spec.license == "MIT" and "Sun et al., CVPR 2019" in spec.paper
+    # The file at `url` is mmpose's re-training, released under mmpose's Apache-2.0 (the authors' own: MIT).
+    assert spec.license.startswith("Apache-2.0") and "Sun et al., CVPR 2019" in spec.paper
     assert 70 < spec.metrics["coco_val2017_AP"] < 80
     assert f"pose_hrnet_w{width}_{h}x{w}.pth" in spec.notes
     spec.describe()
