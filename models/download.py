@@ -2,30 +2,48 @@
 
     from models.download import fetch
     path = fetch("https://download.openmmlab.com/.../hrnet_w32_coco_256x192-c78dce93_20200708.pth",
-                 hash_prefix="c78dce93")
+                 hash_prefix="c78dce93", filename="hrnet_w32_coco_256x192-c78dce93_20200708.pth")
 
 Supported: plain paths and ``file://`` (used in place, never copied), ``http(s)://`` (resumable
 download with HTTP Range), ``s3://`` (boto3's standard configuration: ``AWS_ENDPOINT_URL``,
 credentials, profile, region) and, when smart-open's extras are installed, ``gs://`` and ``az://``.
 
-Remote files land in ``default_cache_dir()`` as ``<name>.partial`` and are renamed into place
-only once complete and, when a hash is known, verified. A per-file lock keeps concurrent
-processes on one machine (e.g. several Ray actors) from downloading the same file twice.
-Every error is a ``WeightsUnavailable`` that says where to put the file by hand instead.
-Messages never contain credentials or query strings (pre-signed URLs carry signatures there).
+The cache (``default_cache_dir()``) has two kinds of entry, each recorded with its source URI
+(redacted) and sha256 in a ``<file>.source.json`` next to it:
+
+- a catalogue model's official file, ``<cache>/<filename>`` (``filename=`` given): filled by the
+  official URL, by ``posepipe weights fetch NAME --from MIRROR``, or by hand (a file placed there
+  without a record is used as it is);
+- any other URI (``--weights NAME=URI``): ``<cache>/by-uri/<key>/<name>``, where ``key`` hashes the
+  normalised URI (scheme, host, path and query, without credentials or request signatures). Two
+  URLs never share an entry, whatever their file names, and an entry is used only while its file
+  still has the sha256 recorded when it was downloaded.
+
+Downloads land as ``<name>.<key>.partial`` and are renamed into place only once complete and
+checked. A per-entry lock keeps concurrent processes on one machine (e.g. several Ray actors) from
+downloading the same file twice.
+
+Hash policy: a full ``sha256`` we have pinned is enforced (a mismatching download is deleted); a
+``hash_prefix`` taken from a file name (mmpose's ``-c78dce93_``) is checked, but a mismatch only
+warns (``HashPrefixWarning``, naming both values) because these prefixes are not confirmed to be
+sha256 prefixes of the 2020 files. Callers record ``sha256_file(path)`` of whatever is used.
+Every error is a ``WeightsUnavailable`` that says how to supply the file instead. Messages never
+contain credentials or query strings (pre-signed URLs carry signatures there).
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import IO, Any, Iterator
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 from urllib.request import url2pathname
 
 CHUNK = 1 << 20                   # bytes per read/write and hash update
@@ -42,7 +60,15 @@ class WeightsUnavailable(RuntimeError):
 
 
 class WeightsHashMismatch(WeightsUnavailable):
-    """A checkpoint's sha256 is not the one published for it."""
+    """A checkpoint's sha256 is not the one pinned for it."""
+
+
+class WeightsWarning(UserWarning):
+    """Something about a checkpoint file worth knowing that does not stop the run."""
+
+
+class HashPrefixWarning(WeightsWarning):
+    """A file's sha256 does not start with the hash prefix in its published file name."""
 
 
 # --------------------------------------------------------------------------- cache location
@@ -103,15 +129,28 @@ def _check_expected(sha256: str | None, hash_prefix: str | None) -> tuple[str | 
     return (sha256.lower() if sha256 else None), (hash_prefix.lower() if hash_prefix else None)
 
 
-def _hash_matches(actual: str, sha256: str | None, hash_prefix: str | None) -> bool:
-    return (sha256 is None or actual == sha256) and (hash_prefix is None or actual.startswith(hash_prefix))
-
-
 def _expected_text(sha256: str | None, hash_prefix: str | None) -> str:
     return f"sha256 {sha256}" if sha256 else f"a sha256 starting with {hash_prefix}"
 
 
-# --------------------------------------------------------------------------- messages
+def _warn_prefix(path: Path, actual: str, hash_prefix: str | None) -> None:
+    if hash_prefix and not actual.startswith(hash_prefix):
+        warnings.warn(
+            f"{path.name}: the hash prefix in its published file name is {hash_prefix}, but the file's sha256 "
+            f"is {actual} (prefix {actual[:len(hash_prefix)]}). Using it anyway: whether these mmpose file-name "
+            f"prefixes are sha256 prefixes is not established. Its actual sha256 is recorded in each run's "
+            f"provenance; compare it with a copy you trust if in doubt.",
+            HashPrefixWarning, stacklevel=3,
+        )
+
+
+# --------------------------------------------------------------------------- cache keys and records
+
+# Query parameters that authenticate a request rather than name the file (pre-signed S3/GCS/Azure
+# URLs, tokens): left out of the cache key, so a re-signed URL finds the same entry.
+_CREDENTIAL_PARAMS = {"awsaccesskeyid", "signature", "expires", "sig", "se", "st", "sp", "sv", "sr", "spr", "skoid",
+                      "sktid", "skt", "ske", "sks", "skv", "token", "access_token"}
+RECORD_SUFFIX = ".source.json"
 
 
 def _display_uri(uri: str) -> str:
@@ -121,21 +160,92 @@ def _display_uri(uri: str) -> str:
     return f"{parts.scheme}://{netloc}{parts.path}" if parts.scheme else uri.split("?", 1)[0]
 
 
+def normalise_uri(uri: str) -> str:
+    """What identifies a remote file: scheme and host lower-cased, no credentials, fragment or request signature."""
+    parts = urlsplit(uri)
+    host = parts.netloc.rsplit("@", 1)[-1].lower()
+    default_port = {"http": ":80", "https": ":443"}.get(parts.scheme.lower())
+    if default_port and host.endswith(default_port):
+        host = host[: -len(default_port)]
+    query = sorted((k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+                   if k.lower() not in _CREDENTIAL_PARAMS and not k.lower().startswith(("x-amz-", "x-goog-")))
+    return urlunsplit((parts.scheme.lower(), host, parts.path or "/", urlencode(query), ""))
+
+
+def uri_key(uri: str) -> str:
+    """Hex sha256 of `normalise_uri(uri)`: the cache key of a URI."""
+    return hashlib.sha256(normalise_uri(uri).encode("utf-8")).hexdigest()
+
+
+def _cache_root(cache_dir: str | os.PathLike[str] | None) -> Path:
+    return Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+
+
+def cache_path(uri: str, *, cache_dir: str | os.PathLike[str] | None = None, filename: str | None = None) -> Path:
+    """Where `fetch(uri, cache_dir=..., filename=...)` keeps the file (whether or not it is there)."""
+    root = _cache_root(cache_dir)
+    if filename is not None:
+        if not filename or filename in (".", "..") or "/" in filename or "\\" in filename:
+            raise ValueError(f"filename={filename!r} must be a plain file name")
+        return root / filename
+    name = unquote(urlsplit(uri).path.rstrip("/").rsplit("/", 1)[-1])
+    if not name or name in (".", "..") or "\\" in name:
+        name = "checkpoint"
+    return root / "by-uri" / uri_key(uri)[:16] / name
+
+
+def _record_path(path: Path) -> Path:
+    return path.with_name(path.name + RECORD_SUFFIX)
+
+
+def cache_record(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The record of a cached file (``source``, ``key``, ``sha256``, ``bytes``, ``fetched``) while it still
+    describes the file there; None for a file placed by hand, replaced since, or not in the cache."""
+    path = Path(path)
+    try:
+        record = json.loads(_record_path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or not path.is_file() or record.get("sha256") != sha256_file(path):
+        return None
+    return record
+
+
+def _write_record(target: Path, uri: str, sha: str, size: int) -> None:
+    record = {"source": _display_uri(uri), "key": uri_key(uri), "sha256": sha, "bytes": size,
+              "fetched": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    tmp = target.with_name(f"{target.name}{RECORD_SUFFIX}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    os.replace(tmp, _record_path(target))
+
+
+# --------------------------------------------------------------------------- messages
+
+
 def _scrub(text: str) -> str:
     """Remove query strings and userinfo from URLs/paths quoted inside an exception's text."""
     text = re.sub(r"(\w+://)[^/\s@]*@", r"\1", text)
     return re.sub(r"(\S)\?[^\s'\")]*", r"\1", text)
 
 
-def _unavailable_text(display: str, reason: str, target: Path, sha256: str | None, hash_prefix: str | None) -> str:
-    known = f" (expected {_expected_text(sha256, hash_prefix)})" if (sha256 or hash_prefix) else ""
-    if known and target.is_file():
-        known += f"; the file there now has sha256 {sha256_file(target)}, which does not match"
-    return (
-        f"could not download {display}: {reason}.\n"
-        f"Either place the file by hand at {target}{known}, "
-        f"or pass a local copy with --weights NAME=PATH."
-    )
+class _Entry:
+    """One cache entry being resolved: where it lives and what is expected of it."""
+
+    def __init__(self, uri: str, target: Path, slot: bool, sha256: str | None, hash_prefix: str | None) -> None:
+        self.uri, self.target, self.slot, self.sha256, self.hash_prefix = uri, target, slot, sha256, hash_prefix
+        self.display = _display_uri(uri)
+        self.key = uri_key(uri)
+        self.partial = target.with_name(f"{target.name}.{self.key[:12]}.partial")
+
+    def unavailable(self, reason: str) -> str:
+        if not self.slot:
+            return (f"could not download {self.display}: {reason}. Download the file yourself and pass the local "
+                    f"copy with --weights NAME=PATH.")
+        known = f" (expected {_expected_text(self.sha256, None)})" if self.sha256 else ""
+        if known and self.target.is_file():
+            known += f"; the file there now has sha256 {sha256_file(self.target)}, which does not match"
+        return (f"could not download {self.display}: {reason}. Either place the file by hand at "
+                f"{self.target}{known}, or pass a local copy with --weights NAME=PATH.")
 
 
 # --------------------------------------------------------------------------- entry point
@@ -149,12 +259,18 @@ def fetch(
     hash_prefix: str | None = None,
     filename: str | None = None,
     progress: bool = False,
+    download: bool = True,
+    require_source: bool = False,
 ) -> Path:
     """Return a local path holding the checkpoint at `uri`, downloading it into the cache if needed.
 
-    `sha256` (full hex digest) or `hash_prefix` (its first characters, as in mmpose/torchvision file
-    names) are checked for local and remote files alike; a remote file that fails the check is
-    deleted. `filename` names the cached file (default: the URI's last path component).
+    `sha256` (full hex digest) is enforced for local and remote files alike: a remote file that fails
+    it is deleted. `hash_prefix` (its first characters, as in mmpose file names) is checked, and a
+    mismatch only warns (HashPrefixWarning). `filename` makes the entry a catalogue model's official
+    file, ``<cache>/<filename>``, which any source may fill (the official URL, a mirror, a user by
+    hand); without it the entry belongs to `uri` alone (``<cache>/by-uri/<key>/<name>``).
+    `require_source`: a ``filename`` entry counts only if it was downloaded from this very `uri`
+    (``posepipe weights fetch NAME --from MIRROR``). `download=False` never goes to the network.
     """
     uri = os.fspath(uri)
     sha256, hash_prefix = _check_expected(sha256, hash_prefix)
@@ -166,40 +282,42 @@ def fetch(
             f"unsupported checkpoint URI scheme {scheme!r} in {_display_uri(uri)}; use a local path, "
             f"file://, http(s)://, s3://, gs:// or az://"
         )
-    display = _display_uri(uri)
-    name = filename or unquote(urlsplit(uri).path.rstrip("/").rsplit("/", 1)[-1])
-    if not name or name in (".", "..") or "/" in name or "\\" in name:
-        raise WeightsUnavailable(f"cannot derive a cache file name from {display}; pass filename=")
-    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    target = root / name
-
-    if _cache_hit(target, sha256, hash_prefix):
-        return target
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        target = cache_path(uri, cache_dir=cache_dir, filename=filename)
+    except ValueError as exc:
+        raise WeightsUnavailable(f"cannot cache {_display_uri(uri)}: {exc}") from None
+    entry = _Entry(uri, target, filename is not None, sha256, hash_prefix)
+    if _cache_hit(entry, require_source):
+        return target
+    if not download:
+        raise WeightsUnavailable(entry.unavailable("it is not in the cache, and this command does not download"))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise WeightsUnavailable(
-            f"cannot create the weights cache {root} ({exc.strerror}); set POSEPIPE_CACHE to a writable "
+            f"cannot create the weights cache {target.parent} ({exc.strerror}); set POSEPIPE_CACHE to a writable "
             f"directory or pass a local copy with --weights NAME=PATH"
         ) from None
-    with _file_lock(root, name):
-        if _cache_hit(target, sha256, hash_prefix):  # another process finished while we waited
+    with _file_lock(_cache_root(cache_dir), target.name if entry.slot else f"by-uri-{entry.key[:16]}"):
+        if _cache_hit(entry, require_source):  # another process finished while we waited
             return target
-        partial = target.with_name(target.name + ".partial")
         if scheme in ("http", "https"):
-            _download_http(uri, partial, display, target, sha256, hash_prefix, progress)
+            _download_http(uri, entry, progress)
         else:
-            _download_object(uri, scheme, partial, display, target, sha256, hash_prefix, progress)
+            _download_object(uri, scheme, entry, progress)
+        partial = entry.partial
         actual = _sha256_uncached(partial)
-        if not _hash_matches(actual, sha256, hash_prefix):
+        if sha256 is not None and actual != sha256:
             partial.unlink(missing_ok=True)
             raise WeightsHashMismatch(
-                f"{display}: downloaded file has sha256 {actual}, expected {_expected_text(sha256, hash_prefix)}; "
+                f"{entry.display}: downloaded file has sha256 {actual}, expected {_expected_text(sha256, None)}; "
                 f"it was deleted. The server may be serving a different file: check the URL, or pass a "
                 f"verified local copy with --weights NAME=PATH"
             )
+        _write_record(target, uri, actual, partial.stat().st_size)
         os.replace(partial, target)
         _remember_hash(target, actual)
+    _warn_prefix(target, actual, hash_prefix)
     return target
 
 
@@ -219,34 +337,44 @@ def _local(uri: str, scheme: str, sha256: str | None, hash_prefix: str | None) -
         )
     if sha256 or hash_prefix:
         actual = sha256_file(path)
-        if not _hash_matches(actual, sha256, hash_prefix):
+        if sha256 and actual != sha256:
             raise WeightsHashMismatch(
-                f"{path}: sha256 is {actual}, expected {_expected_text(sha256, hash_prefix)}; "
+                f"{path}: sha256 is {actual}, expected {_expected_text(sha256, None)}; "
                 f"this is not the published checkpoint"
             )
+        _warn_prefix(path, actual, hash_prefix)
     return path
 
 
-def _cache_hit(target: Path, sha256: str | None, hash_prefix: str | None) -> bool:
+def _cache_hit(entry: _Entry, require_source: bool) -> bool:
+    target = entry.target
     if not target.is_file():
         return False
-    if sha256 is None and hash_prefix is None:
-        return True
-    # A stale or corrupt entry is a miss; it is kept (it may be a user's hand-placed file) until a
-    # verified download replaces it.
-    return _hash_matches(sha256_file(target), sha256, hash_prefix)
+    actual = sha256_file(target)
+    if entry.sha256 is not None and actual != entry.sha256:
+        # A stale or wrong file is a miss; it is kept (it may be a user's hand-placed file) until a
+        # verified download replaces it.
+        return False
+    record = cache_record(target)  # None unless it describes this very file
+    if entry.slot:
+        if require_source and (record is None or record.get("key") != entry.key):
+            return False
+    elif record is None or record.get("key") != entry.key:
+        return False  # a URI's entry: only what was downloaded from that URI, unchanged since
+    _warn_prefix(target, actual, entry.hash_prefix)
+    return True
 
 
 @contextlib.contextmanager
 def _file_lock(root: Path, name: str) -> Iterator[None]:
-    """An exclusive advisory lock per cached file, held while it downloads (POSIX; no-op elsewhere)."""
+    """An exclusive advisory lock per cache entry, held while it downloads (POSIX; no-op elsewhere)."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
         yield
         return
     locks = root / ".locks"
-    locks.mkdir(exist_ok=True)
+    locks.mkdir(parents=True, exist_ok=True)
     with open(locks / f"{name}.lock", "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -336,10 +464,10 @@ def _http_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {_scrub(text)}"
 
 
-def _download_http(uri: str, partial: Path, display: str, target: Path,
-                   sha256: str | None, hash_prefix: str | None, progress: bool) -> None:
+def _download_http(uri: str, entry: _Entry, progress: bool) -> None:
     import requests
 
+    partial, display = entry.partial, entry.display
     last: BaseException | None = None
     for attempt in range(HTTP_ATTEMPTS):
         before = partial.stat().st_size if partial.exists() else 0
@@ -353,13 +481,11 @@ def _download_http(uri: str, partial: Path, display: str, target: Path,
             if (partial.stat().st_size if partial.exists() else 0) <= before:
                 time.sleep(RETRY_PAUSE_S * (attempt + 1))  # no progress: back off before trying again
         except requests.RequestException as exc:
-            raise WeightsUnavailable(
-                _unavailable_text(display, _http_reason(exc), target, sha256, hash_prefix)
-            ) from None
+            raise WeightsUnavailable(entry.unavailable(_http_reason(exc))) from None
     have = partial.stat().st_size if partial.exists() else 0
     reason = f"the transfer broke {HTTP_ATTEMPTS} times ({_http_reason(last) if last else 'short read'}); " \
              f"{have} bytes are kept in {partial} and the next run resumes from there"
-    raise WeightsUnavailable(_unavailable_text(display, reason, target, sha256, hash_prefix))
+    raise WeightsUnavailable(entry.unavailable(reason))
 
 
 class _RawReader:
@@ -479,18 +605,17 @@ def _object_reason(exc: BaseException) -> str:
     return f"{name}: {_scrub(str(exc))}"
 
 
-def _download_object(uri: str, scheme: str, partial: Path, display: str, target: Path,
-                     sha256: str | None, hash_prefix: str | None, progress: bool) -> None:
+def _download_object(uri: str, scheme: str, entry: _Entry, progress: bool) -> None:
     """Stream an object-store URI with smart_open (no resume: these transfers restart cleanly)."""
+    partial, display = entry.partial, entry.display
     try:
         import smart_open
 
         params = _transport_params(scheme)
     except ImportError:
         extra = _SMART_OPEN_EXTRA[scheme]
-        raise WeightsUnavailable(_unavailable_text(
-            display, f"{scheme}:// support is not installed (pip install 'smart-open[{extra}]')",
-            target, sha256, hash_prefix)) from None
+        raise WeightsUnavailable(entry.unavailable(
+            f"{scheme}:// support is not installed (pip install 'smart-open[{extra}]')")) from None
     try:
         with smart_open.open(uri, "rb", compression="disable", transport_params=params) as src, \
                 open(partial, "wb") as out:
@@ -502,9 +627,10 @@ def _download_object(uri: str, scheme: str, partial: Path, display: str, target:
             _finish(out)
     except Exception as exc:  # botocore/google/azure errors share no base class
         partial.unlink(missing_ok=True)
-        raise WeightsUnavailable(
-            _unavailable_text(display, _object_reason(exc), target, sha256, hash_prefix)
-        ) from None
+        raise WeightsUnavailable(entry.unavailable(_object_reason(exc))) from None
 
 
-__all__ = ["WeightsHashMismatch", "WeightsUnavailable", "default_cache_dir", "fetch", "sha256_file"]
+__all__ = [
+    "HashPrefixWarning", "WeightsHashMismatch", "WeightsUnavailable", "WeightsWarning", "cache_path", "cache_record",
+    "default_cache_dir", "fetch", "normalise_uri", "sha256_file", "uri_key",
+]

@@ -31,11 +31,26 @@ class Weights:
     metrics: Mapping[str, float] = field(default_factory=dict)
     notes: str = ""
 
+    @property
+    def integrity(self) -> str:
+        """How the official file is checked, in words (`posepipe weights list` / `verify`)."""
+        if self.sha256:
+            return f"sha256 pinned ({self.sha256[:16]}...): any other file is refused"
+        if self.hash_prefix:
+            return (f"file-name hash prefix {self.hash_prefix}: checked, a mismatch only warns (not established "
+                    f"as a sha256 prefix for this file)")
+        return "no published hash"
+
+    @property
+    def plain_http(self) -> bool:
+        """The official URL is http://, without TLS: nothing authenticates the server or the bytes."""
+        return self.url.lower().startswith("http://")
+
     def describe(self) -> dict[str, Any]:
         """A JSON-friendly summary (used by `posepipe weights list` and Parquet provenance)."""
         return {
-            "name": self.name, "family": self.family, "url": self.url, "sha256": self.sha256,
-            "hash_prefix": self.hash_prefix, "source_format": self.source_format,
-            "input_size": self.input_size, "license": self.license, "paper": self.paper,
-            "metrics": dict(self.metrics),
+            "name": self.name, "family": self.family, "url": self.url, "plain_http": self.plain_http,
+            "sha256": self.sha256, "hash_prefix": self.hash_prefix, "integrity": self.integrity,
+            "source_format": self.source_format, "input_size": self.input_size, "license": self.license,
+            "paper": self.paper, "metrics": dict(self.metrics),
         }
