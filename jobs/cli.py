@@ -194,56 +194,6 @@ def demo_command(output: str, input_uri: str | None, max_persons: int) -> None:
     sys.exit(summary.exit_code)
 
 
-@main.group("weights")
-def weights_group() -> None:
-    """List and fetch the catalogue's official checkpoints."""
-
-
-@weights_group.command("list")
-@click.option("--json", "as_json", is_flag=True)
-def weights_list(as_json: bool) -> None:
-    """Every weight set posepipe knows, with its official URL and metrics."""
-    from models import CATALOGUE
-
-    rows = [spec.describe() for spec in CATALOGUE.values()]
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    for spec in CATALOGUE.values():
-        metric = ", ".join(f"{k}={v}" for k, v in spec.metrics.items())
-        click.echo(f"{spec.name:28s} {spec.family:12s} {spec.url}" + (f"  [{metric}]" if metric else ""))
-
-
-@weights_group.command("fetch")
-@click.argument("names", nargs=-1)
-@click.option("--all", "fetch_all", is_flag=True, help="Fetch the four models `posepipe run` uses by default.")
-@click.option("--from", "source", default=None, help="Fetch from this URI instead of the official URL (one NAME only).")
-def weights_fetch(names: tuple[str, ...], fetch_all: bool, source: str | None) -> None:
-    """Download NAME's checkpoint into the cache ($POSEPIPE_CACHE) and check its hash."""
-    from models import get_weights
-    from models.download import WeightsUnavailable, fetch
-
-    if fetch_all:
-        names = tuple(DEFAULT_MODELS.values())
-    if not names:
-        raise click.UsageError("name at least one weight set (see `posepipe weights list`) or pass --all")
-    if source and len(names) != 1:
-        raise click.UsageError("--from takes exactly one NAME")
-    failed = False
-    for name in names:
-        try:
-            spec = get_weights(name)
-        except KeyError as exc:
-            raise click.BadParameter(str(exc.args[0]), param_hint="NAME") from None
-        try:
-            path = fetch(source or spec.url, sha256=spec.sha256, hash_prefix=spec.hash_prefix, filename=spec.filename, progress=True)
-            click.echo(f"{name}: {path}")
-        except WeightsUnavailable as exc:
-            failed = True
-            click.secho(f"{name}: {exc}", fg="red", err=True)
-    sys.exit(EXIT_WEIGHTS if failed else 0)
-
-
 # Downstream and cluster commands live in their own modules; imported here, at the end, because
 # some of them reuse helpers defined above.
 from jobs.bench import bench_command  # noqa: E402
@@ -251,6 +201,8 @@ from jobs.evaluate import eval_command  # noqa: E402
 from jobs.export import export_group  # noqa: E402
 from jobs.render import render_command  # noqa: E402
 from jobs.submit import logs_command, status_command, submit_command  # noqa: E402
+from jobs.weights import weights_group  # noqa: E402
 
-for _command in (export_group, render_command, eval_command, bench_command, submit_command, status_command, logs_command):
+for _command in (weights_group, export_group, render_command, eval_command, bench_command, submit_command, status_command,
+                 logs_command):
     main.add_command(_command)

@@ -1,0 +1,149 @@
+"""`posepipe weights list | fetch | verify`: the catalogue's checkpoints, the cache, and what a file holds.
+
+Printing is plain text (file names and error texts pass through `plain`, never a markup parser).
+Exit codes: 0 all good; 4 a checkpoint could not be had or loaded; 2 a bad NAME or option.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from pipeline.options import DEFAULT_MODELS
+from pipeline.runner import EXIT_WEIGHTS
+from pipeline.terminal import plain
+
+
+def _spec(name: str):  # -> models.Weights
+    from models import get_weights
+
+    try:
+        return get_weights(name)
+    except KeyError as exc:
+        raise click.BadParameter(str(exc.args[0]), param_hint="NAME") from None
+
+
+@click.group("weights")
+def weights_group() -> None:
+    """List, fetch and verify the catalogue's official checkpoints."""
+
+
+@weights_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def weights_list(as_json: bool) -> None:
+    """Every weight set posepipe knows: official URL, licence, how its file is checked, metrics."""
+    from models import CATALOGUE
+
+    if as_json:
+        click.echo(json.dumps([spec.describe() for spec in CATALOGUE.values()], indent=2))
+        return
+    for spec in CATALOGUE.values():
+        metric = ", ".join(f"{k}={v}" for k, v in spec.metrics.items())
+        click.echo(f"{spec.name:28s} {spec.family:12s} {spec.url}" + (f"  [{metric}]" if metric else ""))
+        notes = [f"hash: {spec.integrity}"]
+        if spec.plain_http:
+            notes.append("PLAIN HTTP (no TLS): nothing authenticates the download; compare the sha256 that "
+                         f"`posepipe weights verify {spec.name}` prints with a copy you trust")
+        notes.append(f"licence: {spec.license}")
+        click.echo("    " + "; ".join(notes))
+
+
+@weights_group.command("fetch")
+@click.argument("names", nargs=-1)
+@click.option("--all", "fetch_all", is_flag=True, help="Fetch the four models `posepipe run` uses by default.")
+@click.option("--from", "source", default=None,
+              help="Fill NAME's cache entry from this URI (a mirror) instead of the official URL (one NAME only).")
+def weights_fetch(names: tuple[str, ...], fetch_all: bool, source: str | None) -> None:
+    """Download NAME's checkpoint into the cache ($POSEPIPE_CACHE) and check its hash."""
+    from models.download import WeightsUnavailable, fetch, sha256_file
+
+    if fetch_all:
+        names = tuple(DEFAULT_MODELS.values())
+    if not names:
+        raise click.UsageError("name at least one weight set (see `posepipe weights list`) or pass --all")
+    if source and len(names) != 1:
+        raise click.UsageError("--from takes exactly one NAME")
+    failed = False
+    for name in names:
+        spec = _spec(name)
+        try:
+            path = fetch(source or spec.url, sha256=spec.sha256, hash_prefix=spec.hash_prefix, filename=spec.filename,
+                         progress=True, require_source=bool(source))
+            click.echo(plain(f"{name}: {path} (sha256 {sha256_file(path)})"))
+        except WeightsUnavailable as exc:
+            failed = True
+            click.secho(plain(f"{name}: {exc}"), fg="red", err=True)
+    sys.exit(EXIT_WEIGHTS if failed else 0)
+
+
+def _size(n: int) -> str:
+    return f"{n} bytes" if n < 100_000 else f"{n / 1e6:.1f} MB"
+
+
+def _print_verification(result) -> None:  # result: models.verify.Verification
+    if not result.ok:
+        click.secho(f"{result.name}: FAILED", fg="red", bold=True)
+        click.echo(f"  {plain(result.problem)}")
+    else:
+        r = result.report
+        click.secho(f"{result.name}: OK", fg="green", bold=True)
+        rows = [("file", f"{r.path} ({_size(r.size)})")]
+        if result.origin:
+            rows.append(("origin", result.origin))
+        rows += [
+            ("sha256", r.sha256),
+            ("hash", result.integrity),
+            ("container", r.container),
+            ("layout", r.layout),
+            ("tensors", f"{r.tensors} loaded strictly into {result.name}'s architecture; {r.renamed} renamed "
+                        f"from the file's names"),
+            ("dropped", ", ".join(r.dropped) if r.dropped else "none"),
+            ("ignored", ", ".join(r.ignored) if r.ignored else "none"),
+        ]
+        for label, value in rows:
+            click.echo(f"  {label:10s} {plain(value)}")
+    for message in dict.fromkeys(result.warnings):
+        click.echo(f"  {'warning':10s} {plain(message)}")
+
+
+@weights_group.command("verify")
+@click.argument("names", nargs=-1)
+@click.option("--weights", "weights", multiple=True, metavar="NAME=URI",
+              help="Verify this file for NAME (repeatable): path, file://, http(s):// or s3://.")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+def weights_verify(names: tuple[str, ...], weights: tuple[str, ...], as_json: bool) -> None:
+    """Load each checkpoint through the real loader and say what it holds.
+
+    NAMEs without --weights are checked in the cache only (nothing is downloaded); with no NAME and
+    no --weights, the four default models are. For each: the container and layout recognised, the
+    keys renamed, dropped or ignored, the sha256 and the hash check, and a verdict. Exit code 4 when
+    any checkpoint fails, with the reason.
+    """
+    from jobs.cli import _parse_weights
+    from models.verify import verify_weights
+
+    given = _parse_weights(weights)
+    wanted = list(dict.fromkeys([*names, *given])) or list(DEFAULT_MODELS.values())
+    for name in wanted:
+        _spec(name)  # unknown names are a usage error, before any work
+    results = [verify_weights(name, given.get(name)) for name in wanted]
+    if as_json:
+        rows = []
+        for res in results:
+            row = {"name": res.name, "source": res.source, "ok": res.ok, "problem": res.problem,
+                   "warnings": list(res.warnings), "origin": res.origin, "hash": res.integrity or None}
+            if res.report is not None:
+                rep = res.report
+                row.update(path=str(rep.path), sha256=rep.sha256, bytes=rep.size, container=rep.container,
+                           layout=rep.layout, tensors=rep.tensors, renamed=rep.renamed, dropped=list(rep.dropped),
+                           ignored=list(rep.ignored))
+            rows.append(row)
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        for res in results:
+            _print_verification(res)
+    sys.exit(0 if all(res.ok for res in results) else EXIT_WEIGHTS)
+
+
+__all__ = ["weights_group"]
