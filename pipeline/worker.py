@@ -108,8 +108,14 @@ class PoseWorker:
                 kwargs["weights"] = weights
             import warnings
 
+            from models import RandomWeightsWarning
+            from models.download import WeightsWarning
+
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # the driver has already warned once, loudly
+                # The driver loaded these same files first and showed these two, once, loudly;
+                # anything else a load warns about on a worker still reaches the worker's log.
+                warnings.simplefilter("ignore", RandomWeightsWarning)
+                warnings.simplefilter("ignore", WeightsWarning)
                 return load_model(name, **kwargs)
 
         self.detector = load("detector")
