@@ -40,11 +40,12 @@ def parse_workers(value: str | None) -> list[int]:
 @click.option("--workers", "workers", default=None, metavar="1,2", help="Also time run_job with each of these worker counts.")
 @click.option("--memory", is_flag=True, help="Also measure a worker process's peak RSS on N and 10xN frames.")
 @click.option("--no-ray", is_flag=True, help="Skip the run_job sections (no Ray startup).")
+@click.option("--no-h264", is_flag=True, help="Skip decoding generated H.264 720p/1080p clips with 1, 2, 4 threads.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the JSON here.")
 def bench_command(video: str | None, n_frames: int, max_persons: int, device: str, half: bool | None,
                   frames_per_batch: int | None, weights: tuple[str, ...],
                   random_weights: bool, shard_frames: int | None, workers: str | None, memory: bool, no_ray: bool,
-                  out_path: Path | None) -> None:
+                  no_h264: bool, out_path: Path | None) -> None:
     """Time decoding, each model batched, the pipeline end to end, and a naive per-frame loop; print JSON.
 
     VIDEO defaults to ../shared/media/vtest.avi, or a generated clip where that is absent.
@@ -69,7 +70,8 @@ def bench_command(video: str | None, n_frames: int, max_persons: int, device: st
     except OptionError as exc:
         raise click.UsageError(str(exc)) from None
     try:
-        report = run_benchmark(options, video, n_frames, worker_counts=worker_counts, use_ray=not no_ray, memory=memory)
+        report = run_benchmark(options, video, n_frames, worker_counts=worker_counts, use_ray=not no_ray, memory=memory,
+                               decode_sizes=not no_h264)
     except VideoError as exc:
         raise click.BadParameter(f"{video or 'the sample video'}: {exc}", param_hint="VIDEO") from None
     except (WeightsError, BenchError) as exc:

@@ -55,6 +55,7 @@ def main() -> None:
 @click.option("--det-nms", type=float, default=0.45, show_default=True, help="Detector NMS IoU threshold.")
 @click.option("--no-flip-test", is_flag=True, help="Skip HRNet's flip test (faster, slightly less accurate).")
 @click.option("--frames-per-batch", type=int, default=8, show_default=True, help="Frames batched through the detector.")
+@click.option("--decode-threads", type=int, default=None, help="FFmpeg decode threads per worker. Default: the worker's CPUs.")
 @click.option("--detector", default=DEFAULT_MODELS["detector"], show_default=True, help="Detector weights name.")
 @click.option("--pose-model", default=DEFAULT_MODELS["pose"], show_default=True, help="2D keypoint weights name.")
 @click.option("--weights", "weights", multiple=True, metavar="NAME=URI", help="Checkpoint for a model (repeatable): path, file://, http(s):// or s3://.")
@@ -64,7 +65,7 @@ def main() -> None:
 @click.option("-v", "--verbose", is_flag=True)
 def run_command(input_uri: str, output: str, address: str | None, num_workers: int | None, shard_frames: int,
                 device: str, half: bool | None, max_persons: int, det_conf: float, det_nms: float, no_flip_test: bool,
-                frames_per_batch: int, detector: str, pose_model: str, weights: tuple[str, ...], random_weights: bool,
+                frames_per_batch: int, decode_threads: int | None, detector: str, pose_model: str, weights: tuple[str, ...], random_weights: bool,
                 force: bool, json_summary: bool, verbose: bool) -> None:
     """Detect, track and pose every person in every video under INPUT; write Parquet under --output."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
@@ -80,6 +81,7 @@ def options_from_run_params(params: Mapping[str, Any], *, address: str | None) -
         shard_frames=params["shard_frames"], device=params["device"], half=params["half"],
         max_persons=params["max_persons"], det_conf=params["det_conf"], det_nms=params["det_nms"],
         flip_test=not params["no_flip_test"], frames_per_batch=params["frames_per_batch"],
+        decode_threads=params.get("decode_threads"),
         models=dict(DEFAULT_MODELS, detector=params["detector"], pose=params["pose_model"]),
         weights=_parse_weights(params["weights"]), random_weights=params["random_weights"], force=params["force"],
     )

@@ -1,7 +1,10 @@
 """Benchmark: how fast each stage is, batched and naive, in-process and through Ray.
 
 Every figure comes with the counts and seconds it was derived from (time.perf_counter), so it can
-be recomputed. Sections, in order: `machine`, `clip`, `decode_fps`, `models` (each model alone,
+be recomputed. Sections, in order: `machine`, `clip`, `decode_fps`, `decode_h264_fps` (one worker's
+decode of H.264 720p and 1080p with 1, 2 and 4 threads, PyAV and decord), `remote_bytes` (bytes a
+loopback HTTP server sent for a probe plus every shard, and for a two-worker `run_job`, over the
+file's size), `models` (each model alone,
 batched, after one warm-up call), `end_to_end_fps` (`PoseWorker.process_shard` + `finish_video`
 in-process, then `run_job` on a local Ray), `naive_sequential_fps` (the same models one frame and
 one box at a time, as a loop around a per-image API would run them) and `speedup`; opt-in:
@@ -119,7 +122,7 @@ def source_frames(uri: str, n: int) -> tuple[list[np.ndarray], float]:
 
     with open_video(uri) as video:
         fps = video.info.fps or 10.0
-        frames = [f for _, batch in video.frames(0, n, window=32) for f in batch]
+        frames = [f for _, batch, _ in video.frames(0, n, window=32) for f in batch]
     return [frames[i % len(frames)] for i in range(n)], fps
 
 
@@ -137,10 +140,9 @@ def write_clip(path: Path, frames: Sequence[np.ndarray], fps: float) -> Path:
 
 
 def video_info(uri: str) -> dict[str, Any]:
-    from pipeline.video import open_video
+    from pipeline.video import probe_video
 
-    with open_video(uri) as video:
-        return asdict(video.info)
+    return probe_video(uri).info.as_dict()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -171,7 +173,7 @@ def machine_info(options: JobOptions) -> dict[str, Any]:
 
 
 def bench_decode(uri: str, n: int, window: int) -> dict[str, Any]:
-    """Decoding N frames: the pipeline's sequential next() after one seek, and decord's get_batch."""
+    """Decoding N frames: the pipeline's decoder (PyAV, windows after one seek), and decord's get_batch."""
     import decord
 
     from pipeline.sources import local_path
@@ -181,9 +183,9 @@ def bench_decode(uri: str, n: int, window: int) -> dict[str, Any]:
     with open_video(uri) as video:
         t1 = time.perf_counter()
         n = min(n, video.info.num_frames)
-        count = sum(len(batch) for _, batch in video.frames(0, n, window=window))
+        count = sum(len(batch) for _, batch, _ in video.frames(0, n, window=window))
         t2 = time.perf_counter()
-    reader = decord.VideoReader(local_path(uri), ctx=decord.cpu(0), num_threads=1)  # as pipeline.video opens it
+    reader = decord.VideoReader(local_path(uri), ctx=decord.cpu(0), num_threads=1)  # for comparison
     t3 = time.perf_counter()
     batched = 0
     for lo in range(0, n, window):
@@ -332,7 +334,7 @@ def bench_naive(worker: Any, uri: str, info: dict[str, Any]) -> dict[str, Any]:
             stages["smpl"] += time.perf_counter() - t
 
     with open_video(uri) as video:  # warm-up at batch size one; what it counted is then reset
-        _, first = next(video.frames(0, 1, window=1))
+        _, first, _ = next(video.frames(0, 1, window=1))
         one_frame(first[0], 0)
     stages.update(dict.fromkeys(stages, 0.0))
     for rows in (rows_f, rows_box, rows_score, rows_kp):
@@ -343,7 +345,7 @@ def bench_naive(worker: Any, uri: str, info: dict[str, Any]) -> dict[str, Any]:
         frames = video.frames(0, n, window=1)
         for _ in range(n):
             t = time.perf_counter()
-            indices, batch = next(frames)
+            indices, batch, _ = next(frames)
             stages["decode"] += time.perf_counter() - t
             one_frame(batch[0], int(indices[0]))
     frame_index = np.asarray(rows_f, np.int32)
@@ -465,6 +467,143 @@ def bench_memory(options: JobOptions, frames: Sequence[np.ndarray], fps: float, 
     return out
 
 
+# -- decoding H.264 at 720p and 1080p with 1, 2, 4 threads: PyAV (the job's) and decord --------------
+
+DECODE_SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}
+DECODE_THREADS = (1, 2, 4)
+DECODE_FRAMES = 96
+
+
+def h264_clip(path: Path, frames: Sequence[np.ndarray], size: tuple[int, int], fps: float, gop: int = 60) -> Path:
+    """`frames` scaled to `size`, encoded as H.264 with B-frames (x264 veryfast, CRF 23) by PyAV."""
+    import av
+    import cv2
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=int(round(fps)) or 10)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        stream.options = {"preset": "veryfast", "crf": "23", "g": str(gop), "bf": "2"}
+        for frame in frames:
+            image = av.VideoFrame.from_ndarray(cv2.resize(frame, size), format="bgr24")
+            container.mux(stream.encode(image))
+        container.mux(stream.encode(None))
+    return path
+
+
+def bench_decode_h264(frames: Sequence[np.ndarray], fps: float, folder: Path, n: int = DECODE_FRAMES) -> dict[str, Any]:
+    """Frames/s of one worker's decode (to BGR arrays, as the models get them) per size and thread count."""
+    import decord
+
+    from pipeline.video import open_video
+
+    out: dict[str, Any] = {"frames": n, "codec": "h264 (x264 veryfast, CRF 23, GOP 60, 2 B-frames)"}
+    clip_frames = [frames[i % len(frames)] for i in range(n)]
+    for label, size in DECODE_SIZES.items():
+        clip = h264_clip(folder / f"decode-{label}.mp4", clip_frames, size, fps)
+        row: dict[str, Any] = {"bytes": clip.stat().st_size}
+        for threads in DECODE_THREADS:
+            t = time.perf_counter()
+            with open_video(str(clip), threads=threads) as video:
+                count = sum(len(b) for _, b, _ in video.frames(0, n, window=8))
+            pyav = rate(count, time.perf_counter() - t)
+            reader = decord.VideoReader(str(clip), ctx=decord.cpu(0), num_threads=threads)
+            t = time.perf_counter()
+            for _ in range(len(reader)):
+                np.ascontiguousarray(reader.next().asnumpy()[..., ::-1])
+            decord_rate = rate(len(reader), time.perf_counter() - t)
+            del reader
+            row[f"threads_{threads}"] = {"pyav": pyav["fps"], "decord": decord_rate["fps"]}
+        out[label] = row
+    return out
+
+
+# -- bytes read from storage for a remote job ------------------------------------------------------
+
+class _CountingServer:
+    """A loopback HTTP server of one folder, answering byte ranges, counting the body bytes it sends."""
+
+    def __init__(self, root: Path) -> None:
+        import re
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        state = self
+        self.bytes_sent, self.requests = 0, 0
+        self._lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_HEAD(self) -> None:
+                self._serve(False)
+
+            def do_GET(self) -> None:
+                self._serve(True)
+
+            def _serve(self, body: bool) -> None:
+                data = (root / self.path.lstrip("/")).read_bytes()
+                m = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+                start, stop = (int(m.group(1)), int(m.group(2) or len(data) - 1) + 1) if m else (0, len(data))
+                self.send_response(206 if m else 200)
+                self.send_header("Content-Length", str(min(stop, len(data)) - start))
+                self.send_header("Accept-Ranges", "bytes")
+                if m:
+                    self.send_header("Content-Range", f"bytes {start}-{min(stop, len(data)) - 1}/{len(data)}")
+                self.end_headers()
+                if body:
+                    payload = data[start:stop]
+                    self.wfile.write(payload)
+                    with state._lock:
+                        state.bytes_sent += len(payload)
+                        state.requests += 1
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def bench_remote_bytes(uri: str, options: JobOptions, use_ray: bool) -> dict[str, Any]:
+    """The clip served over loopback HTTP: bytes the server sent for a probe plus every shard
+    (in process), and for a whole `run_job` with two workers, over the file's size."""
+    from pipeline.video import open_video, probe_video, shard_bounds
+
+    path = Path(uri)
+    size = path.stat().st_size
+    server = _CountingServer(path.parent)
+    url = f"{server.url}/{path.name}"
+    out: dict[str, Any] = {"input_bytes": size}
+    try:
+        for shard in sorted({options.shard_frames, max(1, options.shard_frames // 4)}):
+            server.bytes_sent = server.requests = 0
+            t = time.perf_counter()
+            probe = probe_video(url)
+            bounds = shard_bounds(probe.info, shard)
+            frames = 0
+            for start, stop in bounds:
+                with open_video(url, info=probe.info, header=probe.header) as video:
+                    frames += sum(len(b) for _, b, _ in video.frames(start, stop, window=options.frames_per_batch))
+            out[f"in_process_shard_frames_{shard}"] = {
+                "shards": len(bounds), "frames": frames, "bytes_sent": server.bytes_sent, "requests": server.requests,
+                "bytes_over_input": ratio(server.bytes_sent, size), "seconds": round(time.perf_counter() - t, 3)}
+        if use_ray:
+            server.bytes_sent = server.requests = 0
+            out["run_job_2_workers"] = {**bench_run_job(replace(options, input=url, num_workers=2)),
+                                        "bytes_sent": server.bytes_sent, "requests": server.requests,
+                                        "bytes_over_input": ratio(server.bytes_sent, size)}
+    finally:
+        server.close()
+    return out
+
+
 class BenchError(RuntimeError):
     """A measurement could not be taken; the message says which and why."""
 
@@ -479,7 +618,7 @@ def default_shard_frames(n_frames: int, frames_per_batch: int) -> int:
 
 
 def run_benchmark(options: JobOptions, video: str | None, n_frames: int, *, worker_counts: Sequence[int] = (),
-                  use_ray: bool = True, memory: bool = False) -> dict[str, Any]:
+                  use_ray: bool = True, memory: bool = False, decode_sizes: bool = True) -> dict[str, Any]:
     """Every section for `options` (validated; input/output are replaced by a temporary folder) on
     VIDEO's first `n_frames` frames, or generated ones where VIDEO is None and no sample is at hand.
 
@@ -515,6 +654,11 @@ def run_benchmark(options: JobOptions, video: str | None, n_frames: int, *, work
         report["decode_fps"] = bench_decode(uri, n_frames, options.frames_per_batch)
         if source and "://" not in source:  # the file as given too: its codec may decode differently
             report["decode_fps"]["source_video"] = bench_decode(source, n_frames, options.frames_per_batch)
+        if decode_sizes:
+            _log("decoding H.264 720p and 1080p with 1, 2 and 4 threads")
+            report["decode_h264_fps"] = bench_decode_h264(frames, fps, folder)
+        _log("bytes read from storage: the clip over loopback HTTP")
+        report["remote_bytes"] = bench_remote_bytes(uri, options, use_ray)
         _log("loading the models")
         worker, load_seconds = _timed(lambda: PoseWorker(options))
         report["machine"]["model_load_seconds"] = round(load_seconds, 4)

@@ -21,6 +21,7 @@ MAX_PERSONS = 100
 MAX_FRAMES_PER_BATCH = 512
 MAX_SHARD_FRAMES = 3_000_000
 MAX_WORKERS = 10_000
+MAX_DECODE_THREADS = 64
 
 
 class OptionError(ValueError):
@@ -46,6 +47,7 @@ class JobOptions:
     flip_test: bool = True
     flip_augment_3d: bool = True
     frames_per_batch: int = 8
+    decode_threads: int | None = None   # FFmpeg threads per worker's open video; None: the worker's CPUs
     models: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_MODELS))
     weights: Mapping[str, str] = field(default_factory=dict)   # catalogue name -> URI
     random_weights: bool = False
@@ -73,6 +75,8 @@ class JobOptions:
         if not 0.0 < self.det_nms <= 1.0:
             raise OptionError("--det-nms", f"must be in (0, 1] (got {self.det_nms})")
         _in_range("--frames-per-batch", self.frames_per_batch, 1, MAX_FRAMES_PER_BATCH)
+        if self.decode_threads is not None:
+            _in_range("--decode-threads", self.decode_threads, 1, MAX_DECODE_THREADS)
         for stage, name in self.models.items():
             if stage not in STAGE_MODELS:
                 raise OptionError("--model", f"unknown stage {stage!r}; stages: {', '.join(STAGE_MODELS)}")

@@ -256,7 +256,7 @@ def _decode(loaded: _Loaded, start: int, stop: int):  # noqa: ANN202 - generator
     try:
         with open_video(loaded.uri) as stream:
             _check_source(stream.info, loaded)
-            for indices, batch in stream.frames(start, stop):
+            for indices, batch, _ in stream.frames(start, stop):
                 yield from zip(indices.tolist(), batch)
     except VideoError as exc:
         reason = _without_secrets(str(exc), loaded.uri)

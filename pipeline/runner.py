@@ -87,6 +87,7 @@ class JobSummary:
     random_weights: bool = False
     failures: list[tuple[str, str]] = field(default_factory=list)
     skipped_inputs: list[tuple[str, str]] = field(default_factory=list)   # (name, why it is not a video job)
+    bytes_read: int = 0    # bytes the shards read from the inputs (container headers: once per video, by the probe)
 
     @property
     def exit_code(self) -> int:
@@ -152,22 +153,18 @@ def provenance(options: JobOptions, hashes: dict[str, str | None]) -> dict[str, 
     }
 
 
-def _probe(uri: str) -> dict[str, Any]:
-    """Open a video and report its geometry, or the reason it cannot be read."""
-    from pipeline.video import VideoError, inspect_container, open_video
+def _probe(uri: str) -> tuple[dict[str, Any], dict[int, bytes]]:
+    """A video's geometry and keyframes, or the reason it cannot be read; and the header bytes its
+    shards open with (a second return, so it goes from here to the workers, not via the driver)."""
+    from pipeline.video import VideoError, probe_video
 
-    problem = inspect_container(uri)  # the container's header first: decord mistakes or crashes on some files
-    if problem:
-        return {"error": problem}
     try:
-        with open_video(uri) as video:
-            i = video.info
-            return {"info": {"num_frames": i.num_frames, "fps": i.fps, "width": i.width, "height": i.height,
-                             "duration_s": i.duration_s}}
+        probe = probe_video(uri)
     except VideoError as exc:
-        return {"error": str(exc)}
+        return {"error": str(exc)}, {}
     except Exception as exc:  # anything else the decoder throws is still this file's problem
-        return {"error": scrub(f"{type(exc).__name__}: {exc}")}
+        return {"error": scrub(f"{type(exc).__name__}: {exc}")}, {}
+    return {"info": probe.info.as_dict()}, probe.header
 
 
 def _cluster_plan(options: JobOptions, ray: Any) -> tuple[int, dict[str, Any], int]:
@@ -294,9 +291,10 @@ class _RayWorker(PoseWorker):
 
         return {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}
 
-    def shard(self, task: ShardTask) -> tuple[dict[str, int], ShardResult]:
-        result = self.process_shard(task)
-        return {"rows": len(result.frame_index), "frames_decoded": result.frames_decoded}, result
+    def shard(self, task: ShardTask, header: dict[int, bytes] | None = None) -> tuple[dict[str, int], ShardResult]:
+        result = self.process_shard(task, header=header)
+        return {"rows": len(result.frame_index), "frames_decoded": result.frames_decoded,
+                "bytes_read": result.bytes_read}, result
 
 
 @dataclass(eq=False)
@@ -324,6 +322,7 @@ class _Video:
     ref: VideoRef
     info: dict[str, Any]
     shards: list[ShardTask]
+    header: Any = None                                      # ObjectRef of the container header bytes
     results: dict[int, Any] = field(default_factory=dict)   # shard start -> rows ObjectRef
     finish_attempts: int = 0
     recomputes: int = 0
@@ -410,7 +409,8 @@ class _Scheduler:
     def _submit(self) -> None:
         while self.pending_probe and sum(1 for k, _, _ in self.inflight.values() if k == "probe") < self.max_probes:
             ref = self.pending_probe.popleft()
-            self.inflight[self.probe_task.remote(ref.uri)] = ("probe", ref, None)
+            summary_ref, header_ref = self.probe_task.options(num_returns=2).remote(ref.uri)
+            self.inflight[summary_ref] = ("probe", (ref, header_ref), None)
         while self.finish_queue and (worker := self._idle_worker()) is not None:
             video = self.finish_queue.popleft()
             if self.videos.get(video.ref.video_id) is not video:
@@ -431,7 +431,7 @@ class _Scheduler:
             video, shard = self.shard_queue.popleft()
             if self.videos.get(video.ref.video_id) is not video:
                 continue
-            summary_ref, rows_ref = worker.actor.shard.options(num_returns=2).remote(shard)
+            summary_ref, rows_ref = worker.actor.shard.options(num_returns=2).remote(shard, video.header)
             self._start(summary_ref, "shard", (video, shard, rows_ref), worker)
 
     def _start(self, obj: Any, kind: str, payload: Any, worker: _Worker) -> None:
@@ -443,19 +443,26 @@ class _Scheduler:
         return min(ready, key=lambda w: len(w.queue)) if ready else None
 
     # -- results ------------------------------------------------------------------------------
-    def _on_probe(self, obj: Any, ref: VideoRef, _: None) -> None:
+    def _on_probe(self, obj: Any, payload: tuple[VideoRef, Any], _: None) -> None:
+        from pipeline.video import VideoInfo, shard_bounds
+
+        ref, header = payload
         try:
             result = self.ray.get(obj)
         except self.ray.exceptions.RayError as exc:  # the probe's worker or node died, after Ray's retries
+            _consume(self.ray, header)
             self._fail_ref(ref, f"could not probe the video: {_short(exc)}")
             return
         if "error" in result:
+            _consume(self.ray, header)
             self._fail_ref(ref, result["error"])
             return
         info = result["info"]
-        shards = [ShardTask(ref.video_id, ref.uri, s, min(s + self.options.shard_frames, info["num_frames"]))
-                  for s in range(0, info["num_frames"], self.options.shard_frames)]
-        video = _Video(ref, info, shards, may_be_committed=self.options.force or ref.video_id in self.committed)
+        # Shards start on keyframes (pipeline.video.shard_bounds): no two shards read the same bytes.
+        shards = [ShardTask(ref.video_id, ref.uri, start, stop, info=info)
+                  for start, stop in shard_bounds(VideoInfo.from_dict(info), self.options.shard_frames)]
+        video = _Video(ref, info, shards, header=header,
+                       may_be_committed=self.options.force or ref.video_id in self.committed)
         self.videos[ref.video_id] = video
         self.shard_queue.extend((video, s) for s in shards)
         self.report("video_started", {"video_id": ref.video_id, "frames": info["num_frames"], "shards": len(shards)})
@@ -466,7 +473,7 @@ class _Scheduler:
         video, shard, rows_ref = payload
         current = self.videos.get(video.ref.video_id) is video
         try:
-            self.ray.get(obj)
+            counts = self.ray.get(obj)
         except Exception as exc:
             _consume(self.ray, rows_ref)  # its twin failed too: fetched, Ray does not print it as "unhandled"
             if _failure_kind(self.ray, exc) == "task":
@@ -489,6 +496,7 @@ class _Scheduler:
             return
         video.results[shard.start] = rows_ref
         self.summary.frames += shard.stop - shard.start
+        self.summary.bytes_read += counts.get("bytes_read", 0)
         self.report("frames", {"video_id": video.ref.video_id, "frames": shard.stop - shard.start})
         if video.complete:
             self.finish_queue.append(video)

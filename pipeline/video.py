@@ -1,21 +1,41 @@
-"""Decoding videos with decord, from local files or any smart-open URI, in bounded memory.
+"""Decoding videos with PyAV (FFmpeg) from local files or any object store, a shard at a time.
 
-Frames come out as BGR uint8 (the models' OpenCV convention), in windows, with the stream's own
-timestamps. Anything that is not a readable video raises `VideoError` with a reason a person can act on.
+Why PyAV, not decord, in the job (README, *Decoding*): decord indexes a video by reading every packet
+of it when it opens, so each shard of a remote video downloaded all of it; PyAV reads through a
+Python file object (`pipeline.objects.RangeReader`: bounded ranged GETs) and seeks by the
+container's own index, so a shard reads the container header and the bytes it decodes. Measured on
+this project's machines, the two decode at the same speed and give the same frames and timestamps
+(decord stays the reference in the tests and in `posepipe bench`).
+
+The probe (`probe_video`) reads the header once and learns everything the runner plans with: frame
+count, keyframes (shards start on them, so no shard decodes bytes another shard also decodes), the
+byte offset of each keyframe (a shard stops reading where the next one's bytes begin) and the
+displayed geometry. The header bytes it read travel with the shards, which then open without
+fetching them again. Frames come out as BGR uint8 (the models' OpenCV convention) after rotation
+metadata, in windows, each frame with the stream's own presentation time.
 """
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
-import re
-from dataclasses import dataclass
-from typing import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from pipeline.objects import ObjectReadError, RangeReader, open_ranged
 from pipeline.redaction import redact, scrub
-from pipeline.sources import is_remote, local_path, open_binary
-from pipeline.streaming import shared_server
+from pipeline.sources import is_remote, local_path
+
+# Past these a container's timestamps are not a real recording's (a 1e9 s Matroska duration made
+# decord abort the process with std::bad_alloc). MPEG-TS clocks wrap at 26.5 h: real streams stay far below.
+MAX_PLAUSIBLE_SECONDS = 1e7
+# FFmpeg demuxers that read one still image (an image renamed .mp4 opens as a one-frame "video").
+_IMAGE_FORMATS = ("_pipe", "image2", "webp", "apng")
+# Decode threads per open video. FFmpeg's frame threading scales H.264/HEVC decoding with cores; the
+# worker passes the CPUs it was given (README, *Decoding*, for the measured scaling).
+DEFAULT_DECODE_THREADS = 1
 
 
 class VideoError(RuntimeError):
@@ -26,173 +46,357 @@ class VideoError(RuntimeError):
 class VideoInfo:
     num_frames: int
     fps: float
-    width: int    # as displayed (decord applies rotation metadata)
+    width: int    # as displayed (rotation metadata applied)
     height: int
     duration_s: float
+    keyframes: tuple[int, ...] = (0,)          # frame indices decoding can start at, ascending
+    keyframe_dts: tuple[int, ...] = (0,)       # their decode times, in the stream's time base (for seeking)
+    keyframe_offsets: tuple[int, ...] = (0,)   # their byte offsets in the file (-1: unknown)
+    rotation: int = 0                          # degrees counter-clockwise, as FFmpeg's display matrix says
+    indexed: bool = True                       # False: the container has no frame index; the probe scanned packets
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "VideoInfo":
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
-# Past these a container's timestamps are not a real recording's: decord sizes its frame index from
-# the duration (a 1e9 s Matroska duration ends the process with std::bad_alloc) and reads the
-# frames' times as offsets from zero. MPEG-TS clocks wrap at 26.5 h, so real streams stay far below.
-MAX_PLAUSIBLE_SECONDS = 1e7
-# FFmpeg demuxers that read one still image (an image renamed .mp4 opens as a one-frame "video").
-_IMAGE_FORMATS = ("_pipe", "image2", "gif", "apng", "webp")
+@dataclass
+class Probe:
+    info: VideoInfo
+    header: dict[int, bytes] = field(default_factory=dict)   # byte ranges read to open the container
 
 
-def inspect_container(uri: str) -> str | None:
-    """Why `uri` is not a decodable video, from its container header alone; None if it looks like one.
+def shard_bounds(info: VideoInfo, shard_frames: int) -> list[tuple[int, int]]:
+    """[start, stop) frame ranges of about `shard_frames` frames, each starting on a keyframe.
 
-    PyAV reads only the header and stream table (a few KiB, or a few range requests remotely), which
-    tells apart what decord reports alike: a damaged header (no streams), audio only, a still image,
-    impossible timestamps. Decoding problems inside a good container are found by decoding.
+    A shard that started mid-GOP would decode (and read) frames from the keyframe before it, which
+    the shard before it also reads. So every boundary is moved down to the nearest keyframe; a GOP
+    longer than `shard_frames` becomes one shard of its own.
     """
-    import av
+    if info.num_frames <= 0:
+        return []
+    keyframes = np.asarray(info.keyframes or (0,))
+    bounds: list[int] = [0]
+    for nominal in range(shard_frames, info.num_frames, shard_frames):
+        snapped = int(keyframes[np.searchsorted(keyframes, nominal, side="right") - 1])
+        if snapped > bounds[-1]:
+            bounds.append(snapped)
+    bounds.append(info.num_frames)
+    return list(zip(bounds[:-1], bounds[1:]))
 
-    size = None
-    try:
-        with contextlib.ExitStack() as stack:
-            if is_remote(uri):
-                source = stack.enter_context(open_binary(uri))
-            else:
-                source = local_path(uri)
-                size = os.path.getsize(source)
-            if size == 0:
-                return "the file is empty (0 bytes)"
-            container = stack.enter_context(av.open(source, metadata_errors="ignore"))
-            streams = list(container.streams)
-            video = [s for s in streams if s.type == "video"]
-            if not streams:
-                return "corrupt container: its header lists no streams (damaged or truncated file)"
-            if not video:
-                kinds = ", ".join(sorted({f"{s.type} ({s.codec_context.name})" if s.codec_context else s.type
-                                          for s in streams}))
-                return f"no video stream (the file holds only {kinds})"
-            name = container.format.name or ""
-            if any(tag in name for tag in _IMAGE_FORMATS) and name != "gif":
-                return f"a still image ({name.replace('_pipe', '')}), not a video"
-            for label, micros in (("duration", container.duration), ("start time", container.start_time)):
-                if micros is not None and abs(micros) / 1e6 > MAX_PLAUSIBLE_SECONDS:
-                    return (f"implausible container {label} ({micros / 1e6:.3g} s): corrupt or unsupported "
-                            "timestamps; re-mux the file with reset timestamps "
-                            "(ffmpeg -i IN -c copy -avoid_negative_ts make_zero OUT)")
-    except av.error.FFmpegError as exc:
-        detail = (exc.strerror or str(exc)).rstrip(".")
-        return f"not a readable video container (truncated, corrupt or not a video: {detail})"
-    except OSError as exc:
-        return f"could not read {redact(uri)}: {exc.strerror or scrub(str(exc))}"
-    except Exception as exc:  # a remote reader's own errors (smart-open, botocore): say what, not where
-        return f"could not read {redact(uri)}: {type(exc).__name__}: {scrub(str(exc))[:300]}"
+
+def _end_offset(info: VideoInfo, stop: int, size: int | None) -> int | None:
+    """Where the bytes of frames before `stop` end: the next keyframe's offset (None: unknown)."""
+    keyframes = np.asarray(info.keyframes)
+    i = int(np.searchsorted(keyframes, stop, side="left"))
+    if i >= len(keyframes):
+        return size
+    offset = info.keyframe_offsets[i] if i < len(info.keyframe_offsets) else -1
+    return int(offset) if offset >= 0 else None
+
+
+def _merge(recorded: Mapping[int, bytes]) -> dict[int, bytes]:
+    """Adjacent or overlapping recorded reads joined into as few ranges as possible."""
+    merged: list[tuple[int, bytearray]] = []
+    for start, data in sorted(recorded.items()):
+        if merged and start <= merged[-1][0] + len(merged[-1][1]):
+            head, buf = merged[-1]
+            overlap = head + len(buf) - start
+            buf.extend(data[overlap:])
+        else:
+            merged.append((start, bytearray(data)))
+    return {start: bytes(buf) for start, buf in merged}
+
+
+def _container_problem(container: Any, video: Any) -> str | None:
+    name = container.format.name or ""
+    if any(tag in name for tag in _IMAGE_FORMATS):
+        return f"a still image ({name.replace('_pipe', '')}), not a video"
+    for label, micros in (("duration", container.duration), ("start time", container.start_time)):
+        if micros is not None and abs(micros) / 1e6 > MAX_PLAUSIBLE_SECONDS:
+            return (f"implausible container {label} ({micros / 1e6:.3g} s): corrupt or unsupported "
+                    "timestamps; re-mux the file with reset timestamps "
+                    "(ffmpeg -i IN -c copy -avoid_negative_ts make_zero OUT)")
     return None
 
 
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip()
-    low = text.lower()
-    if "invalid frame count" in low or "frame count: 0" in low:
-        return "the file has no decodable video frames"
-    if "check failed" in low and ("stream" in low or "nb_streams" in low or "codec" in low):
-        return "no video stream (audio-only or a non-video container)"
-    if "error reading" in low or "invalid data" in low or "could not find" in low or "moov atom" in low:
-        return "not a readable video container (empty, truncated or not a video)"
-    first = text.splitlines()[0] if text else type(exc).__name__
-    # decord prefixes messages with a source location and quotes the file's path; keep the reason
-    first = re.sub(r"^\[[\d:]+\]\s*\S+:\d+:\s*", "", first)
-    first = re.sub(r"\[[^\]]*\]\s*", "", first)
-    return f"decoder error: {scrub(first)[:300]}"
+def _read_failure(uri: str, exc: BaseException) -> VideoError:
+    import av
+
+    if isinstance(exc, ObjectReadError):
+        return VideoError(f"could not read {redact(uri)}: {exc}")
+    if isinstance(exc, av.error.FFmpegError):
+        detail = (exc.strerror or str(exc)).rstrip(".")
+        return VideoError(f"not a readable video container (truncated, corrupt or not a video: {detail})")
+    if isinstance(exc, OSError):
+        return VideoError(f"could not read {redact(uri)}: {exc.strerror or scrub(str(exc))}")
+    return VideoError(f"could not read {redact(uri)}: {type(exc).__name__}: {scrub(str(exc))[:300]}")
+
+
+def _open_container(uri: str, reader: Any) -> tuple[Any, Any]:
+    """The container and its first video stream, or a VideoError saying why there is none."""
+    import av
+
+    try:
+        container = av.open(reader, mode="r", metadata_errors="ignore")
+    except Exception as exc:
+        raise _read_failure(uri, exc) from None
+    streams = list(container.streams)
+    video = [s for s in streams if s.type == "video"]
+    if not streams:
+        container.close()
+        raise VideoError("corrupt container: its header lists no streams (damaged or truncated file)")
+    if not video:
+        kinds = ", ".join(sorted({f"{s.type} ({s.codec_context.name})" if s.codec_context else s.type for s in streams}))
+        container.close()
+        raise VideoError(f"no video stream (the file holds only {kinds})")
+    problem = _container_problem(container, video[0])
+    if problem:
+        container.close()
+        raise VideoError(problem)
+    return container, video[0]
+
+
+def _bgr(frame: Any, rotation: int) -> np.ndarray:
+    image = frame.to_ndarray(format="bgr24")
+    if rotation % 360:
+        image = np.ascontiguousarray(np.rot90(image, k=(rotation // 90) % 4))
+    return image
+
+
+def _frame_time(frame: Any) -> float:
+    return float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base is not None else float("nan")
+
+
+def _open_reader(uri: str, known: Mapping[int, bytes] | None = None) -> RangeReader:
+    try:
+        reader = open_ranged(uri, known=known)
+    except Exception as exc:
+        raise _read_failure(uri, exc) from None
+    if reader.size == 0:
+        reader.close()
+        raise VideoError("the file is empty (0 bytes)")
+    return reader
+
+
+def probe_video(uri: str) -> Probe:
+    """What the runner needs to plan `uri`'s shards, from its header (and, for containers without a
+    frame index such as Matroska, one pass over its packets). Raises VideoError for a non-video."""
+    import av
+
+    reader = _open_reader(uri)
+    reader.recorded = {}
+    with contextlib.closing(reader):
+        container, stream = _open_container(uri, reader)
+        with container:
+            header: dict[int, bytes] = {}
+            try:
+                first = next(container.decode(stream), None)
+            except Exception as exc:
+                raise VideoError(f"the video stream cannot be decoded: {_decode_detail(exc)}") from None
+            if first is None:
+                raise VideoError("the file has no decodable video frames")
+            if is_remote(uri):  # what opening cost, to spare every shard the same reads
+                header = _merge(reader.recorded or {})  # the first packets too: shard 0 needs them anyway
+            reader.recorded = None
+            rotation = int(first.rotation or 0) if hasattr(first, "rotation") else 0
+            image = _bgr(first, rotation)
+            if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] < 2 or image.shape[1] < 2:
+                raise VideoError(f"decodes to malformed frames of shape {tuple(image.shape)} (expected HxWx3); "
+                                 "the stream is corrupt or uses an unsupported pixel format")
+            fps = float(stream.average_rate or stream.guessed_rate or 0.0)
+            entries = [e for e in stream.index_entries if not e.is_discard]
+            indexed = stream.frames > 0 and len(entries) == stream.frames
+            if indexed:
+                keys = [(i, e.timestamp, e.pos) for i, e in enumerate(entries) if e.is_keyframe]
+                num_frames = len(entries)
+            else:  # no frame index (Matroska, WebM, MPEG-TS, ...): count packets, reading the file once
+                try:
+                    container.seek(0, stream=stream, backward=True)
+                except Exception:
+                    pass
+                keys, num_frames = [], 0
+                try:
+                    for packet in container.demux(stream):
+                        if packet.size == 0:
+                            continue
+                        if packet.is_keyframe:
+                            keys.append((num_frames, packet.dts if packet.dts is not None else packet.pts,
+                                         packet.pos if packet.pos is not None else -1))
+                        num_frames += 1
+                except av.error.FFmpegError as exc:
+                    if num_frames == 0:
+                        raise VideoError(f"the video stream cannot be read: {_decode_detail(exc)}") from None
+            if num_frames <= 0:
+                raise VideoError("the file has no decodable video frames")
+            if not keys or keys[0][0] != 0:
+                keys.insert(0, (0, None, -1))
+            duration = float(stream.duration * stream.time_base) if stream.duration else (num_frames / fps if fps else 0.0)
+            height, width = image.shape[:2]
+            info = VideoInfo(
+                num_frames=num_frames, fps=fps, width=int(width), height=int(height), duration_s=duration,
+                keyframes=tuple(k[0] for k in keys), keyframe_dts=tuple(-1 if k[1] is None else int(k[1]) for k in keys),
+                keyframe_offsets=tuple(int(k[2]) for k in keys), rotation=rotation, indexed=indexed,
+            )
+    return Probe(info=info, header=header)
+
+
+def _decode_detail(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return scrub(str(text)).rstrip(".")[:300]
+
+
+def valid_timestamps(stamps: np.ndarray) -> bool:
+    """Whether per-frame presentation times can be trusted: finite, not negative, in order.
+
+    AVI and some raw streams carry no real presentation times (or decode-order ones); their frames
+    are then timed `frame_index / fps` instead (`grid_timestamps`)."""
+    stamps = np.asarray(stamps, dtype=np.float64)
+    return bool(len(stamps) == 0 or (np.isfinite(stamps).all() and (stamps >= -1e-6).all()
+                                     and (np.diff(stamps) >= -1e-9).all()))
+
+
+def grid_timestamps(frame_index: np.ndarray, fps: float) -> np.ndarray:
+    return np.asarray(frame_index, dtype=np.float64) / (fps if fps > 0 else 30.0)
 
 
 class VideoStream:
-    """An open video: `info`, and frame windows from `frames(start, stop)`."""
+    """An open video: `info`, and frame windows from `frames(start, stop)`.
 
-    def __init__(self, uri: str) -> None:
-        import decord
+    `info` and `header` (from `probe_video`) save the open from probing again; without them the
+    stream probes itself.
+    """
 
-        # FFmpeg's own complaints about bad files would flood job logs; we report one reason instead.
-        decord.logging.set_level(decord.logging.QUIET)
-
+    def __init__(self, uri: str, *, info: VideoInfo | None = None, header: Mapping[int, bytes] | None = None,
+                 threads: int = DEFAULT_DECODE_THREADS) -> None:
         self.uri = uri
-        self._published: str | None = None
-        target = local_path(uri)
-        if is_remote(uri):
-            self._published = shared_server().publish(lambda: open_binary(uri))
-            target = self._published
+        self.info = info if info is not None else probe_video(uri).info
+        self.threads = max(1, int(threads))
+        self._reader = _open_reader(uri, known=header)
         try:
-            self._reader = decord.VideoReader(target, ctx=decord.cpu(0), num_threads=1)
-            num_frames = len(self._reader)
-            if num_frames <= 0:
-                raise VideoError("the file has no decodable video frames")
-            first = self._reader[0].asnumpy()
-        except VideoError:
-            self.close()
+            self._container, self._stream = _open_container(uri, self._reader)
+        except BaseException:
+            self._reader.close()
             raise
-        except Exception as exc:  # decord raises DECORDError, RuntimeError, AssertionError
-            upstream = shared_server().upstream_error(self._published) if self._published else None
-            self.close()
-            if upstream:
-                raise VideoError(f"could not read {redact(uri)}: {scrub(upstream)}") from None
-            raise VideoError(inspect_container(uri) or _reason(exc)) from None
-        if first.ndim != 3 or first.shape[2] != 3 or first.shape[0] < 2 or first.shape[1] < 2:
-            self.close()
-            raise VideoError(
-                f"decodes to malformed frames of shape {tuple(first.shape)} (expected HxWx3); "
-                "the stream is corrupt or uses an unsupported pixel format"
-            )
-        fps = float(self._reader.get_avg_fps() or 0.0)
-        height, width = int(first.shape[0]), int(first.shape[1])
-        self._timestamps = self._read_timestamps(num_frames, fps)
-        duration = float(self._timestamps[-1] + (1.0 / fps if fps > 0 else 0.0)) if num_frames else 0.0
-        self.info = VideoInfo(num_frames=num_frames, fps=fps, width=width, height=height, duration_s=duration)
+        if self.threads > 1:
+            self._stream.thread_type = "FRAME"
+            self._stream.thread_count = self.threads
+        self._timestamps: np.ndarray | None = None
+        self._fresh = True   # nothing decoded yet: frame 0 needs no seek
 
-    def _read_timestamps(self, num_frames: int, fps: float) -> np.ndarray:
-        """Per-frame start times from the stream; a fixed-rate grid where the container has none."""
-        try:
-            stamps = np.asarray(self._reader.get_frame_timestamp(np.arange(num_frames)), dtype=np.float64)[:, 0]
-        except Exception:
-            stamps = np.full(num_frames, np.nan)
-        # AVI and some raw streams carry no pts: decord then reports huge negative values.
-        valid = np.isfinite(stamps).all() and (stamps >= -1e-6).all() and (np.diff(stamps) >= -1e-9).all()
-        if not valid:
-            rate = fps if fps > 0 else 30.0
-            stamps = np.arange(num_frames, dtype=np.float64) / rate
-        return stamps
+    @property
+    def bytes_fetched(self) -> int:
+        """Bytes this stream read from the file or object (the shared header not included)."""
+        return self._reader.bytes_fetched
 
     @property
     def timestamps(self) -> np.ndarray:
+        """Every frame's presentation time in seconds (decodes the whole video once: tests, render)."""
+        if self._timestamps is None:
+            stamps = np.concatenate([s for _, _, s in self.frames(0, self.info.num_frames, window=64)]) \
+                if self.info.num_frames else np.zeros(0)
+            self._timestamps = stamps if valid_timestamps(stamps) else grid_timestamps(np.arange(len(stamps)), self.info.fps)
         return self._timestamps
 
-    def frames(self, start: int, stop: int, window: int = 32) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
-        """Yield (frame indices, BGR frames) in windows of at most `window` frames.
+    def frames(self, start: int, stop: int, window: int = 32) -> Iterator[tuple[np.ndarray, list[np.ndarray], np.ndarray]]:
+        """Yield (frame indices, BGR frames, presentation times in s) in windows of at most `window`.
 
-        Frames are read one by one after one seek, so memory stays at one window. (`get_batch`
-        was once measured ~10x slower for consecutive frames here; `posepipe bench` now finds the
-        two within 1.5x, so reading one by one costs nothing and keeps memory flat.)
+        Decoding starts at the keyframe at or before `start` (frames before `start` are decoded and
+        dropped) and stops after `stop - 1`; the reader ends the file where the next keyframe's
+        bytes begin, so the decoder flushes rather than read them. Memory stays at one window plus
+        FFmpeg's frame threads.
         """
         stop = min(stop, self.info.num_frames)
-        try:
-            self._reader.seek_accurate(start) if start > 0 else self._reader.seek(0)
-            for lo in range(start, stop, window):
-                hi = min(lo + window, stop)
-                batch = []
-                for _ in range(lo, hi):
-                    rgb = self._reader.next().asnumpy()
-                    if rgb.ndim != 3 or rgb.shape[2] != 3:
-                        raise VideoError(f"frame decodes to malformed shape {tuple(rgb.shape)}")
-                    batch.append(np.ascontiguousarray(rgb[:, :, ::-1]))
-                yield np.arange(lo, hi), batch
-        except VideoError:
-            raise
-        except StopIteration:
-            raise VideoError(f"the stream ended early: fewer frames than the {self.info.num_frames} it declares (truncated file?)") from None
-        except Exception as exc:
-            raise VideoError(_reason(exc)) from None
+        if start >= stop:
+            return
+        keyframes = np.asarray(self.info.keyframes)
+        k = max(int(np.searchsorted(keyframes, start, side="right") - 1), 0)
+        first = int(keyframes[k])
+        self._reader.limit = _end_offset(self.info, stop, self._reader.size)
+        wanted = start                       # the next frame to hand out
+        batch: list[np.ndarray] = []
+        stamps: list[float] = []
+        while True:
+            index = first
+            try:
+                for frame in self._decoder_from(first, k):
+                    if index >= wanted:
+                        batch.append(_bgr(frame, self.info.rotation))
+                        stamps.append(_frame_time(frame))
+                        wanted = index + 1
+                        if len(batch) == window or index == stop - 1:
+                            yield np.arange(index - len(batch) + 1, index + 1), batch, np.asarray(stamps, np.float64)
+                            batch, stamps = [], []
+                    index += 1
+                    if index >= stop:
+                        return
+            except VideoError:
+                raise
+            except Exception as exc:
+                raise VideoError(f"the video stream is corrupt at frame {index}: {_decode_detail(exc)}") from None
+            if self._reader.limit is None:
+                raise VideoError(f"the stream ended early: {index} frames decoded of the {self.info.num_frames} "
+                                 "its container declares (truncated file?)")
+            # Some frame before `stop` needs packets past the next keyframe (an open GOP's leading
+            # frames): decode this stretch again with the whole file readable, from where we are.
+            self._reader.limit = None
+
+    def _decoder_from(self, first: int, k: int) -> Iterator[Any]:
+        """Frames in presentation order from keyframe `first` (the k-th keyframe) on.
+
+        The seek aims just before the *next* keyframe's decode time: demuxers search by
+        presentation time (MP4) or decode time (AVI), and a keyframe's presentation time lies
+        between the two, so either search lands on this keyframe. The first packet read must be
+        that keyframe (its decode time says so); frames the decoder shows before the keyframe (an
+        open GOP's leading frames) belong to the shard before and are dropped.
+        """
+        container, stream = self._container, self._stream
+        dts = self.info.keyframe_dts
+        if first > 0 and k < len(dts) and dts[k] >= 0:
+            if k + 1 < len(dts) and dts[k + 1] > dts[k]:
+                target = dts[k + 1] - 1
+            else:  # the last keyframe: anywhere past it
+                target = dts[k] + max(int(stream.duration or 0), 1 << 30)
+            try:
+                container.seek(target, stream=stream, backward=True, any_frame=False)
+                stream.codec_context.flush_buffers()  # no frame of an earlier window may come out now
+            except Exception as exc:
+                raise VideoError(f"cannot seek to frame {first}: {_decode_detail(exc)}") from None
+            self._fresh = False
+            packets = container.demux(stream)
+            head = next((p for p in packets if p.size), None)
+            if head is not None and head.dts == dts[k]:
+                seen_key = False
+                for packet in itertools.chain((head,), packets):
+                    for frame in packet.decode():
+                        seen_key = seen_key or bool(frame.key_frame)
+                        if seen_key:
+                            yield frame
+                return
+            # Landed elsewhere (an index that lies): count frames from the start instead.
+        if not self._fresh:
+            container.seek(0, stream=stream, backward=True, any_frame=False)
+            stream.codec_context.flush_buffers()
+        self._fresh = False
+        skip = first
+        for frame in container.decode(stream):
+            if skip:
+                skip -= 1
+                continue
+            yield frame
 
     def close(self) -> None:
-        reader = getattr(self, "_reader", None)
-        self._reader = None
-        del reader
-        if self._published:
-            shared_server().withdraw(self._published)
-            self._published = None
+        container, self._container = getattr(self, "_container", None), None
+        if container is not None:
+            with contextlib.suppress(Exception):
+                container.close()
+        reader, self._reader = getattr(self, "_reader", None), None
+        if reader is not None:
+            with contextlib.suppress(Exception):
+                reader.close()
 
     def __enter__(self) -> "VideoStream":
         return self
@@ -202,9 +406,23 @@ class VideoStream:
 
 
 @contextlib.contextmanager
-def open_video(uri: str) -> Iterator[VideoStream]:
-    stream = VideoStream(uri)
+def open_video(uri: str, *, info: VideoInfo | None = None, header: Mapping[int, bytes] | None = None,
+               threads: int = DEFAULT_DECODE_THREADS) -> Iterator[VideoStream]:
+    stream = VideoStream(uri, info=info, header=header, threads=threads)
     try:
         yield stream
     finally:
         stream.close()
+
+
+def inspect_container(uri: str) -> str | None:
+    """Why `uri` is not a decodable video, or None (the probe's verdict, for callers that only ask)."""
+    try:
+        probe_video(uri)
+    except VideoError as exc:
+        return str(exc)
+    return None
+
+
+__all__ = ["Probe", "VideoError", "VideoInfo", "VideoStream", "grid_timestamps", "inspect_container", "open_video",
+           "probe_video", "shard_bounds", "valid_timestamps"]

@@ -31,6 +31,7 @@ class ShardTask:
     start: int
     stop: int
     attempt: int = 0
+    info: dict[str, Any] | None = None   # the probe's VideoInfo.as_dict(): the shard opens without probing
 
 
 @dataclass
@@ -49,7 +50,9 @@ class ShardResult:
     smpl_body_pose: np.ndarray     # (N, 23, 3)
     smpl_betas: np.ndarray         # (N, 10)
     smpl_camera: np.ndarray        # (N, 3)
+    frame_timestamps: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (stop - start,) every frame's time, s
     frames_decoded: int = 0
+    bytes_read: int = 0
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -98,6 +101,9 @@ class PoseWorker:
             # Ray sets OMP_NUM_THREADS from num_cpus; torch needs to be told explicitly.
             torch.set_num_threads(max(1, int(threads)))
         self.options = options
+        # FFmpeg frame threads per open video: by default the CPUs this worker was given, so decoding
+        # (in the prefetch thread, beside the models) scales with them.
+        self.decode_threads = max(1, int(options.decode_threads or threads or 1))
         common = {"device": options.device, "half": options.half, "random_weights": options.random_weights}
 
         def load(stage: str) -> Any:
@@ -131,31 +137,35 @@ class PoseWorker:
         return {m.weights.name: m.weights_sha256 for m in (self.detector, self.pose, self.lifter, self.mesh)}
 
     # -- per-frame stages -----------------------------------------------------------------
-    def process_shard(self, task: ShardTask) -> ShardResult:
-        from pipeline.video import open_video
+    def process_shard(self, task: ShardTask, header: Mapping[int, bytes] | None = None) -> ShardResult:
+        from pipeline.video import VideoInfo, open_video
 
         _injected_fault("shard", task.video_id, task.start)
         t0 = time.perf_counter()
         timings = {"decode": 0.0, "detect": 0.0, "pose2d": 0.0, "smpl": 0.0}
         opts = self.options
         chunks: list[dict[str, np.ndarray]] = []
+        stamps: list[np.ndarray] = []
         decoded = 0
-        with open_video(task.uri) as video:
+        info = VideoInfo.from_dict(task.info) if task.info else None
+        with open_video(task.uri, info=info, header=header, threads=self.decode_threads) as video:
             info = video.info
-            stamps = video.timestamps
             # The next window decodes while the models run on this one; "decode" then times the
             # wait for frames, i.e. what decoding still costs the models.
             frames_iter = prefetched(video.frames(task.start, task.stop, window=opts.frames_per_batch))
             with closing(frames_iter):  # stops the decode thread before the video closes
                 td = time.perf_counter()
-                for indices, frames in frames_iter:
+                for indices, frames, window_stamps in frames_iter:
                     timings["decode"] += time.perf_counter() - td
                     decoded += len(frames)
-                    chunks.append(self._frames(frames, indices, stamps, info.width, info.height, timings))
+                    stamps.append(window_stamps)
+                    chunks.append(self._frames(frames, indices, window_stamps, info.width, info.height, timings))
                     td = time.perf_counter()
+            bytes_read = video.bytes_fetched
         data = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]} if chunks else _empty_shard(task)
         return ShardResult(video_id=task.video_id, start=task.start, stop=task.stop, frames_decoded=decoded,
-                           seconds=time.perf_counter() - t0, timings=timings, **data)
+                           frame_timestamps=np.concatenate(stamps) if stamps else np.zeros(0),
+                           bytes_read=bytes_read, seconds=time.perf_counter() - t0, timings=timings, **data)
 
     def _frames(self, frames: Sequence[np.ndarray], indices: np.ndarray, stamps: np.ndarray,
                 width: int, height: int, timings: dict[str, float]) -> dict[str, np.ndarray]:
@@ -180,7 +190,7 @@ class PoseWorker:
         frame_rows = np.repeat(np.asarray(indices), counts)
         return {
             "frame_index": frame_rows.astype(np.int32),
-            "timestamp_s": stamps[frame_rows].astype(np.float64),
+            "timestamp_s": np.asarray(stamps, np.float64)[frame_rows - int(indices[0])],
             "bbox_xyxy": np.concatenate(boxes_xyxy).astype(np.float32),
             "bbox_score": np.concatenate([p[:, 4] for p in persons]).astype(np.float32),
             "keypoints_2d": np.concatenate([k for k, _ in pose]).astype(np.float32),
@@ -197,6 +207,7 @@ class PoseWorker:
         """Track and lift a whole video from its shards' rows, then write its Parquet parts and row."""
         from pipeline.output import Output, part_name, video_key
         from pipeline.schema import poses_table, videos_table
+        from pipeline.video import grid_timestamps, valid_timestamps
 
         results = [_resolve(s) for s in shards]
         results.sort(key=lambda r: r.start)
@@ -204,6 +215,10 @@ class PoseWorker:
         columns = ("frame_index", "timestamp_s", "bbox_xyxy", "bbox_score", "keypoints_2d", "keypoint_scores",
                    "smpl_global_orient", "smpl_body_pose", "smpl_betas", "smpl_camera")
         rows = {c: np.concatenate([getattr(r, c) for r in results]) for c in columns}
+        # Presentation times are trusted only if the whole video's are (AVI and some raw streams
+        # carry none, or decode-order ones): else every frame is timed frame_index / fps.
+        if not valid_timestamps(np.concatenate([r.frame_timestamps for r in results]) if results else np.zeros(0)):
+            rows["timestamp_s"] = grid_timestamps(rows["frame_index"], info["fps"])
         track_ids = assign_tracks(rows["frame_index"], rows["bbox_xyxy"], rows["bbox_score"],
                                   info["fps"], self.options.tracker_config())
         kp3d, valid3d = lift_tracks(self.lifter, rows["frame_index"], track_ids, rows["keypoints_2d"],

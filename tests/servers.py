@@ -8,6 +8,7 @@ Plain context managers, no pytest fixtures (tests/conftest.py wraps them):
         http.truncate_next("/w.pth", 100)  # the next response stops after 100 body bytes
         http.ignore_range = True           # answer 200 with the whole file even to Range requests
         http.forbidden.add("/w.pth")       # answer 403 for that path
+        http.bytes_served                  # body bytes sent so far (what a client was charged)
 
     with moto_s3_server() as s3:
         make_bucket(s3.endpoint_url, "weights")
@@ -49,6 +50,7 @@ class HTTPFileServer:
     requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     ignore_range: bool = False
     forbidden: set[str] = field(default_factory=set)   # paths answered with 403, as a denied URL would be
+    bytes_served: int = 0   # body bytes handed to the socket, whatever the client did with them
     _truncate: dict[str, list[int]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -139,8 +141,13 @@ def _handler(state: HTTPFileServer) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             if not body:
                 return
-            try:
-                self.wfile.write(payload if cut is None else payload[:cut])
+            body_bytes = payload if cut is None else payload[:cut]
+            try:  # in pieces, so a client that hangs up early is charged only what was sent
+                for at in range(0, len(body_bytes), 1 << 16):
+                    piece = body_bytes[at:at + (1 << 16)]
+                    self.wfile.write(piece)
+                    with state._lock:
+                        state.bytes_served += len(piece)
                 self.wfile.flush()
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True

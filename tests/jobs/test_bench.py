@@ -13,7 +13,8 @@ from jobs.bench import bench_command, parse_workers
 from pipeline.benchmark import cpus_per_worker
 
 FRAMES, WIDTH, HEIGHT = 4, 160, 120
-SECTIONS = {"machine", "clip", "settings", "decode_fps", "models", "end_to_end_fps", "naive_sequential_fps", "speedup"}
+SECTIONS = {"machine", "clip", "settings", "decode_fps", "remote_bytes", "models", "end_to_end_fps",
+            "naive_sequential_fps", "speedup"}
 MACHINE = {"cpu_count", "cpus_usable", "torch_threads", "device", "device_name", "torch", "ray", "random_weights",
            "model_load_seconds"}
 STAGES = {"detector", "pose", "mesh", "lifter"}
@@ -42,12 +43,18 @@ def positive_rate(section: dict, count: str = "frames", unit: str = "fps") -> No
 def test_bench_reports_every_section(clip, tmp_path):
     out = tmp_path / "results.json"
     result = CliRunner().invoke(bench_command, [str(clip), "--random-weights", "--frames", str(FRAMES), "--max-persons", "1",
-                                                "--device", "cpu", "--no-ray", "--out", str(out)], catch_exceptions=False)
+                                                "--device", "cpu", "--no-ray", "--no-h264", "--out", str(out)],
+                                catch_exceptions=False)
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert json.loads(out.read_text()) == report
     assert SECTIONS <= set(report), sorted(report)
     assert "workers" not in report and "memory" not in report and "run_job" not in report["end_to_end_fps"]
+    assert "decode_h264_fps" not in report and "run_job_2_workers" not in report["remote_bytes"]
+    remote = report["remote_bytes"]
+    for key in (k for k in remote if k.startswith("in_process_shard_frames_")):
+        # Served over loopback HTTP, probe + every shard read the file about once (headers included).
+        assert remote[key]["frames"] == FRAMES and 0.9 < remote[key]["bytes_over_input"] < 1.6, remote
 
     assert MACHINE <= set(report["machine"]), sorted(report["machine"])
     assert report["machine"]["random_weights"] is True and report["machine"]["device"] == "cpu"
@@ -88,3 +95,14 @@ def test_workers_option_and_cpu_split():
 def test_workers_with_no_ray_is_a_usage_error(clip):
     result = CliRunner().invoke(bench_command, [str(clip), "--random-weights", "--no-ray", "--workers", "1,2"])
     assert result.exit_code == 2 and "--no-ray" in result.output
+
+
+def test_h264_decode_section_reports_each_size_and_thread_count(tmp_path):
+    from pipeline.benchmark import DECODE_SIZES, DECODE_THREADS, bench_decode_h264
+
+    frames = [np.full((120, 160, 3), 80 + 20 * i, np.uint8) for i in range(3)]
+    report = bench_decode_h264(frames, 10.0, tmp_path, n=3)
+    for label in DECODE_SIZES:
+        assert report[label]["bytes"] > 0
+        for threads in DECODE_THREADS:
+            assert report[label][f"threads_{threads}"]["pyav"] > 0 and report[label][f"threads_{threads}"]["decord"] > 0
