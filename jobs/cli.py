@@ -81,7 +81,7 @@ def options_from_run_params(params: Mapping[str, Any], *, address: str | None) -
         shard_frames=params["shard_frames"], device=params["device"], half=params["half"],
         max_persons=params["max_persons"], det_conf=params["det_conf"], det_nms=params["det_nms"],
         flip_test=not params["no_flip_test"], frames_per_batch=params["frames_per_batch"],
-        decode_threads=params.get("decode_threads"),
+        decode_threads=params["decode_threads"],
         models=dict(DEFAULT_MODELS, detector=params["detector"], pose=params["pose_model"]),
         weights=_parse_weights(params["weights"]), random_weights=params["random_weights"], force=params["force"],
     )

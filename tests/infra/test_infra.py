@@ -216,14 +216,14 @@ def test_dockerfile_installs_the_pinned_requirements_and_the_repo() -> None:
     assert any("infra/requirements-gpu.txt" in a for a in copies), copies
     assert any(re.search(r"(^|\s)\.\s+/app$", a) for a in copies), f"no `COPY . /app`: {copies}"
     runs = [a for i, a in ins if i == "RUN"]
-    assert any("download.pytorch.org/whl/cu121" in r and "-r" in r for r in runs), "torch must come from the cu121 index"
+    assert any("download.pytorch.org/whl/cu124" in r and "-r" in r for r in runs), "torch must come from the cu124 index"
     assert any(re.search(r"pip install .*/app(\s|$)", r) for r in runs), "the package itself is not installed"
 
 
 def test_requirements_pin_torch_cuda_and_ray() -> None:
     pins = requirement_pins()
     torch = pinned_version(pins["torch"])
-    assert torch.major == 2 and torch.local == "cu121", f"torch pin {torch}: want 2.x+cu121"
+    assert torch.major == 2 and torch.local == "cu124", f"torch pin {torch}: want 2.x+cu124"
     assert "default" in pins["ray"].extras, f"{pins['ray']}: the head needs ray[default] (dashboard, job API)"
     pinned_version(pins["ray"])
 
