@@ -10,13 +10,20 @@ as a linear assignment with a cost ceiling.
 What differs from the reference implementation, on purpose:
 
 * Output is per input detection (same order): its track id, or -1. ByteTrack returns tracks.
-* A new track's id is reported for the detection that created it, in the frame it is created.
-  ByteTrack hides a track born after frame 1 until it is matched again, which would leave the
-  first row of every person without an id. A track that is never confirmed (not matched in the
-  next frame) is dropped, and its id, already reported for that one detection, is never reused:
-  ids are handed out consecutively from ``first_id`` in order of creation, so the ids seen in
-  the output are consecutive and each id belongs to at most one track. A one-row id is what a
-  spurious detection looks like; downstream code may filter ids by track length.
+* ``ByteTracker.update`` (online) reports a new track's id for the detection that created it, in
+  the frame it is created; ByteTrack hides a track born after frame 1 until it is matched again.
+  ``track_video`` (offline, what the pipeline uses) knows the future: it reports an id only for
+  tracks that were *confirmed* (matched again in a later frame, or born in the first frame), for
+  every detection of the track including the one that started it, and -1 for a detection whose
+  track was never confirmed (a one-frame blip), as ByteTrack's output would. Its ids are
+  consecutive from ``first_id`` in order of first appearance, so ``max(id) + 1 - first_id`` is the
+  number of confirmed tracks.
+* Time is the stream's: ``update(..., timestamp=)`` runs the Kalman prediction over the real time
+  since the previous frame, in units of ``1 / frame_rate`` (a frame that comes twice as late is
+  predicted two frame steps ahead, with twice the process noise), and a lost track expires after
+  ``max_lost_frames / 30`` seconds, not after a count of frames. Without timestamps every frame
+  is ``1 / frame_rate`` after the previous one, which is ByteTrack exactly. ByteTrack assumes a
+  constant frame rate; variable-frame-rate video would otherwise be tracked on a warped time axis.
 * Ids come from a counter owned by the tracker, not a process-wide class counter as in
   ByteTrack's ``BaseTrack``; two trackers fed the same input give the same ids.
 * A lost track may also be re-found at the box where it was last seen (``refind_at_last_box``),
@@ -165,15 +172,17 @@ class KalmanFilterXYAH:
         mean = np.concatenate([measurements, np.zeros_like(measurements)], axis=1)
         return mean, _diag(std**2)
 
-    def predict(self, mean: np.ndarray, covariance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One frame ahead; process noise scaled by the (pre-step) height."""
+    def predict(self, mean: np.ndarray, covariance: np.ndarray, dt: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+        """`dt` frame steps ahead (1: ByteTrack's one frame); process noise scaled by the (pre-step)
+        height, and by `dt` (a random walk's variance grows linearly with time)."""
         h = mean[:, 3]
         p, v = self.std_weight_position, self.std_weight_velocity
         std = np.stack([p * h, p * h, np.full_like(h, 1e-2), p * h,
                         v * h, v * h, np.full_like(h, 1e-5), v * h], axis=1)
-        motion = _MOTION
+        motion = _MOTION if dt == 1.0 else np.eye(8) + dt * np.eye(8, k=4)
+        noise = std**2 if dt == 1.0 else std**2 * dt
         mean = mean @ motion.T
-        covariance = motion @ covariance @ motion.T + _diag(std**2)
+        covariance = motion @ covariance @ motion.T + _diag(noise)
         return mean, covariance
 
     def project(self, mean: np.ndarray, covariance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -252,6 +261,7 @@ class Track:
     last_box: np.ndarray    # (4,) xyxy of the last matched detection
     start_frame: int        # frame index (1-based) it was created in
     last_frame: int         # frame index it was last matched in
+    last_time: float = 0.0  # stream time (s) of the frame it was last matched in
     state: TrackState = TrackState.TRACKED
     confirmed: bool = False  # matched again after its birth (or born in the first frame)
 
@@ -265,8 +275,10 @@ class ByteTracker:
     """Tracks people through one video, frame by frame, in order.
 
     ``update`` returns, for each input detection, the id of the track it belongs to or -1.
-    Ids are consecutive ints from ``first_id`` in order of track creation; a lost track keeps
-    its id for ``int(frame_rate / 30 * config.max_lost_frames)`` frames.
+    Ids are consecutive ints from ``first_id`` in order of track creation, reported from the
+    frame a track is born (``confirmed_ids`` says which were confirmed; ``track_video`` reports
+    only those); a lost track keeps its id for ``config.max_lost_frames / 30`` seconds
+    (``int(frame_rate / 30 * config.max_lost_frames)`` frames at a constant rate).
     """
 
     config: TrackerConfig = field(default_factory=TrackerConfig)
@@ -275,7 +287,9 @@ class ByteTracker:
     # State (plain data, so deepcopy / pickle snapshot it):
     kalman: KalmanFilterXYAH = field(default_factory=KalmanFilterXYAH, init=False, repr=False)
     frame_index: int = field(default=0, init=False)  # frames processed so far
+    time: float = field(default=0.0, init=False)     # stream time (s) of the last frame processed
     next_id: int = field(init=False)
+    confirmed_ids: set[int] = field(default_factory=set, init=False, repr=False)  # ever confirmed
     tracked: list[Track] = field(default_factory=list, init=False, repr=False)  # TRACKED, by id
     lost: list[Track] = field(default_factory=list, init=False, repr=False)     # LOST, by id
 
@@ -294,10 +308,23 @@ class ByteTracker:
         """Frames a track may go unmatched before it is dropped (ByteTrack's buffer_size)."""
         return int(self.frame_rate / 30.0 * self.config.max_lost_frames)
 
-    def update(self, boxes_xyxy: np.ndarray, scores: np.ndarray) -> np.ndarray:
-        """Process the next frame's detections; returns (N,) int64 track ids, -1 for none."""
+    def update(self, boxes_xyxy: np.ndarray, scores: np.ndarray, timestamp: float | None = None) -> np.ndarray:
+        """Process the next frame's detections; returns (N,) int64 track ids, -1 for none.
+
+        `timestamp`: the frame's presentation time in seconds (not before the previous frame's);
+        None: ``1 / frame_rate`` after the previous frame. Give it for every frame or for none.
+        """
         boxes, scores = _check_detections(boxes_xyxy, scores)
         cfg = self.config
+        now = self.time + 1.0 / self.frame_rate if timestamp is None else float(timestamp)
+        if not math.isfinite(now):
+            raise ValueError(f"timestamp must be a finite number of seconds, got {timestamp!r}")
+        if self.frame_index and now < self.time:
+            raise ValueError(f"timestamp {now!r} s is before the previous frame's ({self.time!r} s); "
+                             "frames must come in presentation order")
+        # Frame steps since the previous frame, for the Kalman prediction; ByteTrack's 1 at a constant rate.
+        dt = 1.0 if timestamp is None or not self.frame_index else (now - self.time) * self.frame_rate
+        self.time = now
         self.frame_index += 1
         frame = self.frame_index
         ids = np.full(len(scores), -1, dtype=np.int64)
@@ -307,7 +334,11 @@ class ByteTracker:
         high = np.flatnonzero(usable & (scores > cfg.high_threshold))
         low = np.flatnonzero(usable & (scores > cfg.low_threshold) & (scores <= cfg.high_threshold))
 
-        self._predict()
+        # A lost track is dropped at the end of the frame in which it has been unseen for longer than
+        # the buffer, and may still be re-found in the next frame (ByteTrack). After a gap in the
+        # stream there was no such frame: drop it here if it would have been dropped then.
+        self.lost = [t for t in self.lost if (now - t.last_time) * self.frame_rate <= self.max_time_lost + 1 + 1e-6]
+        self._predict(dt)
         unconfirmed = [t for t in self.tracked if not t.confirmed]
         pool = [t for t in self.tracked if t.confirmed] + self.lost
 
@@ -348,18 +379,21 @@ class ByteTracker:
         means, covs = self.kalman.initiate(xyxy_to_xyah(boxes[born]))
         for d, mean, cov in zip(born.tolist(), means, covs):
             self.tracked.append(Track(self.next_id, mean, cov, float(scores[d]), boxes[d].copy(),
-                                      start_frame=frame, last_frame=frame, confirmed=frame == 1))
+                                      start_frame=frame, last_frame=frame, last_time=now, confirmed=frame == 1))
+            if frame == 1:
+                self.confirmed_ids.add(self.next_id)
             ids[d] = self.next_id
             self.next_id += 1
 
         # Stage 5: unconfirmed tracks left unmatched and lost tracks past the buffer go.
         everything = sorted((t for t in self.tracked + self.lost if id(t) not in dead), key=lambda t: t.track_id)
         self.tracked = [t for t in everything if t.state == TrackState.TRACKED]
+        # Frames elapsed by the clock (an integer at a constant rate; the tolerance absorbs rounding).
         self.lost = [t for t in everything
-                     if t.state == TrackState.LOST and frame - t.last_frame <= self.max_time_lost]
+                     if t.state == TrackState.LOST and (now - t.last_time) * self.frame_rate <= self.max_time_lost + 1e-6]
         return ids
 
-    def _predict(self) -> None:
+    def _predict(self, dt: float = 1.0) -> None:
         tracks = self.tracked + self.lost
         if not tracks:
             return
@@ -367,7 +401,7 @@ class ByteTracker:
         cov = np.stack([t.covariance for t in tracks])
         # A lost track keeps its position velocity but stops growing or shrinking (ByteTrack).
         mean[[t.state != TrackState.TRACKED for t in tracks], 7] = 0.0
-        mean, cov = self.kalman.predict(mean, cov)
+        mean, cov = self.kalman.predict(mean, cov, dt)
         for t, m, c in zip(tracks, mean, cov):
             t.mean, t.covariance = m, c
 
@@ -396,8 +430,10 @@ class ByteTracker:
             t.score = float(scores[d])
             t.last_box = boxes[d].copy()
             t.last_frame = self.frame_index
+            t.last_time = self.time
             t.state = TrackState.TRACKED
             t.confirmed = True
+            self.confirmed_ids.add(t.track_id)
             ids[d] = t.track_id
 
 
@@ -431,7 +467,25 @@ def track_video(
     config: TrackerConfig = TrackerConfig(),
     frame_rate: float = 30.0,
     first_id: int = 0,
+    timestamps: Iterable[float] | None = None,
 ) -> list[np.ndarray]:
-    """Track (boxes_xyxy, scores) per frame, in frame order; returns the ids per frame."""
+    """Track (boxes_xyxy, scores) per frame, in frame order, offline; returns the ids per frame.
+
+    Only confirmed tracks have ids, on every one of their detections (the first included); a
+    detection whose track was never confirmed gets -1. Ids are consecutive from `first_id` in order
+    of first appearance. `timestamps`: each frame's time in seconds (see `ByteTracker.update`).
+    """
     tracker = ByteTracker(config, frame_rate, first_id)
-    return [tracker.update(boxes, scores) for boxes, scores in frames]
+    times = iter(timestamps) if timestamps is not None else None
+    raw = [tracker.update(boxes, scores, None if times is None else next(times)) for boxes, scores in frames]
+    return confirmed_only(raw, tracker.confirmed_ids, first_id)
+
+
+def confirmed_only(ids_per_frame: list[np.ndarray], confirmed: set[int], first_id: int = 0) -> list[np.ndarray]:
+    """Online ids -> offline ids: -1 for tracks never confirmed, the others renumbered consecutively
+    from `first_id` in order of first appearance."""
+    flat = np.concatenate(ids_per_frame) if ids_per_frame else np.zeros(0, np.int64)
+    kept = flat[np.isin(flat, np.fromiter(confirmed, np.int64, len(confirmed)))]
+    order = list(dict.fromkeys(kept.tolist()))
+    lookup = {old: first_id + new for new, old in enumerate(order)}
+    return [np.array([lookup.get(int(i), -1) for i in ids], dtype=np.int64) for ids in ids_per_frame]

@@ -222,7 +222,8 @@ def test_same_input_gives_same_ids():
 
 def test_snapshot_continues_like_the_original():
     frames = _random_video()
-    expected = run(frames)
+    online = ByteTracker()
+    expected = [online.update(boxes, scores) for _, boxes, scores in frames]
     tracker = ByteTracker()
     for _, boxes, scores in frames[:30]:
         tracker.update(boxes, scores)
@@ -241,7 +242,7 @@ def test_ids_are_consecutive_from_first_id_in_creation_order():
     assert first_seen == list(range(len(first_seen)))
 
 
-def test_unconfirmed_track_reports_its_id_once_and_the_id_is_not_reused():
+def test_unconfirmed_track_is_minus_one_offline_and_takes_no_id():
     # Frame 0: one person. Frame 3: a spurious box (never seen again). Frame 6: a second person.
     people = {
         0: lambda t: (person(100, 200), 0.9),
@@ -250,8 +251,13 @@ def test_unconfirmed_track_reports_its_id_once_and_the_id_is_not_reused():
     }
     frames = make_frames(10, people)
     out = run(frames)
-    assert ids_of(frames, out, 1) == [1]
-    assert ids_of(frames, out, 2) == [2] * 4
+    assert ids_of(frames, out, 1) == [-1]      # never confirmed: -1, as the docs say
+    assert ids_of(frames, out, 2) == [1] * 4   # its first row included; ids stay consecutive
+    # Online, the spurious box got id 1 in its frame and the second person id 2.
+    tracker = ByteTracker()
+    online = [tracker.update(b, s) for _, b, s in frames]
+    assert ids_of(frames, online, 1) == [1] and ids_of(frames, online, 2) == [2] * 4
+    assert tracker.confirmed_ids == {0, 2}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -388,3 +394,72 @@ def test_kalman_filter_learns_constant_velocity():
     assert (np.linalg.eigvalsh(cov[0]) > 0).all()
     predicted, _ = kf.predict(mean, cov)
     np.testing.assert_allclose(predicted[0, :2], [100 + 5 * 30, 200 - 2 * 30], atol=1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Time: the Kalman step follows the stream's timestamps
+
+
+def test_kalman_predict_over_dt_equals_repeated_steps_in_the_mean():
+    kf = KalmanFilterXYAH()
+    mean, cov = kf.initiate(xyxy_to_xyah(person(100, 200)[None]))
+    mean[0, 4:6] = [3.0, -1.0]
+    two, cov_two = kf.predict(mean, cov, dt=2.0)
+    once, _ = kf.predict(*kf.predict(mean, cov))
+    np.testing.assert_allclose(two, once)
+    assert np.trace(cov_two[0]) > np.trace(kf.predict(mean, cov)[1][0])
+    same, same_cov = kf.predict(mean, cov, dt=1.0)
+    ref, ref_cov = kf.predict(mean, cov)
+    assert np.array_equal(same, ref) and np.array_equal(same_cov, ref_cov)
+
+
+def _vfr_walker(times: np.ndarray, speed_px_s: float = 300.0) -> list[Frame]:
+    """One narrow person (30 px) walking at constant speed, sampled at the given (irregular) times."""
+    return [(np.array([0]), person(80 + speed_px_s * t, 240, 30, 120)[None], np.array([0.9])) for t in times]
+
+
+def test_variable_frame_rate_is_tracked_on_the_real_time_axis():
+    # 30 fps nominal; frames 0-19 at 1/30 s, then the next frames come 4/30 s apart. A narrow
+    # person moving 10 px a frame moves 40 px between the late frames: the frame-count prediction
+    # lands 30 px short (no overlap with the 30 px box), the timestamp one on target.
+    times = np.concatenate([np.arange(20) / 30, 19 / 30 + np.arange(1, 15) * 4 / 30])
+    frames = _vfr_walker(times)
+    boxes = ((b, s) for _, b, s in frames)
+    with_time = track_video(boxes, frame_rate=30.0, timestamps=times)
+    assert identity_switches([g for g, _, _ in frames], with_time) == 0
+    assert {int(i[0]) for i in with_time} == {0}
+    frame_count = track_video(((b, s) for _, b, s in frames), frame_rate=30.0)
+    # On the warped time axis the track is lost at the stall; every later box starts a track that
+    # the next box misses again, so none is ever confirmed.
+    assert [int(i[0]) for i in frame_count] == [0] * 20 + [-1] * 14
+
+
+def test_constant_rate_timestamps_give_bytetracks_answer():
+    frames = _random_video()
+    times = np.arange(len(frames)) / 25.0 + 3.0
+    a = track_video(((b, s) for _, b, s in frames), frame_rate=25.0)
+    b = track_video(((b, s) for _, b, s in frames), frame_rate=25.0, timestamps=times)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("gap_s, same_id", [(1.1, True), (1.2, False)])
+def test_lost_tracks_expire_after_seconds_not_frames(gap_s, same_id):
+    # max_lost_frames=30 is one second whatever the frame rate, plus the one frame step in which
+    # ByteTrack can still re-find a track: a 10 fps stream with no frames for gap_s seconds keeps
+    # the id up to 1.1 s, as when 10 empty frames come in between.
+    tracker = ByteTracker(TrackerConfig(max_lost_frames=30), frame_rate=10.0)
+    box = person(200, 200)[None]
+    assert tracker.update(box, [0.9], timestamp=0.0).tolist() == [0]
+    assert tracker.update(box, [0.9], timestamp=0.1).tolist() == [0]
+    tracker.update(np.zeros((0, 4)), np.zeros(0), timestamp=0.2)  # lost from here
+    assert tracker.update(box, [0.9], timestamp=0.1 + gap_s).tolist() == ([0] if same_id else [1])
+
+
+def test_timestamps_must_not_go_back():
+    tracker = ByteTracker()
+    tracker.update(np.zeros((0, 4)), np.zeros(0), timestamp=1.0)
+    tracker.update(np.zeros((0, 4)), np.zeros(0), timestamp=1.0)  # a repeated time is a zero step
+    with pytest.raises(ValueError, match="before the previous frame"):
+        tracker.update(np.zeros((0, 4)), np.zeros(0), timestamp=0.5)
+    with pytest.raises(ValueError, match="finite"):
+        tracker.update(np.zeros((0, 4)), np.zeros(0), timestamp=float("nan"))
