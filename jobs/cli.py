@@ -50,14 +50,19 @@ def main() -> None:
 @click.option("--shard-frames", type=int, default=256, show_default=True, help="Frames per shard (unit of parallel work).")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N]")
 @click.option("--half/--no-half", default=None, help="fp16 autocast (default: on for CUDA, off for CPU).")
-@click.option("--max-persons", type=int, default=10, show_default=True, help="Keep the K highest-scoring people per frame.")
-@click.option("--det-conf", type=float, default=0.3, show_default=True, help="Detector score threshold (obj x cls).")
-@click.option("--det-nms", type=float, default=0.45, show_default=True, help="Detector NMS IoU threshold.")
-@click.option("--no-flip-test", is_flag=True, help="Skip HRNet's flip test (faster, slightly less accurate).")
+@click.option("--max-persons", type=int, default=10, show_default=True,
+              help="At most K rows per frame, chosen after tracking: tracked people first, best box score first.")
+@click.option("--det-conf", type=float, default=0.3, show_default=True,
+              help="Score (obj x cls) a box needs to be written without a track; the tracker sees boxes down to 0.1.")
+@click.option("--det-nms", type=float, default=0.7, show_default=True, help="Detector NMS IoU threshold (ByteTrack's 0.7).")
+@click.option("--no-flip-test", is_flag=True, help="Skip the 2D model's flip test (faster, slightly less accurate).")
 @click.option("--frames-per-batch", type=int, default=8, show_default=True, help="Frames batched through the detector.")
 @click.option("--decode-threads", type=int, default=None, help="FFmpeg decode threads per worker. Default: the worker's CPUs.")
 @click.option("--detector", default=DEFAULT_MODELS["detector"], show_default=True, help="Detector weights name.")
-@click.option("--pose-model", default=DEFAULT_MODELS["pose"], show_default=True, help="2D keypoint weights name.")
+@click.option("--pose-model", default=DEFAULT_MODELS["pose"], show_default=True,
+              help="2D keypoint weights name: any pose model of `posepipe weights list` (HRNet, RTMPose, SimpleBaseline, RLE).")
+@click.option("--lifter", default=DEFAULT_MODELS["lifter"], show_default=True,
+              help="2D-to-3D lifter weights name: videopose3d_243_coco (temporal) or simplebaseline3d_h36m (per frame).")
 @click.option("--weights", "weights", multiple=True, metavar="NAME=URI", help="Checkpoint for a model (repeatable): path, file://, http(s):// or s3://.")
 @click.option("--random-weights", is_flag=True, help="Random weights for a plumbing check only (outputs are meaningless).")
 @click.option("--force", is_flag=True, help="Reprocess videos that are already complete.")
@@ -65,7 +70,7 @@ def main() -> None:
 @click.option("-v", "--verbose", is_flag=True)
 def run_command(input_uri: str, output: str, address: str | None, num_workers: int | None, shard_frames: int,
                 device: str, half: bool | None, max_persons: int, det_conf: float, det_nms: float, no_flip_test: bool,
-                frames_per_batch: int, decode_threads: int | None, detector: str, pose_model: str, weights: tuple[str, ...], random_weights: bool,
+                frames_per_batch: int, decode_threads: int | None, detector: str, pose_model: str, lifter: str, weights: tuple[str, ...], random_weights: bool,
                 force: bool, json_summary: bool, verbose: bool) -> None:
     """Detect, track and pose every person in every video under INPUT; write Parquet under --output."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
@@ -82,7 +87,8 @@ def options_from_run_params(params: Mapping[str, Any], *, address: str | None) -
         max_persons=params["max_persons"], det_conf=params["det_conf"], det_nms=params["det_nms"],
         flip_test=not params["no_flip_test"], frames_per_batch=params["frames_per_batch"],
         decode_threads=params["decode_threads"],
-        models=dict(DEFAULT_MODELS, detector=params["detector"], pose=params["pose_model"]),
+        models=dict(DEFAULT_MODELS, detector=params["detector"], pose=params["pose_model"],
+                    lifter=params.get("lifter", DEFAULT_MODELS["lifter"])),
         weights=_parse_weights(params["weights"]), random_weights=params["random_weights"], force=params["force"],
     )
 

@@ -13,7 +13,9 @@ DEFAULT_MODELS = {
     "lifter": "videopose3d_243_coco",
     "mesh": "hmr_spin_resnet50",
 }
-FAMILY_OF_STAGE = {"detector": "yolox", "pose": "hrnet", "lifter": "videopose3d", "mesh": "hmr"}
+# Which catalogue entries a stage takes is each weights record's `stage` (every 2D family for
+# "pose", both lifters for "lifter", ...); the option that chooses it, for messages:
+STAGE_OPTIONS = {"detector": "--detector", "pose": "--pose-model", "lifter": "--lifter", "mesh": "--mesh"}
 # Ceilings past which an option makes a job useless rather than bigger (README, Options): more
 # people per frame than any crowd scene gives the detector, batches that no GPU holds, shards
 # longer than a day of 30 fps video.
@@ -42,8 +44,8 @@ class JobOptions:
     device: str = "auto"                # auto | cpu | cuda
     half: bool | None = None            # None: fp16 autocast on CUDA, fp32 on CPU
     max_persons: int = 10
-    det_conf: float = 0.3
-    det_nms: float = 0.45
+    det_conf: float = 0.3               # unclaimed boxes below it are not rows (pipeline.association)
+    det_nms: float = 0.7                # ByteTrack's NMS: boxes of people partly hidden by others survive it
     flip_test: bool = True
     flip_augment_3d: bool = True
     frames_per_batch: int = 8
@@ -53,6 +55,7 @@ class JobOptions:
     random_weights: bool = False
     cpus_per_worker: float | None = None
     track_high: float = 0.5             # ByteTrack first-stage score
+    track_low: float = 0.1              # the floor: boxes down to this score reach the tracker (ByteTrack's 0.1)
     track_new: float = 0.6              # score needed to start a track
     retries: int = 2                    # extra attempts of a shard whose worker died
     force: bool = False                 # reprocess videos even if complete
@@ -74,6 +77,8 @@ class JobOptions:
             raise OptionError("--det-conf", f"must be in (0, 1] (got {self.det_conf})")
         if not 0.0 < self.det_nms <= 1.0:
             raise OptionError("--det-nms", f"must be in (0, 1] (got {self.det_nms})")
+        if not 0.0 < self.track_low < self.track_high:
+            raise OptionError("track_low", f"must lie in (0, track_high={self.track_high}) (got {self.track_low})")
         _in_range("--frames-per-batch", self.frames_per_batch, 1, MAX_FRAMES_PER_BATCH)
         if self.decode_threads is not None:
             _in_range("--decode-threads", self.decode_threads, 1, MAX_DECODE_THREADS)
@@ -81,9 +86,10 @@ class JobOptions:
             if stage not in STAGE_MODELS:
                 raise OptionError("--model", f"unknown stage {stage!r}; stages: {', '.join(STAGE_MODELS)}")
             spec = catalogue.get(name)
-            if spec is None or spec.family != FAMILY_OF_STAGE[stage]:
-                choices = sorted(n for n, s in catalogue.items() if s.family == FAMILY_OF_STAGE[stage])
-                raise OptionError(f"--{stage}", f"{name!r} is not a {FAMILY_OF_STAGE[stage]} model; choose one of {', '.join(choices)}")
+            if spec is None or getattr(spec, "stage", None) != stage:
+                choices = sorted(n for n, s in catalogue.items() if getattr(s, "stage", None) == stage)
+                what = "unknown" if spec is None else f"a {spec.stage} model"
+                raise OptionError(STAGE_OPTIONS[stage], f"{name!r} is {what}, not a {stage} model; choose one of {', '.join(choices)}")
         for name in self.weights:
             if name not in self.models.values():
                 raise OptionError(
@@ -100,7 +106,7 @@ class JobOptions:
         high, new = self.track_high, self.track_new
         if self.random_weights:
             high, new = min(high, self.det_conf), min(new, self.det_conf)
-        return TrackerConfig(high_threshold=high, new_track_threshold=new, low_threshold=min(0.1, high / 2))
+        return TrackerConfig(high_threshold=high, new_track_threshold=new, low_threshold=min(self.track_low, high / 2))
 
     def fingerprint(self, weight_hashes: Mapping[str, str | None]) -> str:
         """Hash of everything that changes the rows: a rerun with the same one skips complete videos."""
@@ -108,7 +114,8 @@ class JobOptions:
             "models": dict(self.models), "weights": dict(weight_hashes), "random": self.random_weights,
             "max_persons": self.max_persons, "det_conf": self.det_conf, "det_nms": self.det_nms,
             "flip_test": self.flip_test, "flip_augment_3d": self.flip_augment_3d,
-            "track": [self.track_high, self.track_new],
+            "track": [self.track_high, self.track_new], "track_low": self.track_low,
+            "rows": 2,  # rows chosen after association, person_index (pipeline.association)
         }
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -184,7 +184,7 @@ class OutputReader:
         return self._parts.get(self._key_of[video_id], [])
 
     def poses(self, video_ids: Iterable[str] | None = None, columns: Sequence[str] | None = None) -> pa.Table:
-        """Poses rows of the given committed videos (all when None), sorted by video, frame, track."""
+        """Poses rows of the given committed videos (all when None), sorted by the row key: video, frame, person_index."""
         return _concat(list(self._poses_tables(video_ids, columns)), columns)
 
     def iter_poses(self, video_ids: Iterable[str] | None = None, columns: Sequence[str] | None = None) -> Iterator[tuple[str, pa.Table]]:
@@ -205,7 +205,7 @@ class OutputReader:
 
     def _poses_tables(self, video_ids: Iterable[str] | None, columns: Sequence[str] | None) -> Iterator[pa.Table]:
         wanted = _check_columns(columns)
-        reading = list(dict.fromkeys(["video_id", "frame_index", "track_id", *wanted]))
+        reading = list(dict.fromkeys(["video_id", "frame_index", "person_index", *wanted]))
         for video_id in self._resolve_ids(video_ids):
             names = self._parts_of(video_id)
             for name, table in zip(names, self._read_many(names, reading)):
@@ -243,7 +243,7 @@ def _concat(tables: list[pa.Table], columns: Sequence[str] | None) -> pa.Table:
     wanted = _check_columns(columns)
     if not tables:
         return _subschema(wanted).empty_table()
-    merged = pa.concat_tables(tables).sort_by([("video_id", "ascending"), ("frame_index", "ascending"), ("track_id", "ascending")])
+    merged = pa.concat_tables(tables).sort_by([("video_id", "ascending"), ("frame_index", "ascending"), ("person_index", "ascending")])
     return merged.select(wanted)
 
 
@@ -255,6 +255,6 @@ def read_videos(output_uri: str) -> pa.Table:
 def read_poses(output_uri: str, video_ids: Iterable[str] | None = None, columns: Sequence[str] | None = None) -> pa.Table:
     """Poses rows of OUTPUT's committed videos (all, or `video_ids`), `columns` of POSES_SCHEMA (all by default).
 
-    Sorted by (video_id, frame_index, track_id). Unknown video ids raise UnknownVideoError.
+    Sorted by the row key (video_id, frame_index, person_index). Unknown video ids raise UnknownVideoError.
     """
     return OutputReader(output_uri).poses(video_ids, columns)

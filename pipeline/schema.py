@@ -11,7 +11,7 @@ from typing import Any, Mapping
 import numpy as np
 import pyarrow as pa
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"   # 2: person_index (the row key); track ids only for confirmed tracks
 NUM_KP2D = 17   # COCO-17
 NUM_KP3D = 17   # H36M-17
 NUM_SMPL_BODY = 23
@@ -30,12 +30,15 @@ POSES_SCHEMA = pa.schema([
     _field("video_id", pa.string(), "input file path relative to the job's INPUT", nullable=False),
     _field("frame_index", pa.int32(), "0-based decoded frame index", nullable=False),
     _field("timestamp_s", pa.float64(), "presentation time of the frame in seconds, from the stream", nullable=False),
-    _field("track_id", pa.int32(), "identity of the person through the video (-1: never confirmed by the tracker)", nullable=False),
+    _field("track_id", pa.int32(), "identity of the person through the video, 0 .. num_tracks-1 (-1: a box no confirmed track claimed; several may share a frame)", nullable=False),
+    _field("person_index", pa.int32(), "0-based position of the person in the frame (tracked people first, then by bbox_score); "
+           "(video_id, frame_index, person_index) is the row key", nullable=False),
     _field("bbox_xyxy", _f32_list(4), "person box x1, y1, x2, y2 in pixels of the displayed frame", nullable=False),
     _field("bbox_score", pa.float32(), "detector score obj*cls for the person class", nullable=False),
     _field("keypoints_2d", pa.list_(_f32_list(2), NUM_KP2D), "17x2 COCO-17 keypoints (x, y) in pixels", nullable=False),
     _field("keypoint_scores", _f32_list(NUM_KP2D), "17 heatmap maxima (HRNet confidence)", nullable=False),
-    _field("keypoints_3d", pa.list_(_f32_list(3), NUM_KP3D), "17x3 H36M-17 joints in metres, camera frame, relative to the pelvis"),
+    _field("keypoints_3d", pa.list_(_f32_list(3), NUM_KP3D), "17x3 H36M-17 joints in metres, camera frame, relative to the pelvis; "
+           "null where track_id = -1 (lifting needs a track's sequence)"),
     _field("smpl_global_orient", _f32_list(3), "SMPL root orientation, axis-angle (radians)"),
     _field("smpl_body_pose", pa.list_(_f32_list(3), NUM_SMPL_BODY), "SMPL 23 body joint rotations, axis-angle (radians)"),
     _field("smpl_betas", _f32_list(NUM_BETAS), "SMPL shape coefficients"),

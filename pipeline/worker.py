@@ -16,6 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from pipeline.association import MAX_CANDIDATES, pose_candidates
 from pipeline.options import JobOptions
 from pipeline.prefetch import prefetched
 
@@ -51,6 +52,13 @@ class ShardResult:
     smpl_betas: np.ndarray         # (N, 10)
     smpl_camera: np.ndarray        # (N, 3)
     frame_timestamps: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (stop - start,) every frame's time, s
+    # Every person box that reaches the tracker (D >= N, pipeline.association), frame order, best first
+    # within a frame; row i above is candidate `det_rank[i]` of its frame.
+    det_frame_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))       # (D,)
+    det_bbox_xyxy: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))  # (D, 4)
+    det_score: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))           # (D,)
+    det_rank: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))              # (N,)
+    uri: str = ""                  # what the shard read (finish_video reopens it for boxes kept after tracking)
     frames_decoded: int = 0
     bytes_read: int = 0
     seconds: float = 0.0
@@ -71,11 +79,13 @@ def _empty_shard(task: ShardTask) -> dict[str, np.ndarray]:
         "keypoints_2d": np.zeros((0, 17, 2), np.float32), "keypoint_scores": np.zeros((0, 17), np.float32),
         "smpl_global_orient": np.zeros((0, 3), np.float32), "smpl_body_pose": np.zeros((0, 23, 3), np.float32),
         "smpl_betas": np.zeros((0, 10), np.float32), "smpl_camera": np.zeros((0, 3), np.float32),
+        "det_rank": np.zeros(0, np.int32), "det_frame_index": np.zeros(0, np.int32),
+        "det_bbox_xyxy": np.zeros((0, 4), np.float32), "det_score": np.zeros(0, np.float32),
     }
 
 
 def select_persons(dets: np.ndarray, width: int, height: int, max_persons: int) -> np.ndarray:
-    """Person boxes clipped to the frame, degenerate ones dropped, the `max_persons` best kept."""
+    """Person boxes clipped to the frame, degenerate ones dropped, the `max_persons` best kept, best first."""
     dets = dets[dets[:, 6] == PERSON_CLASS] if len(dets) else dets
     if len(dets) == 0:
         return np.zeros((0, 5), np.float32)
@@ -163,21 +173,103 @@ class PoseWorker:
                     td = time.perf_counter()
             bytes_read = video.bytes_fetched
         data = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]} if chunks else _empty_shard(task)
-        return ShardResult(video_id=task.video_id, start=task.start, stop=task.stop, frames_decoded=decoded,
+        return ShardResult(video_id=task.video_id, start=task.start, stop=task.stop, frames_decoded=decoded, uri=task.uri,
                            frame_timestamps=np.concatenate(stamps) if stamps else np.zeros(0),
                            bytes_read=bytes_read, seconds=time.perf_counter() - t0, timings=timings, **data)
+
+    def _associate(self, results: Sequence[ShardResult], info: Mapping[str, Any], uri: str) -> dict[str, np.ndarray]:
+        """The video's rows after tracking all its candidates (pipeline.association), with 2D/SMPL from
+        the shards, or computed here for the few kept boxes the shards did not run them for."""
+        from pipeline.association import associate
+        from pipeline.video import grid_timestamps, valid_timestamps
+
+        opts = self.options
+        det = {c: np.concatenate([getattr(r, c) for r in results]) if results else _empty_shard(ShardTask("", "", 0, 0))[c]
+               for c in ("det_frame_index", "det_bbox_xyxy", "det_score", "det_rank", "frame_index")}
+        n_frames = max([r.stop for r in results] + [int(det["det_frame_index"].max()) + 1 if len(det["det_frame_index"]) else 0])
+        # Presentation times are trusted only if the whole video's are (AVI and some raw streams
+        # carry none, or decode-order ones): else every frame is timed frame_index / fps.
+        frame_times = grid_timestamps(np.arange(n_frames), info["fps"])
+        if valid_timestamps(np.concatenate([r.frame_timestamps for r in results]) if results else np.zeros(0)):
+            for r in results:
+                frame_times[r.start:r.start + len(r.frame_timestamps)] = r.frame_timestamps
+            frame_times = np.maximum.accumulate(frame_times)
+        selection = associate(det["det_frame_index"], det["det_bbox_xyxy"], det["det_score"], frame_times, info["fps"],
+                              opts.tracker_config(), opts.det_conf, opts.max_persons)
+        kept = selection.rows
+        # which shard row (if any) holds each candidate's 2D/SMPL
+        computed = np.full(len(det["det_score"]), -1, np.int64)
+        first_of_frame = np.searchsorted(det["det_frame_index"], det["frame_index"], side="left")
+        computed[first_of_frame + det["det_rank"]] = np.arange(len(det["det_rank"]))
+        source = computed[kept]
+        missing = np.flatnonzero(source < 0)
+        extra = self._pose_boxes(next((r.uri for r in results if r.uri), uri), info,
+                                 det["det_frame_index"][kept[missing]], det["det_bbox_xyxy"][kept[missing]])
+        frame = det["det_frame_index"][kept]
+        rows = {"frame_index": frame.astype(np.int32), "timestamp_s": frame_times[frame],
+                "bbox_xyxy": det["det_bbox_xyxy"][kept], "bbox_score": det["det_score"][kept],
+                "track_id": selection.track_id, "person_index": selection.person_index}
+        for c in _POSE_COLUMNS:
+            shard_rows = np.concatenate([getattr(r, c) for r in results]) if results else _empty_shard(ShardTask("", "", 0, 0))[c]
+            column = np.zeros((len(kept), *shard_rows.shape[1:]), np.float32)
+            column[source >= 0] = shard_rows[source[source >= 0]]
+            column[missing] = extra[c]
+            rows[c] = column
+        if len(missing):
+            log.info("%d of %d rows kept after tracking had no 2D/SMPL from their shard; computed them in finish_video",
+                     len(missing), len(kept))
+        return rows
+
+    def _pose_boxes(self, uri: str, info: Mapping[str, Any], frame_index: np.ndarray,
+                    boxes_xyxy: np.ndarray) -> dict[str, np.ndarray]:
+        """2D keypoints and SMPL for given boxes of given frames, decoding only the stretches that hold them."""
+        from pipeline.video import VideoInfo, open_video
+
+        out = {c: np.zeros((len(frame_index), *shape), np.float32) for c, shape in _POSE_COLUMNS.items()}
+        if len(frame_index) == 0:
+            return out
+        opts = self.options
+        wanted = np.unique(frame_index)
+        # one decode per stretch of wanted frames less than a batch apart
+        cuts = np.flatnonzero(np.diff(wanted) > opts.frames_per_batch) + 1
+        with open_video(uri, info=VideoInfo.from_dict(dict(info)), threads=self.decode_threads) as video:
+            for stretch in np.split(wanted, cuts):
+                for indices, frames, _ in video.frames(int(stretch[0]), int(stretch[-1]) + 1, window=opts.frames_per_batch):
+                    pick = np.flatnonzero(np.isin(np.asarray(indices), stretch)).tolist()
+                    if not pick:
+                        continue
+                    members = [np.flatnonzero(frame_index == int(indices[i])) for i in pick]
+                    images = [frames[i] for i in pick]
+                    xyxy = [boxes_xyxy[m] for m in members]
+                    xywh = [np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1) for b in xyxy]
+                    pose = self.pose.predict_batch(images, xywh, flip_test=opts.flip_test)
+                    mesh = self.mesh.predict_batch(images, xyxy)
+                    for m, (keypoints, scores), smpl in zip(members, pose, mesh):
+                        out["keypoints_2d"][m], out["keypoint_scores"][m] = keypoints, scores
+                        for c in ("global_orient", "body_pose", "betas", "camera"):
+                            out[f"smpl_{c}"][m] = smpl[c]
+        return out
 
     def _frames(self, frames: Sequence[np.ndarray], indices: np.ndarray, stamps: np.ndarray,
                 width: int, height: int, timings: dict[str, float]) -> dict[str, np.ndarray]:
         opts = self.options
         t = time.perf_counter()
-        dets = self.detector.detect_batch(frames, conf_threshold=opts.det_conf, nms_threshold=opts.det_nms,
-                                          classes=(PERSON_CLASS,), max_detections=opts.max_persons)
-        persons = [select_persons(d, width, height, opts.max_persons) for d in dets]
+        # Every person box down to the tracker's floor reaches it (pipeline.association); 2D and SMPL
+        # run here for the boxes likely to be kept, the rest only if tracking keeps them.
+        dets = self.detector.detect_batch(frames, conf_threshold=opts.tracker_config().low_threshold,
+                                          nms_threshold=opts.det_nms, classes=(PERSON_CLASS,),
+                                          max_detections=MAX_CANDIDATES)
+        candidates = [select_persons(d, width, height, MAX_CANDIDATES) for d in dets]
+        persons = [c[:pose_candidates(c[:, 4], opts.det_conf, opts.max_persons)] for c in candidates]
         timings["detect"] += time.perf_counter() - t
+        found = {"det_frame_index": np.repeat(np.asarray(indices), [len(c) for c in candidates]).astype(np.int32),
+                 "det_bbox_xyxy": np.concatenate([c[:, :4] for c in candidates]).astype(np.float32),
+                 "det_score": np.concatenate([c[:, 4] for c in candidates]).astype(np.float32),
+                 "det_rank": np.concatenate([np.arange(len(p)) for p in persons]).astype(np.int32)}
         counts = np.array([len(p) for p in persons])
         if counts.sum() == 0:
             empty = _empty_shard(ShardTask("", "", 0, 0))
+            empty.update(found, det_rank=np.zeros(0, np.int32))
             return empty
         boxes_xyxy = [p[:, :4] for p in persons]
         boxes_xywh = [np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1) for b in boxes_xyxy]
@@ -199,6 +291,7 @@ class PoseWorker:
             "smpl_body_pose": np.concatenate([m["body_pose"] for m in mesh]).astype(np.float32),
             "smpl_betas": np.concatenate([m["betas"] for m in mesh]).astype(np.float32),
             "smpl_camera": np.concatenate([m["camera"] for m in mesh]).astype(np.float32),
+            **found,
         }
 
     # -- per-video stages ---------------------------------------------------------------------
@@ -207,20 +300,14 @@ class PoseWorker:
         """Track and lift a whole video from its shards' rows, then write its Parquet parts and row."""
         from pipeline.output import Output, part_name, video_key
         from pipeline.schema import poses_table, videos_table
-        from pipeline.video import grid_timestamps, valid_timestamps
 
         results = [_resolve(s) for s in shards]
         results.sort(key=lambda r: r.start)
         info = video["info"]
         columns = ("frame_index", "timestamp_s", "bbox_xyxy", "bbox_score", "keypoints_2d", "keypoint_scores",
-                   "smpl_global_orient", "smpl_body_pose", "smpl_betas", "smpl_camera")
-        rows = {c: np.concatenate([getattr(r, c) for r in results]) for c in columns}
-        # Presentation times are trusted only if the whole video's are (AVI and some raw streams
-        # carry none, or decode-order ones): else every frame is timed frame_index / fps.
-        if not valid_timestamps(np.concatenate([r.frame_timestamps for r in results]) if results else np.zeros(0)):
-            rows["timestamp_s"] = grid_timestamps(rows["frame_index"], info["fps"])
-        track_ids = assign_tracks(rows["frame_index"], rows["bbox_xyxy"], rows["bbox_score"],
-                                  info["fps"], self.options.tracker_config())
+                   "smpl_global_orient", "smpl_body_pose", "smpl_betas", "smpl_camera", "person_index")
+        rows = self._associate(results, info, video["uri"])
+        track_ids = rows["track_id"]
         kp3d, valid3d = lift_tracks(self.lifter, rows["frame_index"], track_ids, rows["keypoints_2d"],
                                     info["width"], info["height"], self.options.flip_augment_3d)
         out = Output(output_uri)
@@ -272,6 +359,11 @@ def _injected_fault(stage: str, video_id: str, start: int | None = None) -> None
     os._exit(1)
 
 
+# The per-frame model outputs of a row, and their shapes.
+_POSE_COLUMNS = {"keypoints_2d": (17, 2), "keypoint_scores": (17,), "smpl_global_orient": (3,),
+                 "smpl_body_pose": (23, 3), "smpl_betas": (10,), "smpl_camera": (3,)}
+
+
 def _resolve(item: Any) -> ShardResult:
     if isinstance(item, ShardResult):
         return item
@@ -281,24 +373,15 @@ def _resolve(item: Any) -> ShardResult:
 
 
 def assign_tracks(frame_index: np.ndarray, boxes: np.ndarray, scores: np.ndarray, fps: float,
-                  config: Any = None) -> np.ndarray:
-    """Run the tracker over every frame of the video in order (empty frames included)."""
-    from pipeline.tracking import ByteTracker, TrackerConfig
+                  config: Any = None, frame_times: np.ndarray | None = None) -> np.ndarray:
+    """Offline tracking over every frame of the video in order (empty frames included): ids of
+    confirmed tracks, -1 for the rest (pipeline.association.track_candidates)."""
+    from pipeline.association import track_candidates
+    from pipeline.video import grid_timestamps
 
-    tracker = ByteTracker(config or TrackerConfig(), frame_rate=fps if fps > 0 else 30.0)
-    ids = np.full(len(frame_index), -1, np.int32)
-    if len(frame_index) == 0:
-        return ids
-    order = np.argsort(frame_index, kind="stable")
-    bounds = np.searchsorted(frame_index[order], np.arange(int(frame_index.max()) + 2))
-    empty4, empty1 = np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
-    for f in range(int(frame_index.max()) + 1):
-        rows = order[bounds[f]:bounds[f + 1]]
-        if len(rows):
-            ids[rows] = tracker.update(boxes[rows], scores[rows])
-        else:
-            tracker.update(empty4, empty1)
-    return ids
+    if frame_times is None:
+        frame_times = grid_timestamps(np.arange(int(frame_index.max()) + 1 if len(frame_index) else 0), fps)
+    return track_candidates(frame_index, boxes, scores, frame_times, fps, config).astype(np.int32)
 
 
 def lift_tracks(lifter: Any, frame_index: np.ndarray, track_ids: np.ndarray, keypoints_2d: np.ndarray,

@@ -55,6 +55,16 @@ def expected_3d(video_index: int, track: int, frame: int) -> np.ndarray:
     return np.stack([0.02 * joint - 0.16 + 0.001 * track, 0.4 - 0.05 * joint + 0.01 * frame, 0.001 * video_index + 0 * joint], 1).astype(np.float32)
 
 
+def expected_camera(track: int, frame: int) -> np.ndarray:
+    """HMR's crop camera (s, tx, ty) of a row."""
+    return np.array([0.9 + 0.01 * track, 0.02 * frame - 0.05, 0.1], np.float32)
+
+
+def expected_bbox(video_index: int, track: int, frame: int) -> np.ndarray:
+    kp = expected_keypoints(video_index, track, frame)
+    return np.array([kp[:, 0].min() - 4, kp[:, 1].min() - 4, kp[:, 0].max() + 4, kp[:, 1].max() + 4], np.float32)
+
+
 def default_videos() -> list[FakeVideo]:
     return [
         # three tracks, one with gaps; rank by frames x mean score: 3 (10 x .9), 5 (5 x .8), 7 (10 x .3)
@@ -80,7 +90,7 @@ def _key(video_id: str, i: int) -> str:
 
 def video_rows(video: FakeVideo, video_index: int) -> pa.Table:
     rows = [(t, f) for t, frames in sorted(video.tracks.items()) for f in frames]
-    rows.sort(key=lambda r: (r[1], r[0]))
+    rows.sort(key=lambda r: (r[1], r[0] < 0, r[0]))  # tracked people first in a frame, as a run writes them
     n = len(rows)
     kp = np.zeros((n, 17, 2), np.float32)
     sc = np.zeros((n, 17), np.float32)
@@ -90,19 +100,24 @@ def video_rows(video: FakeVideo, video_index: int) -> pa.Table:
         kp[i] = expected_keypoints(video_index, t, f)
         sc[i] = expected_scores(t, f)
         k3[i] = expected_3d(video_index, t, f)
-        bbox[i] = [kp[i, :, 0].min() - 4, kp[i, :, 1].min() - 4, kp[i, :, 0].max() + 4, kp[i, :, 1].max() + 4]
+        bbox[i] = expected_bbox(video_index, t, f)
     frames = np.array([f for _, f in rows], np.int32)
+    person_index = np.zeros(n, np.int32)
+    for i in range(1, n):
+        person_index[i] = person_index[i - 1] + 1 if frames[i] == frames[i - 1] else 0
     return poses_table({
         "video_id": np.array([video.video_id] * n, dtype=object),
         "frame_index": frames,
         "timestamp_s": frames / video.fps,
         "track_id": np.array([t for t, _ in rows], np.int32),
+        "person_index": person_index,
         "bbox_xyxy": bbox,
         "bbox_score": np.array([video.bbox_scores.get(t, 0.5) for t, _ in rows], np.float32),
         "keypoints_2d": kp,
         "keypoint_scores": sc,
         "keypoints_3d": k3,
         "keypoints_3d__valid": np.array([(t, f) not in video.no_3d for t, f in rows], bool),
+        "smpl_camera": np.array([expected_camera(t, f) for t, f in rows], np.float32).reshape(n, 3),
     }, metadata=provenance_metadata({"test": "fake_output"}))
 
 

@@ -27,8 +27,8 @@ def test_poses_are_committed_rows_only_sorted(out):
     assert "jump/in_progress.mp4" not in ids  # parts without a videos/ row are not results yet
     expected_rows = sum(len(f) for v in out.videos.values() for f in v.tracks.values())
     assert table.num_rows == expected_rows, table.num_rows
-    keys = list(zip(ids, table.column("frame_index").to_pylist(), table.column("track_id").to_pylist()))
-    assert keys == sorted(keys)
+    keys = list(zip(ids, table.column("frame_index").to_pylist(), table.column("person_index").to_pylist()))
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)  # sorted by the row key, which is unique
 
 
 def test_poses_of_chosen_videos_and_columns(out):
