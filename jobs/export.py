@@ -5,7 +5,10 @@ from pathlib import Path
 
 import click
 
-from pipeline.export import ExportError, ExportReport, build_posec3d, parse_split_ratio, read_csv_mapping, write_posec3d
+from pipeline.export import (
+    DEFAULT_MAX_PERSONS, ExportError, ExportReport, build_posec3d, parse_split_ratio, read_csv_mapping, write_mmaction_config,
+    write_posec3d,
+)
 from pipeline.readback import ReadbackError
 from pipeline.terminal import plain
 
@@ -21,8 +24,9 @@ def export_group() -> None:
               help="Pickle to write (the label map goes beside it as <name>.labels.txt).")
 @click.option("--kind", type=click.Choice(["2d", "3d"]), default="2d", show_default=True,
               help="2d: COCO-17 pixels + scores; 3d: H36M-17 metres, pelvis-relative.")
-@click.option("--max-persons", type=click.IntRange(min=1), default=None,
-              help="Keep the M best tracks per video (frames seen x mean box score). Default: all confirmed tracks.")
+@click.option("--max-persons", type=click.IntRange(min=0), default=DEFAULT_MAX_PERSONS, show_default=True,
+              help="Keep the M best tracks per video (frames seen x mean box score), as mmaction2's skeleton "
+                   "pipelines expect 2; 0 keeps every confirmed track.")
 @click.option("--labels", "labels_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="CSV video_id,label (names or integers). Default: the parent folder of each video.")
 @click.option("--splits", "splits_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
@@ -46,7 +50,7 @@ def posec3d_command(output: str, out: Path, kind: str, max_persons: int | None, 
         labels = read_csv_mapping(labels_csv, "label", "--labels") if labels_csv is not None else None
         splits = read_csv_mapping(splits_csv, "split", "--splits") if splits_csv is not None else None
         dataset, report = build_posec3d(
-            output, kind=kind, max_persons=max_persons, labels=labels, split=splits, ratio=ratio, seed=seed,
+            output, kind=kind, max_persons=max_persons or None, labels=labels, split=splits, ratio=ratio, seed=seed,
             with_3d_scores=with_3d_scores,
         )
     except ExportError as exc:
@@ -65,12 +69,15 @@ def posec3d_command(output: str, out: Path, kind: str, max_persons: int | None, 
         raise click.ClickException("no video could be exported; nothing written")
     try:
         pickle_path, labels_path = write_posec3d(dataset, report, out)
+        extra = write_mmaction_config(report, out)
     except OSError as exc:
         raise click.ClickException(plain(f"cannot write {exc.filename or out}: {exc.strerror or exc}")) from None
     for line in report.summary_lines():
         click.echo(plain(line))
     _echo_skipped(report)
     click.echo(plain(f"wrote {pickle_path} and {labels_path}"))
+    for path in extra:
+        click.echo(plain(f"wrote {path}"))
 
 
 def _echo_skipped(report: ExportReport) -> None:

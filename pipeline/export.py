@@ -16,16 +16,25 @@ holding ``{'split': {name: [frame_dir, ...]}, 'annotations': [annotation, ...]}`
 ``keypoint_score``  float32 (M, T, V)
 ==================  ==========================================================================
 
-Persons (M): the video's confirmed tracks (``track_id >= 0``; -1 rows are unconfirmed one-frame
-detections and are left out), ranked by *frames seen x mean bbox score* (a person seen long and
-confidently first; ties by smaller track id), at most ``max_persons`` of them. A track keeps its
+Persons (M): the video's confirmed tracks (``track_id >= 0``; -1 rows are boxes no confirmed track
+claimed and are left out), ranked by *frames seen x mean bbox score* (a person seen long and
+confidently first; ties by smaller track id), at most ``max_persons`` of them: 2 by default, as
+mmaction2's and PYSKL's skeleton pipelines expect (``FormatGCNInput(num_person=2)``, and
+``PreNormalize3D`` asserts M <= 2); the report counts the tracks left out. A track keeps its
 slot through the whole video; frames where it is absent are zeros with score 0, which is what the
 pose pipelines of mmaction2/PYSKL treat as missing.
 
 ``kind='2d'``: V=17 COCO-17 joints, C=2 pixels (keypoints_2d), score = keypoint_scores.
 
-``kind='3d'``: V=17 H36M-17 joints, C=3 metres (keypoints_3d: camera axes, relative to the pelvis,
-so every person is centred on the origin), from the rows that have 3D. mmaction2's and PYSKL's
+``kind='3d'``: V=17 H36M-17 joints, C=3 metres in camera axes (x right, y down, z forward), from
+the rows that have 3D: each row's pelvis-relative ``keypoints_3d`` placed at its pelvis's position
+in the camera frame, HMR's translation (`pipeline.camera`, focal length the image diagonal unless
+``focal`` is given). So two people keep their relative positions, as NTU's Kinect skeletons do,
+and no joint is ever at (0, 0, 0): mmaction2's ``PreNormalize3D`` reads an all-zero joint as
+missing, and a zero pelvis made it re-centre every other joint but not the pelvis, stretching the
+skeleton (pelvis to right hip 0.188 m -> 0.309 m). Absent frames stay all zeros, i.e. missing.
+Bone lengths are the lifter's. `write_mmaction_config` writes the graph layout, bone pairs and
+``PreNormalize3D`` axes mmaction2 needs for H36M-17 beside the pickle (`pipeline.mmaction`). mmaction2's and PYSKL's
 ``GenSkeFeat`` assert that only 2D keypoints come with a ``keypoint_score`` (it would be
 concatenated as a third channel), so 3D annotations carry **no** ``keypoint_score`` unless
 ``with_3d_scores=True``; then it is each H36M joint's 2D confidence mapped from COCO-17
@@ -75,6 +84,7 @@ from pipeline.schema import NUM_KP2D, NUM_KP3D
 Kind = Literal["2d", "3d"]
 PICKLE_PROTOCOL = 4
 DEFAULT_SPLIT = "all"
+DEFAULT_MAX_PERSONS = 2   # mmaction2/PYSKL: FormatGCNInput(num_person=2); PreNormalize3D asserts M in [1, 2]
 
 # Each H36M-17 joint's 2D confidence, from the COCO-17 joints it corresponds to (mean where several).
 H36M_FROM_COCO: dict[str, tuple[str, ...]] = {
@@ -408,8 +418,12 @@ def rank_tracks(track_id: np.ndarray, frame_index: np.ndarray, bbox_score: np.nd
     return ids[order], rank[order]
 
 
-def persons_array(table: pa.Table, total_frames: int, kind: Kind, max_persons: int | None) -> _Persons:
-    """Dense (M, T, V, C) keypoints and (M, T, V) scores of one video's poses rows."""
+def persons_array(table: pa.Table, total_frames: int, kind: Kind, max_persons: int | None,
+                  frame_size: tuple[int, int] | None = None, focal: float | None = None) -> _Persons:
+    """Dense (M, T, V, C) keypoints and (M, T, V) scores of one video's poses rows.
+
+    3D needs the rows' bbox_xyxy and smpl_camera and `frame_size` (width, height) to place each
+    pelvis in the camera frame (see the module)."""
     if kind == "3d":
         table = table.filter(pc.is_valid(table.column("keypoints_3d")))
     track = np.asarray(table.column("track_id").to_numpy(), np.int64)
@@ -429,7 +443,14 @@ def persons_array(table: pa.Table, total_frames: int, kind: Kind, max_persons: i
         mine = slots >= 0
         scores_2d = _to_numpy(table.column("keypoint_scores"), (NUM_KP2D,))[mine]
         if kind == "3d":
-            keypoint[slots[mine], frame[mine]] = _to_numpy(table.column("keypoints_3d"), (NUM_KP3D, 3))[mine]
+            from pipeline.camera import full_frame_translation
+
+            if frame_size is None:
+                raise ValueError("kind='3d' needs frame_size=(width, height) to place the pelvis")
+            pelvis = full_frame_translation(_to_numpy(table.column("bbox_xyxy"), (4,))[mine],
+                                            _to_numpy(table.column("smpl_camera"), (3,))[mine], *frame_size, focal)
+            keypoint[slots[mine], frame[mine]] = (_to_numpy(table.column("keypoints_3d"), (NUM_KP3D, 3))[mine]
+                                                  + pelvis[:, None, :].astype(np.float32))
             score[slots[mine], frame[mine]] = scores_2d @ _H36M_FROM_COCO_W.T
         else:
             keypoint[slots[mine], frame[mine]] = _to_numpy(table.column("keypoints_2d"), (NUM_KP2D, 2))[mine]
@@ -444,19 +465,22 @@ def build_posec3d(
     output_uri: str,
     *,
     kind: Kind = "2d",
-    max_persons: int | None = None,
+    max_persons: int | None = DEFAULT_MAX_PERSONS,
     labels: Mapping[str, str | int] | None = None,
     label_from: Literal["parent", "csv"] | None = None,
     split: Mapping[str, str] | None = None,
     ratio: Mapping[str, float] | None = None,
     seed: int = 0,
     with_3d_scores: bool = False,
+    focal: float | None = None,
 ) -> tuple[dict[str, Any], ExportReport]:
     """The PoseC3D/PYSKL dataset dict of an OUTPUT, and a report of what was exported and skipped.
 
     `labels`: video_id -> label name or int (label_from='csv', implied when given); otherwise labels
     are the parent folder names (label_from='parent'). `split`: video_id -> split name; or `ratio`:
-    split name -> fraction, drawn with `seed`. See the module docstring for the format.
+    split name -> fraction, drawn with `seed`. `max_persons`: M, None for every confirmed track.
+    `focal`: the camera's focal length in pixels for 3D (default: the image diagonal). See the
+    module docstring for the format.
     """
     if kind not in ("2d", "3d"):
         raise ExportError(f"kind {kind!r}: choose '2d' or '3d'")
@@ -495,7 +519,8 @@ def build_posec3d(
         split_of, report.unmatched["splits"] = _match(split, video_ids, "splits", "--splits")
     report.unmatched = {k: v for k, v in report.unmatched.items() if v}
 
-    columns = ["frame_index", "track_id", "bbox_score", "keypoint_scores", "keypoints_3d" if kind == "3d" else "keypoints_2d"]
+    columns = ["frame_index", "track_id", "bbox_score", "keypoint_scores"]
+    columns += ["keypoints_3d", "bbox_xyxy", "smpl_camera"] if kind == "3d" else ["keypoints_2d"]
     annotations: dict[str, dict[str, Any]] = {}
     for row in videos:
         video_id = row["video_id"]
@@ -505,7 +530,7 @@ def build_posec3d(
             continue
         total = int(row["num_frames"])
         table = reader.poses([video_id], columns)
-        persons = persons_array(table, total, kind, max_persons)
+        persons = persons_array(table, total, kind, max_persons, (int(row["width"]), int(row["height"])), focal)
         if not persons.track_ids:
             report.skipped.append(Skipped(video_id, _why_no_person(table, kind, total)))
             continue
@@ -535,6 +560,9 @@ def build_posec3d(
     report.split_sizes = {name: len(members) for name, members in splits.items()}
     if kind == "3d" and not with_3d_scores:
         report.notes.append("3d: no keypoint_score in the annotations (mmaction2/PYSKL GenSkeFeat accepts scores with 2D only)")
+    if kind == "3d" and (max_persons is None or max_persons > 2) and any(m > 2 for m in report.persons.values()):
+        report.notes.append("3d: some videos have more than 2 persons; mmaction2's PreNormalize3D accepts at most 2 "
+                            "(export with --max-persons 2)")
     dataset = {"split": splits, "annotations": list(annotations.values())}
     return dataset, report
 
@@ -602,3 +630,25 @@ def write_posec3d(dataset: Mapping[str, Any], report: ExportReport, out: str | o
         finally:
             tmp.unlink(missing_ok=True)
     return out, labels_path
+
+
+def write_mmaction_config(report: ExportReport, out: str | os.PathLike[str]) -> list[Path]:
+    """Beside a 3D pickle: ``<stem>.mmaction2.py`` (a ready ST-GCN config for H36M-17) and the bone
+    transform module ``posepipe_h36m.py`` (`pipeline.mmaction`); nothing for 2D, whose COCO-17
+    layout mmaction2's shipped configs already use."""
+    from pipeline.mmaction import TRANSFORM_MODULE, TRANSFORM_MODULE_NAME, config_text
+
+    if report.kind != "3d":
+        return []
+    out = Path(out)
+    written = []
+    for path, text in ((out.with_suffix(".mmaction2.py"), config_text(out.name, len(report.label_names), list(report.split_sizes))),
+                       (out.parent / f"{TRANSFORM_MODULE_NAME}.py", TRANSFORM_MODULE)):
+        tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+        try:
+            tmp.write_text(text)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        written.append(path)
+    return written

@@ -10,7 +10,9 @@ from models.skeletons import COCO17_NAMES, H36M17_NAMES
 from pipeline.export import (
     ExportError, build_posec3d, parse_split_ratio, rank_tracks, read_csv_mapping, write_posec3d,
 )
-from tests.fake_output import FakeVideo, default_videos, expected_3d, expected_keypoints, expected_scores, fake_output
+from tests.fake_output import (
+    FakeVideo, default_videos, expected_3d, expected_bbox, expected_camera, expected_keypoints, expected_scores, fake_output,
+)
 
 # ---------------------------------------------------------------- a consumer written from the format
 
@@ -57,7 +59,7 @@ def by_dir(dataset: dict) -> dict[str, dict]:
 
 
 def test_2d_annotations_shapes_values_and_zeros_where_absent(out):
-    dataset, report = build_posec3d(str(out.root))
+    dataset, report = build_posec3d(str(out.root), max_persons=None)
     anns = by_dir(dataset)
     assert sorted(anns) == ["jump/a", "jump/b", "run/c"]
     for ann in anns.values():
@@ -174,19 +176,37 @@ def test_bad_split_ratios_are_refused(text):
 # ---------------------------------------------------------------- 3D
 
 
-def test_3d_kind_uses_h36m_metres_and_omits_scores_by_default(out):
+def pelvis_in_camera(video_index: int, track: int, frame: int, width: int = 320, height: int = 240) -> np.ndarray:
+    """Written independently of pipeline.camera: CLIFF's cam_crop2full with f = the image diagonal."""
+    x1, y1, x2, y2 = expected_bbox(video_index, track, frame).astype(np.float64)
+    s, tx, ty = expected_camera(track, frame).astype(np.float64)
+    b = max(x2 - x1, y2 - y1)
+    f = (width ** 2 + height ** 2) ** 0.5
+    return np.array([tx + 2 * ((x1 + x2) / 2 - width / 2) / (b * s), ty + 2 * ((y1 + y2) / 2 - height / 2) / (b * s), 2 * f / (b * s)])
+
+
+def test_3d_kind_places_h36m_metres_in_the_camera_frame_and_omits_scores_by_default(out):
     dataset, report = build_posec3d(str(out.root), kind="3d")
     a = by_dir(dataset)["jump/a"]
     check_annotation(a)
-    assert a["keypoint"].shape == (3, 10, 17, 3) and "keypoint_score" not in a
+    assert a["keypoint"].shape == (2, 10, 17, 3) and "keypoint_score" not in a  # M = 2 by default
     i = out.index["jump/a.mp4"]
-    np.testing.assert_array_equal(a["keypoint"][0, 1], expected_3d(i, 3, 1))
-    assert not a["keypoint"][0, 0].any()  # track 3 has no 3D in frame 0
+    expected = expected_3d(i, 3, 1) + pelvis_in_camera(i, 3, 1)
+    np.testing.assert_allclose(a["keypoint"][0, 1], expected, rtol=1e-6)
+    assert a["keypoint"][0, 1, 0].tolist() != [0, 0, 0] and (a["keypoint"][0, 1, :, 2] > 1).all()  # no zero pelvis
+    # bone lengths are the lifter's: placing the pelvis is a translation
+    np.testing.assert_allclose(np.linalg.norm(a["keypoint"][0, 1, 1] - a["keypoint"][0, 1, 0]),
+                               np.linalg.norm(expected_3d(i, 3, 1)[1] - expected_3d(i, 3, 1)[0]), rtol=1e-5)
+    assert not a["keypoint"][0, 0].any()  # track 3 has no 3D in frame 0: all zeros, i.e. missing
     assert any("keypoint_score" in n for n in report.notes)
+    # a known camera: depth scales with the focal length
+    closer, _ = build_posec3d(str(out.root), kind="3d", focal=200.0)
+    ratio = by_dir(closer)["jump/a"]["keypoint"][0, 1, 0, 2] / a["keypoint"][0, 1, 0, 2]
+    assert ratio == pytest.approx(200.0 / 400.0, rel=1e-4)
 
 
 def test_3d_scores_are_coco_confidences_mapped_to_h36m(out):
-    dataset, _ = build_posec3d(str(out.root), kind="3d", with_3d_scores=True)
+    dataset, _ = build_posec3d(str(out.root), kind="3d", with_3d_scores=True, max_persons=None)
     a = by_dir(dataset)["jump/a"]
     coco = expected_scores(3, 4)
     h36m = a["keypoint_score"][0, 4]
@@ -206,6 +226,36 @@ def test_3d_skips_videos_without_any_3d(tmp_path):
 
 
 # ---------------------------------------------------------------- files
+
+
+def test_persons_default_to_two_and_the_report_counts_the_tracks_left_out(out):
+    dataset, report = build_posec3d(str(out.root))
+    assert max(a["keypoint"].shape[0] for a in dataset["annotations"]) == 2
+    assert report.dropped_tracks == 1  # jump/a has three confirmed tracks
+    assert "1 tracks beyond --max-persons left out" in "\n".join(report.summary_lines())
+    _, everyone = build_posec3d(str(out.root), kind="3d", max_persons=None)
+    assert any("at most 2" in n for n in everyone.notes)
+
+
+def test_3d_export_writes_the_mmaction2_config_and_bone_transform_beside_the_pickle(out, tmp_path):
+    from models.skeletons import H36M17_PARENTS
+    from pipeline.export import write_mmaction_config
+
+    dataset, report = build_posec3d(str(out.root), kind="3d", ratio={"train": 0.5, "val": 0.5})
+    pkl, _ = write_posec3d(dataset, report, tmp_path / "ds3d.pkl")
+    config, module = write_mmaction_config(report, pkl)
+    assert config == tmp_path / "ds3d.mmaction2.py" and module == tmp_path / "posepipe_h36m.py"
+    namespace: dict = {}
+    exec(compile(config.read_text(), str(config), "exec"), namespace)  # plain Python, as mmengine reads it
+    assert namespace["ann_file"] == "ds3d.pkl" and namespace["num_classes"] == 2
+    assert namespace["h36m17_layout"]["num_node"] == 17 and len(namespace["h36m17_layout"]["inward"]) == 16
+    assert namespace["pre_normalize_3d"] == {"type": "PreNormalize3D", "zaxis": [0, 7], "xaxis": [14, 11]}
+    assert list(namespace["h36m17_bone_pairs"]) == [(j, max(p, 0)) for j, p in enumerate(H36M17_PARENTS)]
+    assert namespace["train_dataloader"]["dataset"]["dataset"]["split"] == "train"
+    assert namespace["val_dataloader"]["dataset"]["split"] == "val"
+    compile(module.read_text(), str(module), "exec")
+    dataset2d, report2d = build_posec3d(str(out.root))
+    assert write_mmaction_config(report2d, tmp_path / "ds2d.pkl") == []
 
 
 def test_written_pickle_loads_with_the_consumer_and_label_map_sits_beside(out, tmp_path):
