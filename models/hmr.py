@@ -12,8 +12,8 @@ truncated toward zero (so the crop can be one pixel non-square), the float canva
 to 0..255 (``scipy.misc.bytescale``) and shrunk with Pillow's antialiased bilinear filter
 (``scipy.misc.imresize``), not with OpenCV. See ``shared/golden/hmr_spin_resnet50/README.md``.
 
-Layout: building blocks (ResNet bottleneck, rotation conversions, cropping), the model, the weights
-table, then the public builders (checkpoint conversion, ``create``, ``HMRPredictor``).
+Layout: building blocks (rotation conversions, cropping; the ResNet is models/resnet.py's), the
+model, the weights table, then the public builders (checkpoint conversion, ``create``, ``HMRPredictor``).
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from torch import nn
 
 from models.checkpoint import CheckpointError, load_strict, strip_prefix, tensors_only
 from models.precision import forward_half_guarded
+from models.resnet import Bottleneck, make_res_layer
 from models.skeletons import SMPL_JOINT_NAMES
 from models.weights import Weights
 
@@ -44,49 +45,6 @@ BBOX_SCALE_UNIT = 200.0          # SPIN's "scale" is the box side in units of 20
 IDENTITY_6D = (1.0, 0.0, 0.0, 1.0, 0.0, 0.0)  # R[:, :2] of the identity, read row-major
 DEFAULT_CAMERA = (0.9, 0.0, 0.0)              # about SPIN's smpl_mean_params.npz['cam']
 OUTPUT_KEYS = ("rotmat", "betas", "camera", "pose_6d", "global_orient", "body_pose")
-
-
-# ---------------------------------------------------------------------------------------------
-# Building blocks: the ResNet bottleneck
-# ---------------------------------------------------------------------------------------------
-
-
-class Bottleneck(nn.Module):
-    """torchvision's ResNet bottleneck (v1.5): 1x1 -> 3x3 (carries the stride) -> 1x1, x4 channels."""
-
-    expansion = 4
-
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
-        super().__init__()
-        self.conv1 = nn.Conv2d(inplanes, planes, kernel_size=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = nn.Conv2d(planes, planes * self.expansion, kernel_size=1, bias=False)
-        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
-
-
-def _resnet_stage(inplanes: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
-    """One ResNet stage; its first block projects the shortcut (1x1 conv with stride + BN)."""
-    out_channels = planes * Bottleneck.expansion
-    downsample = None
-    if stride != 1 or inplanes != out_channels:
-        downsample = nn.Sequential(
-            nn.Conv2d(inplanes, out_channels, kernel_size=1, stride=stride, bias=False),
-            nn.BatchNorm2d(out_channels),
-        )
-    layers = [Bottleneck(inplanes, planes, stride, downsample)]
-    layers += [Bottleneck(out_channels, planes) for _ in range(1, blocks)]
-    return nn.Sequential(*layers)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,10 +251,10 @@ class HMR(nn.Module):
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.layer1 = _resnet_stage(64, 64, layers[0], stride=1)
-        self.layer2 = _resnet_stage(256, 128, layers[1], stride=2)
-        self.layer3 = _resnet_stage(512, 256, layers[2], stride=2)
-        self.layer4 = _resnet_stage(1024, 512, layers[3], stride=2)
+        self.layer1 = make_res_layer(Bottleneck, 64, 64, layers[0], stride=1)
+        self.layer2 = make_res_layer(Bottleneck, 256, 128, layers[1], stride=2)
+        self.layer3 = make_res_layer(Bottleneck, 512, 256, layers[2], stride=2)
+        self.layer4 = make_res_layer(Bottleneck, 1024, 512, layers[3], stride=2)
         self.avgpool = nn.AvgPool2d(7, stride=1)  # the 7x7 map of a 224x224 input -> 2048 numbers
 
         self.fc1 = nn.Linear(FEATURE_DIM + POSE_6D_DIM + NUM_BETAS + CAMERA_DIM, 1024)
@@ -360,6 +318,8 @@ WEIGHTS: dict[str, Weights] = {
     "hmr_spin_resnet50": Weights(
         name="hmr_spin_resnet50",
         family="hmr",
+        stage="mesh",
+        gmacs=4.10,  # one 224x224 crop and the 3-step regressor, torch's FlopCounterMode
         url="http://visiondata.cis.upenn.edu/spin/model_checkpoint.pt",  # plain http: see `notes`
         filename="model_checkpoint.pt",
         sha256=None,  # unpublished; no copy we could trust was at hand to record it from

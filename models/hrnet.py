@@ -27,9 +27,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from models import heatmaps as heatmap_ops
 from models.checkpoint import CheckpointError, load_strict, preview, strip_prefix, tensors_only
 from models.precision import forward_half_guarded
+from models.resnet import BasicBlock, Block, Bottleneck, make_res_layer
 from models.skeletons import COCO17_FLIP_PAIRS, COCO17_NAMES, COCO17_SKELETON
+from models.topdown import check_image as _check_image
+from models.topdown import warp_crops
 from models.weights import Weights
 
 BN_MOMENTUM = 0.1
@@ -43,65 +47,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # Building blocks
 # --------------------------------------------------------------------------------------------
 
-def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
-
-
-class BasicBlock(nn.Module):
-    expansion = 1
-
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
-        super().__init__()
-        self.conv1 = conv3x3(inplanes, planes, stride)
-        self.bn1 = nn.BatchNorm2d(planes, momentum=BN_MOMENTUM)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = conv3x3(planes, planes)
-        self.bn2 = nn.BatchNorm2d(planes, momentum=BN_MOMENTUM)
-        self.downsample = downsample
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        residual = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + residual)
-
-
-class Bottleneck(nn.Module):
-    expansion = 4
-
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
-        super().__init__()
-        self.conv1 = nn.Conv2d(inplanes, planes, kernel_size=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes, momentum=BN_MOMENTUM)
-        self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes, momentum=BN_MOMENTUM)
-        self.conv3 = nn.Conv2d(planes, planes * self.expansion, kernel_size=1, bias=False)
-        self.bn3 = nn.BatchNorm2d(planes * self.expansion, momentum=BN_MOMENTUM)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        residual = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(out + residual)
-
-
-Block = type[BasicBlock] | type[Bottleneck]
-
-
-def _make_blocks(block: Block, inplanes: int, planes: int, num_blocks: int) -> nn.Sequential:
-    """`num_blocks` residual blocks; the first gets a 1x1 projection when the width changes."""
-    downsample = None
-    if inplanes != planes * block.expansion:
-        downsample = nn.Sequential(
-            nn.Conv2d(inplanes, planes * block.expansion, kernel_size=1, stride=1, bias=False),
-            nn.BatchNorm2d(planes * block.expansion, momentum=BN_MOMENTUM),
-        )
-    layers = [block(inplanes, planes, 1, downsample)]
-    layers += [block(planes * block.expansion, planes) for _ in range(1, num_blocks)]
-    return nn.Sequential(*layers)
+# conv3x3, BasicBlock, Bottleneck and the residual layers are ResNet's: models/resnet.py.
 
 
 class HighResolutionModule(nn.Module):
@@ -122,7 +68,7 @@ class HighResolutionModule(nn.Module):
         self.multi_scale_output = multi_scale_output
         # Every HRNet stage keeps its width (BASIC blocks), so in == out on every branch.
         self.branches = nn.ModuleList(
-            _make_blocks(block, c * block.expansion, c, n) for n, c in zip(num_blocks, channels)
+            make_res_layer(block, c * block.expansion, c, n) for n, c in zip(num_blocks, channels)
         )
         widths = [c * block.expansion for c in channels]
         self.fuse_layers = self._make_fuse_layers(widths) if self.num_branches > 1 else None
@@ -231,7 +177,7 @@ class PoseHighResolutionNet(nn.Module):
         self.conv2 = nn.Conv2d(64, 64, kernel_size=3, stride=2, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(64, momentum=BN_MOMENTUM)
         self.relu = nn.ReLU(inplace=True)
-        self.layer1 = _make_blocks(Bottleneck, 64, 64, 4)
+        self.layer1 = make_res_layer(Bottleneck, 64, 64, 4)
 
         pre = [64 * Bottleneck.expansion]
         for index, (stage, (num_modules, num_blocks, mult)) in enumerate(_STAGES.items(), start=1):
@@ -273,13 +219,16 @@ _OFFICIAL_README = "https://github.com/leoxiaobin/deep-high-resolution-net.pytor
 _PAPER = "Deep High-Resolution Representation Learning for Human Pose Estimation (Sun et al., CVPR 2019)"
 
 
-def _coco_weights(width: int, size: tuple[int, int], file_id: str, ap_official: float, ap_mmpose: float) -> Weights:
+def _coco_weights(width: int, size: tuple[int, int], file_id: str, ap_official: float, ap_mmpose: float,
+                  gmacs: float) -> Weights:
     h, w = size
     name = f"hrnet_w{width}_coco_{h}x{w}"
     filename = f"{name}-{file_id}_20200708.pth"
     return Weights(
         name=name,
         family="hrnet",
+        stage="pose",
+        gmacs=gmacs,  # one crop, torch's FlopCounterMode (the paper's counts: 7.1 / 16.0 / 14.6 / 32.9 GFLOPs)
         url=f"https://download.openmmlab.com/mmpose/top_down/hrnet/{filename}",
         filename=filename,
         source_format="mmpose",
@@ -312,10 +261,10 @@ def _coco_weights(width: int, size: tuple[int, int], file_id: str, ap_official: 
 WEIGHTS: dict[str, Weights] = {
     spec.name: spec
     for spec in (
-        _coco_weights(32, (256, 192), "c78dce93", 74.4, 74.6),
-        _coco_weights(32, (384, 288), "d9f0d786", 75.8, 76.0),
-        _coco_weights(48, (256, 192), "b9e0b3ab", 75.1, 75.6),
-        _coco_weights(48, (384, 288), "314c8528", 76.3, 76.7),
+        _coco_weights(32, (256, 192), "c78dce93", 74.4, 74.6, 7.65),
+        _coco_weights(32, (384, 288), "d9f0d786", 75.8, 76.0, 17.2),
+        _coco_weights(48, (256, 192), "b9e0b3ab", 75.1, 75.6, 15.7),
+        _coco_weights(48, (384, 288), "314c8528", 76.3, 76.7, 35.3),
     )
 }
 
@@ -493,17 +442,12 @@ def crop_images(
 
     Kept as uint8 so a GPU predictor uploads a quarter of the bytes and normalises on the device.
     """
-    _check_image(image_bgr)
-    image_bgr = np.ascontiguousarray(image_bgr)  # OpenCV refuses negative strides (e.g. image[:, ::-1])
     height, width = input_size
     centers = np.asarray(centers, dtype=np.float32).reshape(-1, 2)
     scales = np.asarray(scales, dtype=np.float32).reshape(-1, 2)
-    out = np.empty((len(centers), height, width, 3), dtype=np.uint8)
-    for k, (center, scale) in enumerate(zip(centers, scales)):
-        trans = get_affine_transform(center, scale, (width, height))
-        crop = cv2.warpAffine(image_bgr, trans, (width, height), flags=cv2.INTER_LINEAR)
-        out[k] = crop[:, :, ::-1] if color == "RGB" else crop  # per-channel warp: BGR->RGB after is identical
-    return out
+    trans = [get_affine_transform(center, scale, (width, height)) for center, scale in zip(centers, scales)]
+    out = warp_crops(image_bgr, trans, (width, height))
+    return np.ascontiguousarray(out[..., ::-1]) if color == "RGB" else out  # per-channel warp: BGR->RGB after is identical
 
 
 def crop_inputs(
@@ -531,10 +475,7 @@ def flip_back(heatmaps: np.ndarray, flip_pairs: Sequence[tuple[int, int]] = COCO
     """Heatmaps of mirrored inputs (N, J, H, W) -> mirrored back, left/right channels swapped."""
     if heatmaps.ndim != 4:
         raise ValueError(f"heatmaps must be (N, J, H, W), got shape {heatmaps.shape}")
-    out = heatmaps[:, :, :, ::-1].copy()
-    for left, right in flip_pairs:
-        out[:, [left, right]] = out[:, [right, left]]
-    return out
+    return heatmap_ops.flip_back(heatmaps, _flip_indices(heatmaps.shape[1], flip_pairs)).numpy()
 
 
 def average_flip(
@@ -542,41 +483,29 @@ def average_flip(
     flip_pairs: Sequence[tuple[int, int]] = COCO17_FLIP_PAIRS, *, shift: bool = True,
 ) -> np.ndarray:
     """The official flip test: flip back, shift right by one column (column 0 kept), average."""
-    back = flip_back(heatmaps_flipped, flip_pairs)
-    if shift:
-        back[:, :, :, 1:] = back[:, :, :, :-1].copy()
-    return (heatmaps + back) * np.float32(0.5)
+    indices = _flip_indices(heatmaps.shape[1], flip_pairs)
+    return heatmap_ops.average_flip(heatmaps, heatmaps_flipped, indices, shift=shift).numpy()
+
+
+def _flip_indices(num_joints: int, flip_pairs: Sequence[tuple[int, int]]) -> list[int]:
+    return heatmap_ops.flip_indices_from_pairs(num_joints, flip_pairs)
 
 
 def decode_heatmaps(
     heatmaps: np.ndarray, centers: np.ndarray, scales: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """The official `get_final_preds`: (K, J, H, W) -> keypoints (K, J, 2) in image pixels and
-    scores (K, J), both float32. Scores are the raw heatmap maxima."""
+    scores (K, J), both float32. Scores are the raw heatmap maxima.
+
+    The peak and its quarter-pixel step are models/heatmaps.py's "official" convention (maxval <= 0
+    -> (0, 0); the step only inside 1 < x < W-1 and 1 < y < H-1); then the inverse affine.
+    """
     heatmaps = np.asarray(heatmaps, dtype=np.float32)
     if heatmaps.ndim != 4:
         raise ValueError(f"heatmaps must be (K, J, H, W), got shape {heatmaps.shape}")
     k, j, h, w = heatmaps.shape
-    flat = heatmaps.reshape(k, j, h * w)
-    idx = np.argmax(flat, axis=2) if flat.size else np.zeros((k, j), dtype=np.int64)
-    maxvals = np.take_along_axis(flat, idx[..., None], axis=2)[..., 0]
-    coords = np.stack([idx % w, idx // w], axis=2).astype(np.float32)
-    coords *= (maxvals > 0.0)[..., None].astype(np.float32)
-
-    # Quarter-pixel step toward the higher neighbour, away from a 2-pixel border band.
-    px = np.floor(coords[..., 0] + 0.5).astype(np.int64)
-    py = np.floor(coords[..., 1] + 0.5).astype(np.int64)
-    inside = (px > 1) & (px < w - 1) & (py > 1) & (py < h - 1)
-    n_idx, j_idx = np.nonzero(inside)
-    if len(n_idx):
-        xs, ys = px[n_idx, j_idx], py[n_idx, j_idx]
-        hm = heatmaps[n_idx, j_idx]
-        rows = np.arange(len(n_idx))
-        diff = np.stack([
-            hm[rows, ys, xs + 1] - hm[rows, ys, xs - 1],
-            hm[rows, ys + 1, xs] - hm[rows, ys - 1, xs],
-        ], axis=1)
-        coords[n_idx, j_idx] += np.sign(diff) * np.float32(0.25)
+    coords_t, maxvals_t = heatmap_ops.decode_heatmaps(heatmaps, "official")
+    coords, maxvals = coords_t.numpy(), maxvals_t.numpy()
 
     keypoints = np.empty_like(coords)
     centers = np.asarray(centers, dtype=np.float32).reshape(-1, 2)
@@ -588,12 +517,6 @@ def decode_heatmaps(
         xy1 = np.concatenate([coords[n].astype(np.float64), np.ones((j, 1))], axis=1)
         keypoints[n] = xy1 @ trans.T
     return keypoints, maxvals.astype(np.float32)
-
-
-def _check_image(image: np.ndarray) -> None:
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        desc = f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
-        raise ValueError(f"expected an (H, W, 3) uint8 BGR image, got {desc}")
 
 
 def _as_boxes(bboxes_xywh: Any) -> np.ndarray:

@@ -39,3 +39,15 @@ SMPL_JOINT_NAMES: tuple[str, ...] = (
     "right_collar", "head", "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
     "left_wrist", "right_wrist", "left_hand", "right_hand",
 )
+
+
+def flip_indices(names: tuple[str, ...] | list[str]) -> list[int]:
+    """The left/right permutation of a skeleton from its joint names (mmpose's ``flip_indices``):
+    joint i of a mirrored image is joint flip_indices[i] of the original ("left_x" <-> "right_x")."""
+    index = {name: i for i, name in enumerate(names)}
+    out = []
+    for name in names:
+        side, _, rest = name.partition("_")
+        other = {"left": "right", "right": "left"}.get(side)
+        out.append(index.get(f"{other}_{rest}", index[name]) if other else index[name])
+    return out

@@ -253,6 +253,8 @@ WEIGHTS: dict[str, Weights] = {
     "videopose3d_243_coco": Weights(
         name="videopose3d_243_coco",
         family="videopose3d",
+        stage="lifter",
+        gmacs=0.0195,  # per output frame of a long track, torch's FlopCounterMode
         url="https://dl.fbaipublicfiles.com/video-pose-3d/pretrained_h36m_detectron_coco.bin",
         filename="pretrained_h36m_detectron_coco.bin",
         source_format="videopose3d",

@@ -13,10 +13,11 @@ from typing import Any, Mapping
 @dataclass(frozen=True)
 class Weights:
     name: str                      # catalogue name, e.g. "hrnet_w32_coco_256x192"
-    family: str                    # "yolox" | "hrnet" | "videopose3d" | "hmr"
+    family: str                    # the model file that builds it: "yolox", "hrnet", "rtmpose", "videopose3d", ...
     url: str                       # official download URL (the authors' or mmpose's)
     filename: str                  # file name in the cache directory
     source_format: str             # container layout of the official file, e.g. "yolox", "hrnet", "mmpose"
+    stage: str = ""                # the job stage it serves: "detector" | "pose" | "lifter" | "mesh"
     arch: Mapping[str, Any] = field(default_factory=dict)   # builder keyword arguments
     sha256: str | None = None      # full hash when one is published or known
     hash_prefix: str | None = None  # sha256 prefix embedded in the file name (mmpose / torchvision style)
@@ -29,6 +30,9 @@ class Weights:
     license: str = ""
     paper: str = ""
     metrics: Mapping[str, float] = field(default_factory=dict)
+    # Cost of one network input (a crop; for a lifter, one output frame; for a detector, one
+    # letterboxed image), in multiply-accumulates, counted by torch's FlopCounterMode (tests check it).
+    gmacs: float | None = None
     notes: str = ""
 
     @property
@@ -49,8 +53,8 @@ class Weights:
     def describe(self) -> dict[str, Any]:
         """A JSON-friendly summary (used by `posepipe weights list` and Parquet provenance)."""
         return {
-            "name": self.name, "family": self.family, "url": self.url, "plain_http": self.plain_http,
+            "name": self.name, "family": self.family, "stage": self.stage, "url": self.url, "plain_http": self.plain_http,
             "sha256": self.sha256, "hash_prefix": self.hash_prefix, "integrity": self.integrity,
             "source_format": self.source_format, "input_size": self.input_size, "license": self.license,
-            "paper": self.paper, "metrics": dict(self.metrics),
+            "paper": self.paper, "metrics": dict(self.metrics), "gmacs": self.gmacs,
         }

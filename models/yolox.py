@@ -294,11 +294,17 @@ _RELEASE = "https://github.com/Megvii-BaseDetection/YOLOX/releases/download/0.1.
 _PAPER = "Ge et al., YOLOX: Exceeding YOLO Series in 2021, arXiv:2107.08430"
 
 
+# Multiply-accumulates of one letterboxed image (torch's FlopCounterMode; tests/models/test_catalogue.py).
+_GMACS = {"yolox_nano": 0.523, "yolox_tiny": 3.21, "yolox_s": 13.3, "yolox_m": 36.8, "yolox_l": 77.6, "yolox_x": 140.7}
+
+
 def _entry(name: str, depth: float, width: float, size: int, ap: float, *, depthwise: bool = False,
            notes: str = "") -> Weights:
     return Weights(
         name=name,
         family="yolox",
+        stage="detector",
+        gmacs=_GMACS[name],
         url=f"{_RELEASE}/{name}.pth",
         filename=f"{name}.pth",
         source_format="yolox",

@@ -42,6 +42,9 @@ def generate_state_dict(manifest_path: Path, case: dict) -> "OrderedDict[str, to
         name, shape = entry["name"], tuple(entry["shape"])
         leaf = name.rsplit(".", 1)[-1]
         rng = np.random.default_rng([seed, i])
+        if f"buffer/{name}" in case:  # constant buffers and the few leaves the rule does not name: as is
+            state[name] = torch.from_numpy(np.ascontiguousarray(case[f"buffer/{name}"]).reshape(shape))
+            continue
         if name in SPECIAL_HMR and SPECIAL_HMR[name] in case:
             value = np.asarray(case[SPECIAL_HMR[name]], dtype=np.float32).reshape(shape)
         elif leaf == "num_batches_tracked":
@@ -112,5 +115,37 @@ def assert_official_outputs(name: str, predictor, case: dict) -> None:
         np.testing.assert_allclose(out["rotmat"], case["pred_rotmat"], atol=5e-5)
         np.testing.assert_allclose(out["betas"], case["pred_betas"], rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(out["camera"], case["pred_camera"], rtol=1e-4, atol=1e-4)
+    elif name in TOPDOWN_TOLERANCES:
+        assert_topdown_outputs(name, predictor, case)
+    elif name == "simplebaseline3d_h36m":
+        assert predictor.receptive_field == 1
+        for n in range(case["keypoints_coco_px"].shape[1]):
+            pred = predictor.lift(case["keypoints_coco_px"][:, n], width=int(case["width"]), height=int(case["height"]),
+                                  flip_augment=False)
+            assert_close(pred, case["keypoints_3d"][:, n], f"{name} keypoints_3d person {n}", rtol=1e-4, atol=2e-5)
     else:
         raise AssertionError(f"no end-to-end golden check for {name}")
+
+
+# The mmpose 2D families' documented tolerances (their golden READMEs): keypoints atol in px, and
+# scores either relative to max |raw output| or absolute.
+TOPDOWN_TOLERANCES = {
+    "rtmpose_m_coco_256x192": {"keypoints_atol": 1e-3, "scores_rel": 1e-4},
+    "simplebaseline_res50_coco_256x192": {"keypoints_atol": 1e-3, "scores_rel": 2e-5},
+    "rle_res50_coco_256x192": {"keypoints_atol": 2e-2, "scores_atol": 2e-6},
+}
+
+
+def assert_topdown_outputs(name: str, predictor, case: dict) -> None:
+    """`predict(image, boxes, flip_test=...)` gives the npz's keypoints/scores, with and without flip test."""
+    tol = TOPDOWN_TOLERANCES[name]
+    for flip, suffix in ((True, ""), (False, "_noflip")):
+        keypoints, scores = predictor.predict(case["image_bgr"], case["bboxes_xywh"], flip_test=flip)
+        ref_kps, ref_scores = case["keypoints" + suffix], case["scores" + suffix]
+        assert keypoints.dtype == np.float32 and scores.dtype == np.float32
+        assert_close(keypoints, ref_kps, f"{name} keypoints{suffix}", rtol=0, atol=tol["keypoints_atol"])
+        if "scores_rel" in tol:
+            limit = tol["scores_rel"] * float(np.abs(ref_scores).max())
+        else:
+            limit = tol["scores_atol"]
+        assert_close(scores, ref_scores, f"{name} scores{suffix}", rtol=0, atol=limit)
