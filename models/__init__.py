@@ -4,8 +4,11 @@
     det = load_model("yolox_s", weights="yolox_s.pth")
 
 One explicit catalogue (no import-time registration): each family module owns a ``WEIGHTS`` dict
-and the functions ``convert_checkpoint`` (any supported container -> official state dict) and
-``create`` (architecture + strict load + device placement).
+and the functions ``checkpoint_format`` (the layout it recognises, by keys only its architecture
+has), ``convert_checkpoint`` (any supported container -> official state dict) and ``create``
+(architecture + strict load + device placement). Each record's ``stage`` says which job stage it
+serves; every family of a stage has the same predictor interface (2D: ``predict`` /
+``predict_batch``; lifters: ``lift`` / ``lift_batch`` / ``receptive_field``).
 """
 from __future__ import annotations
 
@@ -18,14 +21,27 @@ from typing import Any, Mapping
 
 import torch
 
-from models import hmr, hrnet, videopose3d, yolox
+from models import hmr, hrnet, rle, rtmpose, simplebaseline, simplebaseline3d, videopose3d, yolox
 from models.checkpoint import CheckpointError, preview, read_checkpoint, sniff_container
 from models.precision import PrecisionWarning, strict_fp32
 from models.weights import Weights
 
-FAMILIES: dict[str, ModuleType] = {"yolox": yolox, "hrnet": hrnet, "videopose3d": videopose3d, "hmr": hmr}
-FAMILY_LABELS = {"yolox": "YOLOX", "hrnet": "HRNet", "videopose3d": "VideoPose3D", "hmr": "HMR (SPIN)"}
-CATALOGUE: dict[str, Weights] = {**yolox.WEIGHTS, **hrnet.WEIGHTS, **videopose3d.WEIGHTS, **hmr.WEIGHTS}
+# Families whose layouts are recognised by more specific keys come first: a checkpoint that is not
+# the named model's is reported as the first family here that recognises it (HRNet's mmpose layout is
+# recognised by its head's final_layer alone, which SimpleBaseline and RTMPose heads also have).
+FAMILIES: dict[str, ModuleType] = {
+    "yolox": yolox, "rtmpose": rtmpose, "simplebaseline": simplebaseline, "rle": rle, "hrnet": hrnet,
+    "videopose3d": videopose3d, "simplebaseline3d": simplebaseline3d, "hmr": hmr,
+}
+FAMILY_LABELS = {
+    "yolox": "YOLOX", "hrnet": "HRNet", "rtmpose": "RTMPose", "simplebaseline": "SimpleBaseline", "rle": "RLE",
+    "videopose3d": "VideoPose3D", "simplebaseline3d": "SimpleBaseline3D", "hmr": "HMR (SPIN)",
+}
+CATALOGUE: dict[str, Weights] = {
+    **yolox.WEIGHTS, **hrnet.WEIGHTS, **rtmpose.WEIGHTS, **simplebaseline.WEIGHTS, **rle.WEIGHTS,
+    **videopose3d.WEIGHTS, **simplebaseline3d.WEIGHTS, **hmr.WEIGHTS,
+}
+STAGES = ("detector", "pose", "lifter", "mesh")
 
 
 class RandomWeightsWarning(UserWarning):
@@ -206,7 +222,7 @@ def _foreign_layout(name: str, spec: Weights, checkpoint: Any, path: Path) -> st
         missing = [k for k in expected if k not in found]
         unexpected = [k for k in found if k not in expected]
         label = FAMILY_LABELS[spec.family]
-        article = "an" if label.startswith("H") else "a"
+        article = "an" if label[0] in "HR" else "a"  # an HRNet, an RTMPose, an RLE
 
         def some(keys: list[str]) -> str:
             return f"{len(keys)}" + (f", e.g. {', '.join(keys[:4])}" if keys else "")
@@ -239,6 +255,6 @@ def _conversion_summary(checkpoint: Any, state: Mapping[str, torch.Tensor]) -> t
 
 
 __all__ = [
-    "CATALOGUE", "FAMILIES", "CheckpointError", "CheckpointReport", "PrecisionWarning", "RandomWeightsWarning", "Weights",
+    "CATALOGUE", "FAMILIES", "STAGES", "CheckpointError", "CheckpointReport", "PrecisionWarning", "RandomWeightsWarning", "Weights",
     "get_weights", "load_model", "read_weights", "resolve_device", "strict_fp32",
 ]
