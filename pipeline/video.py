@@ -351,10 +351,13 @@ class VideoStream:
         presentation time (MP4) or decode time (AVI), and a keyframe's presentation time lies
         between the two, so either search lands on this keyframe. The first packet read must be
         that keyframe (its decode time says so); frames the decoder shows before the keyframe (an
-        open GOP's leading frames) belong to the shard before and are dropped.
+        open GOP's leading frames) belong to the shard before and are dropped. Packets that start
+        at the reader's limit (the next shard's keyframe) are not decoded: the decoder is flushed.
         """
         container, stream = self._container, self._stream
         dts = self.info.keyframe_dts
+        packets: Iterator[Any] | None = None
+        skip, need_key = first, False
         if first > 0 and k < len(dts) and dts[k] >= 0:
             if k + 1 < len(dts) and dts[k + 1] > dts[k]:
                 target = dts[k + 1] - 1
@@ -366,27 +369,33 @@ class VideoStream:
             except Exception as exc:
                 raise VideoError(f"cannot seek to frame {first}: {_decode_detail(exc)}") from None
             self._fresh = False
-            packets = container.demux(stream)
-            head = next((p for p in packets if p.size), None)
+            demuxed = container.demux(stream)
+            head = next((p for p in demuxed if p.size), None)
             if head is not None and head.dts == dts[k]:
-                seen_key = False
-                for packet in itertools.chain((head,), packets):
-                    for frame in packet.decode():
-                        seen_key = seen_key or bool(frame.key_frame)
-                        if seen_key:
-                            yield frame
+                packets, skip, need_key = itertools.chain((head,), demuxed), 0, True
+            # else the seek landed elsewhere (an index that lies): count frames from the start instead.
+        if packets is None:
+            if not self._fresh:
+                container.seek(0, stream=stream, backward=True, any_frame=False)
+                stream.codec_context.flush_buffers()
+            self._fresh = False
+            packets = container.demux(stream)
+        limit = self._reader.limit
+        for packet in packets:
+            if limit is not None and packet.size and packet.pos is not None and packet.pos >= limit:
+                decoded = stream.codec_context.decode(None)  # flush: the frames still held come out
+            else:
+                decoded = packet.decode()
+            for frame in decoded:
+                if need_key and not frame.key_frame:
+                    continue
+                need_key = False
+                if skip:
+                    skip -= 1
+                    continue
+                yield frame
+            if limit is not None and packet.size and packet.pos is not None and packet.pos >= limit:
                 return
-            # Landed elsewhere (an index that lies): count frames from the start instead.
-        if not self._fresh:
-            container.seek(0, stream=stream, backward=True, any_frame=False)
-            stream.codec_context.flush_buffers()
-        self._fresh = False
-        skip = first
-        for frame in container.decode(stream):
-            if skip:
-                skip -= 1
-                continue
-            yield frame
 
     def close(self) -> None:
         container, self._container = getattr(self, "_container", None), None

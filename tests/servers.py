@@ -305,3 +305,65 @@ def moto_s3_server(timeout_s: float = STARTUP_TIMEOUT_S) -> Iterator[MotoServer]
         if server is not None:
             _stop(server.process)
         shutil.rmtree(logdir, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- a counting proxy
+
+
+@dataclass
+class CountingProxy:
+    """What `counting_proxy` yields: its URL, and the body bytes of GET answers it passed on."""
+
+    url: str = ""
+    bytes_sent: int = 0
+    requests: list[tuple[str, str, str | None]] = field(default_factory=list)   # (method, path, Range)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@contextlib.contextmanager
+def counting_proxy(upstream: str) -> Iterator[CountingProxy]:
+    """A loopback reverse proxy in front of `upstream` (e.g. a moto server) that counts the bytes a
+    client was sent: what "bytes served" means for a job reading from S3."""
+    state = CountingProxy()
+    session = requests.Session()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def _forward(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else None
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+            answer = session.request(self.command, upstream + self.path, headers=headers, data=body,
+                                     allow_redirects=False, stream=False)
+            payload = answer.content
+            self.send_response(answer.status_code)
+            for key, value in answer.headers.items():
+                if key.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
+                    self.send_header(key, value)
+            self.send_header("Content-Length", str(len(payload) if self.command != "HEAD" else
+                                                   answer.headers.get("Content-Length", "0")))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(payload)
+            with state._lock:
+                state.requests.append((self.command, self.path, self.headers.get("Range")))
+                if self.command == "GET":
+                    state.bytes_sent += len(payload)
+
+        do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
