@@ -33,6 +33,8 @@ def parse_workers(value: str | None) -> list[int]:
 @click.option("--half/--no-half", default=None, help="fp16 autocast (default: on for CUDA, off for CPU).")
 @click.option("--frames-per-batch", type=click.IntRange(min=1), default=None,
               help="Frames per model batch (default: the job's).")
+@click.option("--pose-model", default=None, help="2D keypoint weights name to time (default: the job's).")
+@click.option("--lifter", default=None, help="Lifter weights name to time (default: the job's).")
 @click.option("--weights", "weights", multiple=True, metavar="NAME=URI", help="Checkpoint for a model (repeatable).")
 @click.option("--random-weights", is_flag=True, help="Random weights: speed only, outputs meaningless.")
 @click.option("--shard-frames", type=click.IntRange(min=1), default=None,
@@ -43,7 +45,7 @@ def parse_workers(value: str | None) -> list[int]:
 @click.option("--no-h264", is_flag=True, help="Skip decoding generated H.264 720p/1080p clips with 1, 2, 4 threads.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the JSON here.")
 def bench_command(video: str | None, n_frames: int, max_persons: int, device: str, half: bool | None,
-                  frames_per_batch: int | None, weights: tuple[str, ...],
+                  frames_per_batch: int | None, pose_model: str | None, lifter: str | None, weights: tuple[str, ...],
                   random_weights: bool, shard_frames: int | None, workers: str | None, memory: bool, no_ray: bool,
                   no_h264: bool, out_path: Path | None) -> None:
     """Time decoding, each model batched, the pipeline end to end, and a naive per-frame loop; print JSON.
@@ -61,10 +63,12 @@ def bench_command(video: str | None, n_frames: int, max_persons: int, device: st
     if video is not None and not Path(video).exists() and "://" not in video:
         raise click.BadParameter(f"{video!r} does not exist", param_hint="VIDEO")
     batch = frames_per_batch or JobOptions(input="", output="").frames_per_batch
+    models = dict(JobOptions(input="", output="").models)
+    models.update({stage: name for stage, name in (("pose", pose_model), ("lifter", lifter)) if name})
     options = JobOptions(input="bench", output="bench", device=device, max_persons=max_persons,
                          weights=_parse_weights(weights), random_weights=random_weights,
                          shard_frames=shard_frames or default_shard_frames(n_frames, batch), half=half,
-                         frames_per_batch=batch)
+                         frames_per_batch=batch, models=models)
     try:
         options.validate(CATALOGUE)
     except OptionError as exc:

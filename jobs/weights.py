@@ -29,24 +29,48 @@ def weights_group() -> None:
     """List, fetch and verify the catalogue's official checkpoints."""
 
 
+# What one unit of a record's `gmacs` is, per stage.
+_COST_UNIT = {"detector": "image", "pose": "crop", "lifter": "frame", "mesh": "crop"}
+
+
+def relative_cost(spec, catalogue) -> float | None:  # spec: models.Weights
+    """`spec`'s multiply-accumulates per input over those of its stage's default model."""
+    default = catalogue.get(DEFAULT_MODELS.get(spec.stage, ""))
+    if spec.gmacs is None or default is None or not default.gmacs:
+        return None
+    return spec.gmacs / default.gmacs
+
+
+def _cost(spec, catalogue) -> str:
+    if spec.gmacs is None:
+        return "cost: not measured"
+    rel = relative_cost(spec, catalogue)
+    unit = _COST_UNIT.get(spec.stage, "input")
+    versus = f" ({rel:.2g}x {DEFAULT_MODELS[spec.stage]}, the default {spec.stage} model)" if rel is not None else ""
+    return f"cost: {spec.gmacs:.3g} GMACs per {unit}{versus}"
+
+
 @weights_group.command("list")
 @click.option("--json", "as_json", is_flag=True)
 def weights_list(as_json: bool) -> None:
-    """Every weight set posepipe knows: official URL, licence, how its file is checked, metrics."""
+    """Every weight set posepipe knows, by stage: official URL, how its file is checked, licence,
+    accuracy (as published for that file) and cost (multiply-accumulates, relative to the stage's default)."""
     from models import CATALOGUE
 
     if as_json:
-        click.echo(json.dumps([spec.describe() for spec in CATALOGUE.values()], indent=2))
+        rows = [dict(spec.describe(), relative_cost=relative_cost(spec, CATALOGUE)) for spec in CATALOGUE.values()]
+        click.echo(json.dumps(rows, indent=2))
         return
     for spec in CATALOGUE.values():
-        metric = ", ".join(f"{k}={v}" for k, v in spec.metrics.items())
-        click.echo(f"{spec.name:28s} {spec.family:12s} {spec.url}" + (f"  [{metric}]" if metric else ""))
+        click.echo(f"{spec.name:34s} {spec.stage:8s} {spec.family:16s} {spec.url}")
         notes = [f"hash: {spec.integrity}"]
         if spec.plain_http:
             notes.append("PLAIN HTTP (no TLS): nothing authenticates the download; compare the sha256 that "
                          f"`posepipe weights verify {spec.name}` prints with a copy you trust")
         notes.append(f"licence: {spec.license}")
         click.echo("    " + "; ".join(notes))
+        metric = ", ".join(f"{k}={v}" for k, v in spec.metrics.items()) or "none published for this file"
+        click.echo(f"    accuracy: {metric}; {_cost(spec, CATALOGUE)}")
 
 
 @weights_group.command("fetch")

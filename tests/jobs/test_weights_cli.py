@@ -77,3 +77,19 @@ def test_verify_cached_official_file_offline(cache):
 def test_verify_unknown_name_is_a_usage_error():
     result = invoke("verify", "no_such_model")
     assert result.exit_code == 2 and "unknown model" in result.output
+
+
+def test_list_shows_every_stage_with_accuracy_and_relative_cost():
+    from models import CATALOGUE
+
+    lines = invoke("list").output.splitlines()
+    for name, spec in CATALOGUE.items():
+        at = next(i for i, line in enumerate(lines) if line.split()[:3] == [name, spec.stage, spec.family])
+        assert lines[at + 2].startswith("    accuracy: "), lines[at + 2]
+        assert "GMACs per" in lines[at + 2]
+    rtm = lines[next(i for i, line in enumerate(lines) if line.startswith("rtmpose_m_coco_256x192")) + 2]
+    assert "coco_val2017_AP=74.6" in rtm and "0.25x hrnet_w32_coco_256x192, the default pose model" in rtm
+    lifter = lines[next(i for i, line in enumerate(lines) if line.startswith("simplebaseline3d_h36m")) + 2]
+    assert "h36m_mpjpe_mm=43.4" in lifter and "per frame" in lifter and "videopose3d_243_coco" in lifter
+    rows = {row["name"]: row for row in json.loads(invoke("list", "--json").output)}
+    assert rows["rle_res50_coco_256x192"]["stage"] == "pose" and 0.4 < rows["rle_res50_coco_256x192"]["relative_cost"] < 0.6
