@@ -81,6 +81,8 @@ def _nested(values: np.ndarray, type_: pa.DataType, inner_sizes: tuple[int, ...]
 def poses_table(rows: Mapping[str, np.ndarray], metadata: Mapping[bytes, bytes] | None = None) -> pa.Table:
     """Build the poses table from dense column arrays (N rows); optional 3D/SMPL may be NaN-free or None."""
     n = len(rows["frame_index"])
+    if rows.get("person_index") is None:  # the key by row order within each frame, for callers that give none
+        rows = {**rows, "person_index": _position_in_frame(np.asarray(rows["frame_index"]))}
     columns: list[pa.Array] = []
     for field in POSES_SCHEMA:
         value = rows.get(field.name)
@@ -104,6 +106,15 @@ def poses_table(rows: Mapping[str, np.ndarray], metadata: Mapping[bytes, bytes] 
             columns.append(pa.array(np.asarray(value), type=field.type))
     schema = POSES_SCHEMA.with_metadata(metadata) if metadata else POSES_SCHEMA
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _position_in_frame(frame_index: np.ndarray) -> np.ndarray:
+    """0, 1, 2 ... for the rows of each frame, in the order given."""
+    order = np.argsort(frame_index, kind="stable")
+    sorted_frames = frame_index[order]
+    position = np.empty(len(frame_index), np.int32)
+    position[order] = np.arange(len(order)) - np.searchsorted(sorted_frames, sorted_frames, side="left")
+    return position
 
 
 def videos_table(records: list[Mapping[str, Any]], metadata: Mapping[bytes, bytes] | None = None) -> pa.Table:
