@@ -14,8 +14,8 @@ mmaction2's 3D skeleton configs are NTU RGB+D's (25 joints). For H36M-17 they ne
   stream needs the small transform in `TRANSFORM_MODULE` (``H36MJointToBone``), loaded through
   mmengine's ``custom_imports``.
 
-`config_text` writes a ready ST-GCN config: mmaction2's shipped 3D joint config as its base, with
-the layout, axes, class count, pickle and splits replaced. ``tests/pipeline/test_mmaction.py``
+`config_text` writes a ready ST-GCN config: mmaction2's shipped 3D joint config written out whole,
+with the layout, axes, class count, pickle and splits replaced. ``tests/pipeline/test_mmaction.py``
 trains it one step with mmaction2 1.2.0.
 """
 from __future__ import annotations
@@ -61,18 +61,23 @@ def _pipeline(mode: str) -> str:
 
 
 def config_text(pickle_name: str, num_classes: int, splits: list[str]) -> str:
-    """A ready mmaction2 ST-GCN config (joint stream) for an H36M-17 3D export (see the module)."""
+    """A ready mmaction2 ST-GCN config (joint stream) for an H36M-17 3D export (see the module).
+
+    It is mmaction2's own 3D ST-GCN config written out whole (only its runtime defaults are
+    inherited), with the H36M-17 layout and axes, the class count, the pickle and its splits: no
+    ``_delete_`` merging to get wrong."""
     train = "train" if "train" in splits else splits[0]
     val = next((s for s in ("val", "test") if s in splits), train)
     test = "test" if "test" in splits else val
-    return f'''# mmaction2 (1.x) ST-GCN config for posepipe's H36M-17 3D skeletons in {pickle_name}.
-# Written by `posepipe export posec3d --kind 3d` (pipeline/mmaction.py). Train with
-#   python tools/train.py {pickle_name.rsplit(".", 1)[0]}.mmaction2.py     (from this folder, or fix ann_file)
+    return f'''# mmaction2 (1.x) ST-GCN config for posepipe's H36M-17 3D skeletons in {pickle_name}: mmaction2's
+# {BASE_CONFIG.split("/")[-1]} with H36M-17's graph, PreNormalize3D axes and bone pairs.
+# Written by `posepipe export posec3d --kind 3d` (pipeline/mmaction.py). From this folder:
+#   python tools/train.py {pickle_name.rsplit(".", 1)[0]}.mmaction2.py     (tools/ of an mmaction2 checkout)
 # Bone stream: put this folder on PYTHONPATH, add
 #   custom_imports = dict(imports=['{TRANSFORM_MODULE_NAME}'], allow_failed_imports=False)
-# and replace GenSkeFeat(feats=['j']) in the pipelines with
+# and replace dict(type='GenSkeFeat', dataset='nturgb+d', feats=['j']) in the pipelines with
 #   dict(type='H36MJointToBone', target='b'), dict(type='MergeSkeFeat', feat_list=['b'])
-_base_ = '{BASE_CONFIG}'
+_base_ = 'mmaction::_base_/default_runtime.py'
 
 ann_file = '{pickle_name}'
 num_classes = {num_classes}
@@ -82,14 +87,36 @@ h36m17_bone_pairs = {H36M17_BONE_PAIRS!r}
 pre_normalize_3d = {PRE_NORMALIZE_3D!r}
 
 model = dict(
-    backbone=dict(graph_cfg=dict(layout=h36m17_layout, mode='stgcn_spatial')),
-    cls_head=dict(num_classes=num_classes))
+    type='RecognizerGCN',
+    backbone=dict(type='STGCN', graph_cfg=dict(layout=h36m17_layout, mode='stgcn_spatial')),
+    cls_head=dict(type='GCNHead', num_classes=num_classes, in_channels=256))
 
+dataset_type = 'PoseDataset'
 train_pipeline = {_pipeline("train")}
 val_pipeline = {_pipeline("val")}
 test_pipeline = {_pipeline("test")}
 
-train_dataloader = dict(dataset=dict(dataset=dict(ann_file=ann_file, pipeline=train_pipeline, split={train!r})))
-val_dataloader = dict(dataset=dict(ann_file=ann_file, pipeline=val_pipeline, split={val!r}))
-test_dataloader = dict(dataset=dict(ann_file=ann_file, pipeline=test_pipeline, split={test!r}))
+train_dataloader = dict(
+    batch_size=16, num_workers=2, persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=True),
+    dataset=dict(type='RepeatDataset', times=5,
+                 dataset=dict(type=dataset_type, ann_file=ann_file, pipeline=train_pipeline, split={train!r})))
+val_dataloader = dict(
+    batch_size=16, num_workers=2, persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(type=dataset_type, ann_file=ann_file, pipeline=val_pipeline, split={val!r}, test_mode=True))
+test_dataloader = dict(
+    batch_size=1, num_workers=2, persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(type=dataset_type, ann_file=ann_file, pipeline=test_pipeline, split={test!r}, test_mode=True))
+
+val_evaluator = [dict(type='AccMetric')]
+test_evaluator = val_evaluator
+train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=16, val_begin=1, val_interval=1)
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+param_scheduler = [dict(type='CosineAnnealingLR', eta_min=0, T_max=16, by_epoch=True, convert_to_iter_based=True)]
+optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.1, momentum=0.9, weight_decay=0.0005, nesterov=True))
+default_hooks = dict(checkpoint=dict(interval=1), logger=dict(interval=100))
+auto_scale_lr = dict(enable=False, base_batch_size=128)
 '''
