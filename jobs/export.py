@@ -9,7 +9,7 @@ from pipeline.export import (
     DEFAULT_MAX_PERSONS, ExportError, ExportReport, build_posec3d, parse_split_ratio, read_csv_mapping, write_mmaction_config,
     write_posec3d,
 )
-from pipeline.readback import ReadbackError
+from pipeline.readback import ReadbackError, UnknownVideoError
 from pipeline.terminal import plain
 
 
@@ -85,3 +85,32 @@ def _echo_skipped(report: ExportReport) -> None:
         click.echo(f"skipped {len(report.skipped)} video(s):", err=True)
         for item in report.skipped:
             click.echo(f"  {plain(item.video_id, newlines=False)}: {plain(item.reason)}", err=True)
+
+
+@export_group.command("smpl")
+@click.argument("output")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder to write <video_id without extension>/track_<id>.npz (or .bvh) into.")
+@click.option("--video", "videos", multiple=True, help="Only this video_id (repeatable). Default: every committed video.")
+@click.option("--min-frames", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Leave out tracks with fewer rows (with 3D, for --format bvh).")
+@click.option("--format", "fmt", type=click.Choice(["smpl", "bvh"]), default="smpl", show_default=True,
+              help="smpl: AMASS-style .npz of HMR's SMPL parameters; bvh: the H36M-17 3D keypoint skeleton.")
+@click.option("--focal", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="The camera's focal length in pixels, for the translation. Default: the image diagonal.")
+def smpl_command(output: str, out: Path, videos: tuple[str, ...], min_frames: int, fmt: str, focal: float | None) -> None:
+    """Write one animation file per confirmed track of OUTPUT (a folder or s3:// prefix)."""
+    from pipeline.animation import AnimationError, export_animation
+
+    try:
+        report = export_animation(output, out, fmt=fmt, video_ids=list(videos) or None, min_frames=min_frames, focal=focal)
+    except UnknownVideoError as exc:
+        raise click.BadParameter(plain(exc), param_hint="'--video'") from None
+    except (AnimationError, ReadbackError) as exc:
+        raise click.ClickException(plain(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(plain(f"cannot write {exc.filename or out}: {exc.strerror or exc}")) from None
+    for line in report.summary_lines():
+        click.echo(plain(line))
+    if not report.written:
+        raise click.ClickException("no track could be exported; nothing written")
