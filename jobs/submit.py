@@ -61,7 +61,7 @@ CREDENTIAL_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOK
                   "AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_KEY")
 # Not uploaded with the code (runtime_env `excludes`, .gitignore syntax); mirrors .dockerignore.
 PACKAGE_EXCLUDES = (
-    ".git", ".venv", "venv", ".whl", "out/", "build/", "dist/", "*.egg-info", "__pycache__", "*.py[cod]",
+    ".git", ".venv", ".venv-*", "venv", ".whl", "out/", "build/", "dist/", "*.egg-info", "__pycache__", "*.py[cod]",
     ".pytest_cache", ".mypy_cache", ".ruff_cache", ".cache", ".ipynb_checkpoints", "/tests/", "/samples/",
     "*.pth", "*.pt", "*.ckpt", "*.tar", "*.npz", "*.mp4", "*.parquet",
     ".env", ".env.*", "*.pem", "*.key", ".aws", "credentials",
