@@ -44,6 +44,18 @@ def test_posec3d_3d_with_label_and_split_csvs(out, tmp_path):
     first = data["annotations"][0]
     assert first["keypoint"].shape[-2:] == (17, 3) and first["keypoint"].dtype == np.float32
     assert "keypoint_score" not in first
+    assert max(a["keypoint"].shape[0] for a in data["annotations"]) == 2  # M = 2 by default
+    assert "1 tracks beyond --max-persons left out" in result.output
+    for name in ("ds3d.mmaction2.py", "posepipe_h36m.py"):
+        assert (tmp_path / name).exists() and f"wrote {tmp_path / name}" in result.output
+
+
+def test_posec3d_max_persons_zero_keeps_every_confirmed_track(out, tmp_path):
+    dest = tmp_path / "all.pkl"
+    result = run(str(out.root), "--out", str(dest), "--max-persons", "0")
+    assert result.exit_code == 0, result.output
+    assert max(a["keypoint"].shape[0] for a in pickle.loads(dest.read_bytes())["annotations"]) == 3
+    assert not (tmp_path / "all.mmaction2.py").exists()  # 2D: mmaction2's shipped configs fit as they are
 
 
 @pytest.mark.parametrize(("extra", "message"), [
