@@ -67,15 +67,16 @@ def main() -> None:
 @click.option("--random-weights", is_flag=True, help="Random weights for a plumbing check only (outputs are meaningless).")
 @click.option("--force", is_flag=True, help="Reprocess videos that are already complete.")
 @click.option("--json-summary", is_flag=True, help="Print the final summary as JSON on stdout.")
-@click.option("-v", "--verbose", is_flag=True)
+@click.option("--explain-skip", is_flag=True, help="Say for every video why it was skipped or (re)done.")
+@click.option("-v", "--verbose", is_flag=True, help="Log progress details, and show Ray's worker output.")
 def run_command(input_uri: str, output: str, address: str | None, num_workers: int | None, shard_frames: int,
                 device: str, half: bool | None, max_persons: int, det_conf: float, det_nms: float, no_flip_test: bool,
                 frames_per_batch: int, decode_threads: int | None, detector: str, pose_model: str, lifter: str, weights: tuple[str, ...], random_weights: bool,
-                force: bool, json_summary: bool, verbose: bool) -> None:
+                force: bool, json_summary: bool, explain_skip: bool, verbose: bool) -> None:
     """Detect, track and pose every person in every video under INPUT; write Parquet under --output."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
     options = options_from_run_params(click.get_current_context().params, address=address)
-    summary = execute(options, json_summary=json_summary)
+    summary = execute(options, json_summary=json_summary, explain=explain_skip)
     sys.exit(summary.exit_code)
 
 
@@ -93,7 +94,7 @@ def options_from_run_params(params: Mapping[str, Any], *, address: str | None) -
     )
 
 
-def execute(options: JobOptions, *, json_summary: bool = False) -> JobSummary:
+def execute(options: JobOptions, *, json_summary: bool = False, explain: bool = False) -> JobSummary:
     """Validate, run with a progress display, print the summary; exits on usage/weights errors."""
     from models import CATALOGUE
     from pipeline.output import OutputError, StorageError
@@ -123,7 +124,7 @@ def execute(options: JobOptions, *, json_summary: bool = False) -> JobSummary:
         click.echo("Videos committed before this are kept. When the storage answers again, rerun the same "
                    f"command to resume: {plain(rerun_command())}", err=True)
         sys.exit(EXIT_STORAGE)
-    print_summary(summary, options, json_summary=json_summary, stream=err)
+    print_summary(summary, options, json_summary=json_summary, stream=err, explain=explain)
     return summary
 
 
@@ -134,7 +135,10 @@ def rerun_command() -> str:
     return " ".join(shlex.quote(a) for a in ["posepipe", *sys.argv[1:]])
 
 
-def print_summary(summary: JobSummary, options: JobOptions, *, json_summary: bool, stream: Any) -> None:
+def print_summary(summary: JobSummary, options: JobOptions, *, json_summary: bool, stream: Any,
+                  explain: bool = False) -> None:
+    from collections import Counter
+
     data = {
         "videos": summary.videos, "ok": summary.ok, "failed": summary.failed, "skipped_complete": summary.skipped,
         "frames": summary.frames, "rows": summary.rows, "seconds": round(summary.seconds, 2),
@@ -142,7 +146,10 @@ def print_summary(summary: JobSummary, options: JobOptions, *, json_summary: boo
         "plumbing_run_random_weights": summary.random_weights, "output": redact(options.output),
         "failures": [{"video_id": v, "error": e} for v, e in summary.failures],
         "skipped_inputs": [{"name": n, "reason": r} for n, r in summary.skipped_inputs],
+        "decisions": dict(Counter(why for _, why in summary.decisions)),
     }
+    if explain:
+        data["explain"] = [{"video_id": v, "decision": why} for v, why in summary.decisions]
     if json_summary:
         click.echo(json.dumps(data, indent=2))
         return
@@ -156,6 +163,9 @@ def print_summary(summary: JobSummary, options: JobOptions, *, json_summary: boo
         click.echo(f"  failed: {plain(video_id, newlines=False)}: {plain(error)}", file=stream)
     for name, reason in summary.skipped_inputs:
         click.echo(f"  skipped: {plain(name, newlines=False)}: {reason}", file=stream)
+    if explain:
+        for video_id, why in summary.decisions:
+            click.echo(f"  {plain(video_id, newlines=False)}: {why}", file=stream)
     click.echo(f"  query: duckdb -c \"SELECT * FROM read_parquet('{plain(redact(options.output.rstrip('/')))}/poses/**/*.parquet') LIMIT 5\"", file=stream)
 
 

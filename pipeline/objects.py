@@ -32,7 +32,27 @@ HTTP_TIMEOUT_S = (15.0, 60.0)
 
 
 class ObjectReadError(OSError):
-    """A byte range of an input object could not be read (after the transport's retries)."""
+    """A byte range of an input object could not be read (after the transport's retries).
+
+    `transient`: the store was throttling, failing (5xx) or unreachable, so trying again later may
+    work; otherwise (403, 404, no range support) the object itself is the problem."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+_TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
+                    "ServiceUnavailable", "InternalError", "500", "502", "503", "504"}
+
+
+def _transient_exception(exc: BaseException) -> bool:
+    """Connection trouble, timeouts: the kinds of failure that pass."""
+    names = {type(e).__name__ for e in (exc, exc.__cause__, exc.__context__) if e is not None}
+    return bool(names & {"ConnectionError", "ConnectTimeout", "ReadTimeout", "Timeout", "ChunkedEncodingError",
+                         "EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError",
+                         "ConnectionClosedError", "IncompleteReadError", "ResponseStreamingError",
+                         "ProtocolError", "TimeoutError", "ConnectionResetError"})
 
 
 Fetch = Callable[[int, int], bytes]   # (start, stop) -> bytes[start:stop]
@@ -60,7 +80,8 @@ def _http(uri: str) -> tuple[Fetch, int]:
     def check(response: "requests.Response") -> None:
         if response.status_code >= 400:
             raise ObjectReadError(f"HTTP {response.status_code} {response.reason or ''}".rstrip()
-                                  + (" (access denied)" if response.status_code in (401, 403) else ""))
+                                  + (" (access denied)" if response.status_code in (401, 403) else ""),
+                                  transient=response.status_code in (408, 429) or response.status_code >= 500)
 
     try:
         head = session.head(uri, headers=headers, timeout=HTTP_TIMEOUT_S, allow_redirects=True)
@@ -70,7 +91,7 @@ def _http(uri: str) -> tuple[Fetch, int]:
             raise ObjectReadError("the server does not answer byte-range requests (no Content-Length or "
                                   "Accept-Ranges: none); download the file and pass the local copy")
     except requests.RequestException as exc:
-        raise ObjectReadError(f"{type(exc).__name__}: {scrub(str(exc))}") from None
+        raise ObjectReadError(f"{type(exc).__name__}: {scrub(str(exc))}", transient=_transient_exception(exc)) from None
 
     def fetch(start: int, stop: int) -> bytes:
         try:
@@ -80,7 +101,8 @@ def _http(uri: str) -> tuple[Fetch, int]:
                 raise ObjectReadError(f"the server ignored a byte-range request (HTTP {r.status_code})")
             return r.content
         except requests.RequestException as exc:
-            raise ObjectReadError(f"{type(exc).__name__}: {scrub(str(exc))}") from None
+            raise ObjectReadError(f"{type(exc).__name__}: {scrub(str(exc))}",
+                                  transient=_transient_exception(exc)) from None
 
     return fetch, size
 
@@ -100,8 +122,8 @@ def _s3(uri: str) -> tuple[Fetch, int]:
             if isinstance(response, dict) and "Error" in response:
                 code = response["Error"].get("Code", "?")
                 status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
-                raise ObjectReadError(f"HTTP {status} {code}") from None
-            raise ObjectReadError(f"{type(exc).__name__}: {scrub(str(exc))}") from None
+                raise ObjectReadError(f"HTTP {status} {code}", transient=str(code) in _TRANSIENT_CODES) from None
+            raise ObjectReadError(f"{type(exc).__name__}: {scrub(str(exc))}", transient=_transient_exception(exc)) from None
 
     size = int(call(lambda: client.head_object(Bucket=bucket, Key=key))["ContentLength"])  # type: ignore[index]
 

@@ -108,14 +108,26 @@ class JobOptions:
             high, new = min(high, self.det_conf), min(new, self.det_conf)
         return TrackerConfig(high_threshold=high, new_track_threshold=new, low_threshold=min(self.track_low, high / 2))
 
-    def fingerprint(self, weight_hashes: Mapping[str, str | None]) -> str:
-        """Hash of everything that changes the rows: a rerun with the same one skips complete videos."""
+    def precision(self, gpu: bool) -> str:
+        """The arithmetic the models run in: fp16 autocast by default on a GPU, fp32 elsewhere."""
+        on_gpu = self.device.startswith("cuda") or (self.device == "auto" and gpu)
+        half = on_gpu if self.half is None else bool(self.half)
+        if not half:
+            return "fp32"
+        return "fp16" if on_gpu else "cpu-reduced"  # --half on a CPU: its reduced-precision autocast
+
+    def fingerprint(self, weight_hashes: Mapping[str, str | None], *, precision: str = "fp32",
+                    code: str | None = None) -> str:
+        """Hash of everything that changes the rows: the options, the weights' hashes, the precision
+        the models run in and the code version. A rerun with the same one skips complete videos
+        (whose input is unchanged)."""
         relevant = {
             "models": dict(self.models), "weights": dict(weight_hashes), "random": self.random_weights,
             "max_persons": self.max_persons, "det_conf": self.det_conf, "det_nms": self.det_nms,
             "flip_test": self.flip_test, "flip_augment_3d": self.flip_augment_3d,
             "track": [self.track_high, self.track_new], "track_low": self.track_low,
             "rows": 2,  # rows chosen after association, person_index (pipeline.association)
+            "precision": precision, "code": code or code_version(),
         }
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -148,3 +160,28 @@ def _check_uri(option: str, uri: str) -> None:
             f"{redact(uri)} was given with credentials or a query string, which posepipe will not put in "
             "logs, tables or object keys; write it as scheme://BUCKET/PREFIX and give credentials through "
             "the environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, an instance role)"))
+
+
+_CODE_VERSION: str | None = None
+
+
+def code_version() -> str:
+    """posepipe's version plus a digest of the code that computes results (models/, pipeline/), so
+    a changed implementation is a changed fingerprint even where the version string is not bumped."""
+    global _CODE_VERSION
+    if _CODE_VERSION is None:
+        from importlib.metadata import PackageNotFoundError, version
+        from pathlib import Path
+
+        try:
+            release = version("posepipe")
+        except PackageNotFoundError:
+            release = "unknown"
+        digest = hashlib.sha256()
+        root = Path(__file__).resolve().parents[1]
+        for package in ("models", "pipeline"):
+            for path in sorted((root / package).rglob("*.py")):
+                digest.update(path.relative_to(root).as_posix().encode())
+                digest.update(path.read_bytes())
+        _CODE_VERSION = f"{release}+{digest.hexdigest()[:12]}"
+    return _CODE_VERSION

@@ -68,6 +68,11 @@ EXIT_OK, EXIT_USAGE, EXIT_SOME_FAILED, EXIT_WEIGHTS, EXIT_STORAGE = 0, 2, 3, 4, 
 # How long the driver waits, with work queued, for any worker to be ready (model loading, actor
 # restarts, an autoscaler adding nodes) before failing the remaining videos.
 WORKER_WAIT_S = 1800.0
+# Failures that pass (a CUDA out-of-memory, a throttled or briefly unreachable store, a timeout) are
+# not the video's fault: the task is tried again, on whichever worker is free, after a backoff that
+# doubles from TRANSIENT_BACKOFF_S, up to TRANSIENT_RETRIES times; only then does the video fail.
+TRANSIENT_RETRIES = 4
+TRANSIENT_BACKOFF_S = 2.0
 
 
 class WeightsError(RuntimeError):
@@ -88,6 +93,7 @@ class JobSummary:
     failures: list[tuple[str, str]] = field(default_factory=list)
     skipped_inputs: list[tuple[str, str]] = field(default_factory=list)   # (name, why it is not a video job)
     bytes_read: int = 0    # bytes the shards read from the inputs (container headers: once per video, by the probe)
+    decisions: list[tuple[str, str]] = field(default_factory=list)   # (video_id, why it was skipped or redone)
 
     @property
     def exit_code(self) -> int:
@@ -161,7 +167,7 @@ def _probe(uri: str) -> tuple[dict[str, Any], dict[int, bytes]]:
     try:
         probe = probe_video(uri)
     except VideoError as exc:
-        return {"error": str(exc)}, {}
+        return {"error": str(exc), "transient": bool(getattr(exc, "transient", False))}, {}
     except Exception as exc:  # anything else the decoder throws is still this file's problem
         return {"error": scrub(f"{type(exc).__name__}: {exc}")}, {}
     return {"info": probe.info.as_dict()}, probe.header
@@ -241,44 +247,91 @@ def run_job(options: JobOptions, *, reporter: Callable[[str, dict[str, Any]], No
     listing = scan_inputs(options.input)
     videos = listing.videos
     hashes = load_weights(options)
-    fingerprint = options.fingerprint(hashes)
-    metadata_dict = provenance(options, hashes)
-    from pipeline.schema import provenance_metadata
-
-    metadata = provenance_metadata(metadata_dict)
-    summary = JobSummary(videos=len(videos), random_weights=options.random_weights, skipped_inputs=listing.skipped)
-    done = output.completed_videos()
-    committed = {vid: row for vid, row in done.items() if row.get("status") == "ok"}
-    todo: list[VideoRef] = []
-    for ref in videos:
-        row = done.get(ref.video_id)
-        if not options.force and row and row.get("status") == "ok" and row.get("job_fingerprint") == fingerprint:
-            summary.skipped += 1
-        else:
-            todo.append(ref)
-    report("start", {"videos": len(videos), "todo": len(todo), "skipped": summary.skipped,
-                     "skipped_inputs": listing.skipped})
-    if not todo:
-        summary.seconds = time.perf_counter() - started
-        return summary
-
     started_ray = False
-    if not ray.is_initialized():
-        address = options.address or os.environ.get("RAY_ADDRESS") or "local"
-        env = forwarded_env(local=address == "local")
-        notice = kept_local_notice(address, os.environ)
-        if notice:
-            log.warning(notice)
-        ray.init(address=address, include_dashboard=False, log_to_driver=True, logging_level=logging.WARNING,
-                 runtime_env={"env_vars": env} if env else None)
-        started_ray = True
+    gpu = _gpu_expected(options)
+    if gpu is None:  # joining a cluster with --device auto: its GPUs decide the precision, so ask it
+        started_ray = _start_ray(options)
+        gpu = ray.cluster_resources().get("GPU", 0) > 0
     try:
+        fingerprint = options.fingerprint(hashes, precision=options.precision(gpu))
+        metadata_dict = provenance(options, hashes)
+        from pipeline.schema import provenance_metadata
+
+        metadata = provenance_metadata(metadata_dict)
+        summary = JobSummary(videos=len(videos), random_weights=options.random_weights, skipped_inputs=listing.skipped)
+        done = output.completed_videos()
+        committed = {vid: row for vid, row in done.items() if row.get("status") == "ok"}
+        todo: list[VideoRef] = []
+        for ref in videos:
+            why = redo_reason(done.get(ref.video_id), fingerprint, ref.identity, force=options.force)
+            summary.decisions.append((ref.video_id, why or "skipped: complete, same results-affecting settings and input"))
+            if why is None:
+                summary.skipped += 1
+            else:
+                todo.append(ref)
+        report("start", {"videos": len(videos), "todo": len(todo), "skipped": summary.skipped,
+                         "skipped_inputs": listing.skipped})
+        if not todo:
+            summary.seconds = time.perf_counter() - started
+            return summary
+        if not ray.is_initialized():
+            started_ray = _start_ray(options)
         _schedule(ray, options, output, todo, fingerprint, metadata, summary, report, committed)
     finally:
         if started_ray:
             ray.shutdown()
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def redo_reason(row: Mapping[str, Any] | None, fingerprint: str, identity: str | None, *, force: bool) -> str | None:
+    """Why a video is (re)done this run, or None when its committed row makes it complete."""
+    if force:
+        return "redone: --force"
+    if row is None:
+        return "new: no videos/ row yet"
+    if row.get("status") != "ok":
+        return "redone: it failed before"
+    if row.get("job_fingerprint") != fingerprint:
+        return "redone: results-affecting options, weights, precision or code version changed"
+    if identity is not None and row.get("input_identity") not in (None, identity):
+        return f"redone: the input changed ({row.get('input_identity')} -> {identity})"
+    return None
+
+
+def _gpu_expected(options: JobOptions) -> bool | None:
+    """Whether the models will run on GPUs (None: unknown until the cluster is joined)."""
+    import ray
+
+    if options.device == "cpu":
+        return False
+    if options.device.startswith("cuda"):
+        return True
+    if ray.is_initialized():
+        return ray.cluster_resources().get("GPU", 0) > 0
+    if options.address or os.environ.get("RAY_ADDRESS"):
+        return None
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _start_ray(options: JobOptions) -> bool:
+    """Start a private local Ray, or join `--address`; True (this job started it)."""
+    import ray
+
+    address = options.address or os.environ.get("RAY_ADDRESS") or "local"
+    env = forwarded_env(local=address == "local")
+    notice = kept_local_notice(address, os.environ)
+    if notice:
+        log.warning(notice)
+    # Workers' own output (Ray's and FFmpeg's internals, tracebacks of failures the job reports
+    # itself) goes to Ray's log files, not the user's terminal, unless posepipe logs at INFO (-v).
+    verbose = log.isEnabledFor(logging.INFO)
+    ray.init(address=address, include_dashboard=False, log_to_driver=verbose,
+             logging_level=logging.WARNING if verbose else logging.ERROR,
+             runtime_env={"env_vars": env} if env else None)
+    return True
 
 
 class _RayWorker(PoseWorker):
@@ -325,6 +378,7 @@ class _Video:
     header: Any = None                                      # ObjectRef of the container header bytes
     results: dict[int, Any] = field(default_factory=dict)   # shard start -> rows ObjectRef
     finish_attempts: int = 0
+    transient_failures: int = 0      # failures that pass (OOM, throttling, timeouts) met so far
     recomputes: int = 0
     may_be_committed: bool = False   # a videos/ row may exist that this job is about to rewrite
     finish_started: bool = False     # a finish was sent: its parts may already be rewritten
@@ -372,6 +426,8 @@ class _Scheduler:
         self.finish_queue: deque[_Video] = deque()
         self.inflight: dict[Any, tuple[str, Any, _Worker | None]] = {}   # ObjectRef -> (kind, payload, worker)
         self.waiting_since: float | None = None
+        self.delayed: list[tuple[float, Callable[[], None]]] = []   # (when, requeue) after a transient failure
+        self.probe_retries: dict[str, _Video] = {}   # transient probe failures, per video id
         self.last_worker_error = ""
         self.workers: list[_Worker] = []
         for i in range(n_workers):
@@ -381,7 +437,8 @@ class _Scheduler:
     # -- the loop -----------------------------------------------------------------------------
     def run(self) -> None:
         ray = self.ray
-        while self.pending_probe or self.shard_queue or self.finish_queue or self._work_in_flight():
+        while self.pending_probe or self.shard_queue or self.finish_queue or self.delayed or self._work_in_flight():
+            self._release_delayed()
             self._submit()
             self._check_workers()
             if not self.inflight:
@@ -403,6 +460,26 @@ class _Scheduler:
             except Exception:  # already gone
                 pass
 
+    def _release_delayed(self) -> None:
+        now = time.monotonic()
+        due = [requeue for when, requeue in self.delayed if when <= now]
+        self.delayed = [(when, requeue) for when, requeue in self.delayed if when > now]
+        for requeue in due:
+            requeue()
+
+    def _retry_later(self, video: _Video, reason: str, requeue: Callable[[], None]) -> bool:
+        """Queue `requeue` after a backoff if `video` has transient retries left; False if it has none."""
+        if video.transient_failures >= TRANSIENT_RETRIES:
+            return False
+        delay = TRANSIENT_BACKOFF_S * 2 ** video.transient_failures
+        video.transient_failures += 1
+        log.warning("%s: %s; trying again in %.0f s (%d of %d)", video.ref.video_id, reason, delay,
+                    video.transient_failures, TRANSIENT_RETRIES)
+        self.report("retry", {"video_id": video.ref.video_id, "start": None, "attempt": video.transient_failures,
+                              "reason": reason})
+        self.delayed.append((time.monotonic() + delay, requeue))
+        return True
+
     def _work_in_flight(self) -> bool:
         return any(kind != "ping" for kind, _, _ in self.inflight.values())
 
@@ -422,7 +499,7 @@ class _Scheduler:
                 video.may_be_committed = False
             video.finish_started = True
             job = {"video_id": video.ref.video_id, "uri": redact(video.ref.uri), "info": video.info,
-                   "fingerprint": self.fingerprint}
+                   "fingerprint": self.fingerprint, "input_identity": video.ref.identity}
             # The shards' rows travel as refs inside a list: the worker fetches them from where they are.
             rows = [video.results[s.start] for s in video.shards]
             task = worker.actor.finish_video.remote(job, rows, self.options.output, self.metadata)
@@ -455,6 +532,11 @@ class _Scheduler:
             return
         if "error" in result:
             _consume(self.ray, header)
+            if result.get("transient"):
+                stand_in = self.probe_retries.setdefault(ref.video_id, _Video(ref, {}, []))
+                if self._retry_later(stand_in, result["error"], lambda: self.pending_probe.append(ref)):
+                    return
+                result["error"] += f" (a transient failure, {TRANSIENT_RETRIES + 1} tries; rerun to try again)"
             self._fail_ref(ref, result["error"])
             return
         info = result["info"]
@@ -477,8 +559,14 @@ class _Scheduler:
         except Exception as exc:
             _consume(self.ray, rows_ref)  # its twin failed too: fetched, Ray does not print it as "unhandled"
             if _failure_kind(self.ray, exc) == "task":
-                if current:
-                    self._fail(video, _task_reason(exc))
+                if not current:
+                    return
+                reason = _task_reason(exc)
+                if _transient(getattr(exc, "cause", None)):
+                    if self._retry_later(video, reason, lambda: self.shard_queue.append((video, shard))):
+                        return
+                    reason += f" (a transient failure, {TRANSIENT_RETRIES + 1} tries; rerun to try again)"
+                self._fail(video, reason)
                 return
             self._worker_failed(worker, exc)
             if not current:
@@ -509,6 +597,9 @@ class _Scheduler:
             kind = _failure_kind(self.ray, exc)
             if kind == "task" and isinstance(getattr(exc, "cause", None), StorageError):
                 raise exc.cause from None  # the output store is failing: no video's own fault; stop the job
+            if kind == "task" and _transient(getattr(exc, "cause", None)):
+                if self._retry_later(video, _task_reason(exc), lambda: self.finish_queue.append(video)):
+                    return
             if kind == "task":
                 self._fail(video, _task_reason(exc))
             elif kind == "lost":
@@ -645,7 +736,7 @@ class _Scheduler:
         record = {"video_id": ref.video_id, "uri": redact(ref.uri), "status": "failed", "error": reason,
                   "num_frames": info.get("num_frames"), "fps": info.get("fps"), "width": info.get("width"),
                   "height": info.get("height"), "duration_s": info.get("duration_s"), "num_rows": 0,
-                  "num_tracks": 0, "job_fingerprint": self.fingerprint}
+                  "num_tracks": 0, "job_fingerprint": self.fingerprint, "input_identity": ref.identity}
         self.output.write_table(f"videos/{key}.parquet", videos_table([record], self.metadata))
         self.summary.failed += 1
         self.summary.failures.append((ref.video_id, reason))
@@ -678,6 +769,17 @@ def _failure_kind(ray: Any, exc: BaseException) -> str:
     if isinstance(exc, ray.exceptions.RayTaskError):
         return "task"
     return "worker"
+
+
+def _transient(cause: BaseException | None) -> bool:
+    """Whether a task's error is one that passes rather than the video's own fault."""
+    if cause is None:
+        return False
+    if getattr(cause, "transient", False):  # VideoReadError / ObjectReadError say so themselves
+        return True
+    name = type(cause).__name__
+    return name in ("OutOfMemoryError", "MemoryError", "TimeoutError", "ConnectionError", "ConnectionResetError") \
+        or "CUDA out of memory" in str(cause)
 
 
 def _short(exc: BaseException) -> str:

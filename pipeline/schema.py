@@ -57,7 +57,10 @@ VIDEOS_SCHEMA = pa.schema([
     _field("duration_s", pa.float64(), "stream duration in seconds"),
     _field("num_rows", pa.int64(), "rows this video contributed to poses/"),
     _field("num_tracks", pa.int32(), "distinct confirmed track ids"),
-    _field("job_fingerprint", pa.string(), "hash of the options that change results; a rerun with the same one skips the video"),
+    _field("job_fingerprint", pa.string(), "hash of everything that changes results (options, weights, precision, code "
+           "version); a rerun with the same one and the same input_identity skips the video"),
+    _field("input_identity", pa.string(), "the input as it was read: size and ETag (object stores) or modification time "
+           "(files); a different one means the file was replaced, and a rerun redoes it"),
 ])
 
 

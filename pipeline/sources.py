@@ -32,6 +32,14 @@ class VideoRef:
     video_id: str   # path relative to the input root, '/'-separated
     uri: str        # what to open: a local path or a URI
     size: int | None = None
+    version: str | None = None   # ETag (object stores) or mtime in ns (files): changes when the file is replaced
+
+    @property
+    def identity(self) -> str | None:
+        """The input as listed: a rerun redoes a video whose identity differs from its row's."""
+        if self.size is None and self.version is None:
+            return None
+        return f"size={self.size};version={self.version}"
 
 
 def scheme_of(uri: str) -> str:
@@ -132,7 +140,7 @@ def _scan_local(root: Path) -> Listing:
             raise InputError(f"INPUT {root} does not exist; pass a folder of videos, a video file or a URI prefix")
         raise InputError(f"INPUT {root}: {problem}")
     if stat.S_ISREG(st.st_mode):
-        return Listing([VideoRef(video_id=root.name, uri=str(root), size=st.st_size)])
+        return Listing([VideoRef(video_id=root.name, uri=str(root), size=st.st_size, version=str(st.st_mtime_ns))])
     if not stat.S_ISDIR(st.st_mode):
         raise InputError(f"INPUT {root} is {_file_kind(st.st_mode)}, not a video file or a folder of videos")
     refs: list[VideoRef] = []
@@ -179,7 +187,7 @@ def _scan_local(root: Path) -> Listing:
             elif not stat.S_ISREG(file_st.st_mode):
                 skipped.append((rel, f"{_file_kind(file_st.st_mode)}, not a video file"))
             else:
-                refs.append(VideoRef(video_id=rel, uri=str(path), size=file_st.st_size))
+                refs.append(VideoRef(video_id=rel, uri=str(path), size=file_st.st_size, version=str(file_st.st_mtime_ns)))
     return Listing(sorted(refs, key=lambda r: r.video_id), sorted(skipped))
 
 
@@ -199,7 +207,7 @@ def _scan_s3(uri: str) -> Listing:
         if prefix and _is_video_name(prefix):
             head = client.head_object(Bucket=bucket, Key=prefix)
             return Listing([VideoRef(video_id=posixpath.basename(prefix), uri=f"s3://{bucket}/{prefix}",
-                                     size=head["ContentLength"])])
+                                     size=head["ContentLength"], version=head.get("ETag", "").strip('"') or None)])
         folder = prefix if not prefix or prefix.endswith("/") else prefix + "/"
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=folder):
             for obj in page.get("Contents", []):
@@ -210,7 +218,8 @@ def _scan_s3(uri: str) -> Listing:
                 if _hidden(relative):
                     skipped.append((relative, "hidden (a name on its path starts with '.')"))
                 else:
-                    refs.append(VideoRef(video_id=relative, uri=f"s3://{bucket}/{key}", size=obj["Size"]))
+                    refs.append(VideoRef(video_id=relative, uri=f"s3://{bucket}/{key}", size=obj["Size"],
+                                         version=obj.get("ETag", "").strip('"') or None))
     except Exception as exc:  # botocore errors carry the reason; never the credentials
         raise InputError(f"cannot list {redact(uri)}: {type(exc).__name__}: {scrub(str(exc))}. "
                          "Check AWS_ENDPOINT_URL, credentials and the bucket name") from None

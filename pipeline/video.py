@@ -42,6 +42,18 @@ class VideoError(RuntimeError):
     """This file cannot be decoded as a video; the message says why."""
 
 
+class VideoReadError(VideoError):
+    """The video's bytes could not be read. `transient`: the store was failing or unreachable, not
+    the file at fault, so the runner tries again later instead of recording a failure."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+    def __reduce__(self):  # noqa: ANN204 - keep `transient` across Ray's pickling
+        return (type(self), (str(self),), {"transient": self.transient})
+
+
 @dataclass(frozen=True)
 class VideoInfo:
     num_frames: int
@@ -126,8 +138,9 @@ def _container_problem(container: Any, video: Any) -> str | None:
 def _read_failure(uri: str, exc: BaseException) -> VideoError:
     import av
 
-    if isinstance(exc, ObjectReadError):
-        return VideoError(f"could not read {redact(uri)}: {exc}")
+    reading = exc if isinstance(exc, ObjectReadError) else (exc.__cause__ or exc.__context__)
+    if isinstance(reading, ObjectReadError):  # PyAV re-raises what our reader raised, or chains it
+        return VideoReadError(f"could not read {redact(uri)}: {reading}", transient=reading.transient)
     if isinstance(exc, av.error.FFmpegError):
         detail = (exc.strerror or str(exc)).rstrip(".")
         return VideoError(f"not a readable video container (truncated, corrupt or not a video: {detail})")
@@ -335,7 +348,12 @@ class VideoStream:
                         return
             except VideoError:
                 raise
+            except ObjectReadError as exc:  # the store failed mid-shard: not the file's fault when transient
+                raise _read_failure(self.uri, exc) from None
             except Exception as exc:
+                reading = exc.__cause__ or exc.__context__
+                if isinstance(reading, ObjectReadError):
+                    raise _read_failure(self.uri, reading) from None
                 raise VideoError(f"the video stream is corrupt at frame {index}: {_decode_detail(exc)}") from None
             if self._reader.limit is None:
                 raise VideoError(f"the stream ended early: {index} frames decoded of the {self.info.num_frames} "
@@ -433,5 +451,5 @@ def inspect_container(uri: str) -> str | None:
     return None
 
 
-__all__ = ["Probe", "VideoError", "VideoInfo", "VideoStream", "grid_timestamps", "inspect_container", "open_video",
+__all__ = ["Probe", "VideoError", "VideoInfo", "VideoReadError", "VideoStream", "grid_timestamps", "inspect_container", "open_video",
            "probe_video", "shard_bounds", "valid_timestamps"]

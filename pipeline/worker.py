@@ -320,7 +320,9 @@ class PoseWorker:
             part.update(video_id=video["video_id"], track_id=track_ids[sel], keypoints_3d=kp3d[sel],
                         keypoints_3d__valid=valid3d[sel])
             table = poses_table(part, metadata)
-            if table.num_rows:
+            # A video with nobody in it still gets one (empty) part: a job that found no person is
+            # still a dataset with the full schema, and `read_parquet('OUT/poses/**/*.parquet')` works.
+            if table.num_rows or (total == 0 and r is results[-1]):
                 out.write_table(f"poses/{key}/{part_name(r.start, r.stop)}", table)
             total += table.num_rows
         record = {
@@ -328,6 +330,7 @@ class PoseWorker:
             "num_frames": info["num_frames"], "fps": info["fps"], "width": info["width"], "height": info["height"],
             "duration_s": info["duration_s"], "num_rows": total,
             "num_tracks": int(len(np.unique(track_ids[track_ids >= 0]))), "job_fingerprint": video["fingerprint"],
+            "input_identity": video.get("input_identity"),
         }
         _injected_fault("finish", video["video_id"])  # parts written, commit row not yet
         out.write_table(f"videos/{key}.parquet", videos_table([record], metadata))
@@ -339,15 +342,18 @@ def _injected_fault(stage: str, video_id: str, start: int | None = None) -> None
 
     POSEPIPE_TEST_KILL_AT lists points, comma-separated: `shard:VIDEO_ID:START` (as the worker
     starts that shard) or `finish:VIDEO_ID` (after writing the video's parts, before its commit row).
-    At a listed point the worker process exits at once, as if killed, unless the point's marker
-    file already exists in POSEPIPE_TEST_KILL_DIR: each point fires once per job, whichever
-    worker reaches it, however often actors restart.
+    At a listed point the worker process exits at once, as if killed; a point written
+    `oom@shard:VIDEO_ID:START` instead raises a CUDA out-of-memory error there (a failure that
+    passes). Each point fires once per job, whichever worker reaches it, however often actors
+    restart, unless its marker file already exists in POSEPIPE_TEST_KILL_DIR.
     """
     points = os.environ.get("POSEPIPE_TEST_KILL_AT")
     if not points:
         return
     point = f"{stage}:{video_id}" if start is None else f"{stage}:{video_id}:{start}"
-    if point not in points.split(","):
+    listed = points.split(",")
+    oom = f"oom@{point}" in listed
+    if point not in listed and not oom:
         return
     import hashlib
 
@@ -356,6 +362,10 @@ def _injected_fault(stage: str, video_id: str, start: int | None = None) -> None
         os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
     except FileExistsError:
         return
+    if oom:
+        import torch
+
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected by POSEPIPE_TEST_KILL_AT)")
     os._exit(1)
 
 

@@ -121,7 +121,7 @@ def test_job_options_read_every_run_option():
 
     params = Recording(run_command.make_context("run", ["in", "-o", "out"]).params)
     submit.job_options(params)
-    assert set(params) - params.read == {"address", "json_summary", "verbose"}
+    assert set(params) - params.read == {"address", "json_summary", "explain_skip", "verbose"}
 
 
 @pytest.mark.parametrize("status, code, message, expected", [

@@ -207,6 +207,24 @@ def test_killed_workers_are_restarted_or_replaced_and_give_the_same_rows(referen
 
 
 @pytest.mark.slow
+def test_failures_that_pass_are_retried_not_recorded(reference, spawner, tmp_path):
+    """A CUDA out-of-memory error in a shard and in a finish is not the video's fault: the task runs
+    again after a backoff, and the output is exactly the uninterrupted run's, with no failed row."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    out, log = tmp_path / "out", tmp_path / "run.log"
+    env = posepipe_env(POSEPIPE_TEST_KILL_AT="oom@shard:a.mp4:2,oom@finish:b.mp4", POSEPIPE_TEST_KILL_DIR=str(markers))
+    proc = spawner.start(posepipe_command(str(reference.clips), "--output", str(out), "--shard-frames", SHARD,
+                                          "--num-workers", "1", *FAST), log, env)
+    summary = wait_job(proc, log)
+    text = log.read_text()
+    assert len(list(markers.iterdir())) == 2, f"a fault did not fire:\n{text[-3000:]}"
+    assert summary["ok"] == len(CLIPS) and summary["failed"] == 0, text[-3000:]
+    assert "out of memory" in text and "trying again" in text, text[-3000:]
+    assert_same_rows(out, reference.output)
+
+
+@pytest.mark.slow
 def test_killed_driver_rerun_resumes_to_the_same_rows(reference, spawner, tmp_path):
     """SIGKILL the driver once a video is committed: its local Ray goes with it, and the same
     command run again skips what was committed and completes the rest exactly."""

@@ -113,6 +113,11 @@ def test_no_people_clip_is_ok_with_zero_rows(ray_local, tmp_path):
     assert result.exit_code == 0 and summary["ok"] == 1 and summary["rows"] == 0
     row = duckdb.sql(f"SELECT status, num_rows, num_tracks FROM read_parquet('{tmp_path}/out/videos/*.parquet')").fetchall()[0]
     assert row == ("ok", 0, 0)
+    # Still a dataset: the README's first query works and finds nobody (it raised "No files found").
+    people = duckdb.sql(f"SELECT count(DISTINCT frame_index) FROM read_parquet('{tmp_path}/out/poses/**/*.parquet')")
+    assert people.fetchall() == [(0,)]
+    columns = {r[0] for r in duckdb.sql(f"DESCRIBE SELECT * FROM read_parquet('{tmp_path}/out/poses/**/*.parquet')").fetchall()}
+    assert set(POSE_COLUMNS) <= columns
 
 
 def test_s3_input_and_output(ray_local, s3_server, job_input, tmp_path):
@@ -189,3 +194,23 @@ def pq_meta(out: Path) -> dict:
 
     first = next((out / "videos").glob("*.parquet"))
     return json.loads(pq.read_schema(first).metadata[b"posepipe.provenance"])
+
+
+def test_rerun_explains_what_it_skips_and_redoes(ray_local, tmp_path):
+    """The fingerprint covers precision and code; a replaced input file (same name) is redone."""
+    src = tmp_path / "in"
+    media.street_clip(src / "a.mp4", n=3)
+    media.street_clip(src / "b.mp4", n=3)
+    out = str(tmp_path / "out")
+    assert run_cli(str(src), "--output", out, *FAST)[0].exit_code == 0
+    import os
+    import time
+
+    media.street_clip(src / "b.mp4", n=4)  # re-encoded under the same name
+    os.utime(src / "b.mp4", ns=(time.time_ns(), time.time_ns() + 10**9))
+    result, summary = run_cli(str(src), "--output", out, "--explain-skip", *FAST)
+    decisions = {d["video_id"]: d["decision"] for d in summary["explain"]}
+    assert decisions["a.mp4"].startswith("skipped") and "input changed" in decisions["b.mp4"]
+    assert summary["skipped_complete"] == 1 and summary["ok"] == 1
+    result, summary = run_cli(str(src), "--output", out, "--explain-skip", "--half", *FAST)  # precision changes rows
+    assert summary["skipped_complete"] == 0 and all("precision" in d["decision"] for d in summary["explain"])
