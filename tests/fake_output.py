@@ -1,4 +1,8 @@
-"""A small, seeded posepipe OUTPUT written with the real schema, for readback/export/render tests.
+"""A small, seeded posepipe OUTPUT written by the real writer, for readback/export/render tests.
+
+Rows are built with the real schema (`pipeline.schema`) and written where and how a run writes
+them (`pipeline.output`: `video_key`, `part_name`, `Output.write_table`), so a change to the writer
+is seen by the readers' tests.
 
     spec = fake_output(tmp_path / "out")      # writes videos/ and poses/ as a run would
     spec.videos["jump/a.mp4"].tracks          # {track_id: [frames]} that were written
@@ -8,7 +12,6 @@ test can check any exported cell without re-deriving it from the files.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,10 +87,6 @@ class FakeOutput:
     index: dict[str, int]              # video_id -> video_index used in the closed forms
 
 
-def _key(video_id: str, i: int) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", video_id) + f"-{i:04d}"
-
-
 def video_rows(video: FakeVideo, video_index: int) -> pa.Table:
     rows = [(t, f) for t, frames in sorted(video.tracks.items()) for f in frames]
     rows.sort(key=lambda r: (r[1], r[0] < 0, r[0]))  # tracked people first in a frame, as a run writes them
@@ -123,20 +122,21 @@ def video_rows(video: FakeVideo, video_index: int) -> pa.Table:
 
 def fake_output(root: Path, videos: list[FakeVideo] | None = None, *, junk: bool = True) -> FakeOutput:
     """Write OUTPUT/videos/<key>.parquet and OUTPUT/poses/<key>/part-*.parquet like a run does."""
+    from pipeline.output import Output, part_name, video_key
+
     videos = default_videos() if videos is None else videos
     root.mkdir(parents=True, exist_ok=True)
+    out = Output(str(root))
     index = {v.video_id: i for i, v in enumerate(videos)}
     for i, video in enumerate(videos):
-        key = _key(video.video_id, i)
+        key = video_key(video.video_id)
         if video.status == "ok":
             table = video_rows(video, i)
-            folder = root / "poses" / key
-            folder.mkdir(parents=True, exist_ok=True)
             frames = table.column("frame_index").to_numpy()
             for start in range(0, max(video.num_frames, 1), PART_FRAMES):
                 stop = min(start + PART_FRAMES, video.num_frames)
                 part = table.filter(pa.array((frames >= start) & (frames < stop)))
-                pq.write_table(part, folder / f"part-{start:09d}-{stop:09d}.parquet")
+                out.write_table(f"poses/{key}/{part_name(start, stop)}", part)
         record = {
             "video_id": video.video_id, "uri": video.uri or f"/data/in/{video.video_id}", "status": video.status,
             "error": video.error, "num_frames": video.num_frames if video.status == "ok" else None,
@@ -147,8 +147,7 @@ def fake_output(root: Path, videos: list[FakeVideo] | None = None, *, junk: bool
             "num_rows": sum(len(f) for f in video.tracks.values()), "num_tracks": len([t for t in video.tracks if t >= 0]),
             "job_fingerprint": "fake",
         }
-        (root / "videos").mkdir(parents=True, exist_ok=True)
-        pq.write_table(videos_table([record], metadata=provenance_metadata({"test": "fake_output"})), root / "videos" / f"{key}.parquet")
+        out.write_table(f"videos/{key}.parquet", videos_table([record], metadata=provenance_metadata({"test": "fake_output"})))
     if junk:
         # what readers must ignore: a temp file mid-rename, a marker, a note, and an uncommitted video
         first = next(root.glob("poses/*"))

@@ -50,13 +50,19 @@ def test_stopping_early_stops_the_thread_and_closes_the_source():
 
 
 def test_decoding_overlaps_the_consumer():
-    """Producer and consumer each take 50 ms a step: in parallel 6 steps take ~0.35 s, not 0.6 s."""
-    def slow_source():
-        for i in range(6):
-            time.sleep(0.05)
+    """The next item is produced while the consumer still holds the current one: the consumer,
+    given item 0, waits for the producer to start item 1, which only a background producer can do.
+    (Events, not wall-clock bounds: a loaded CI machine makes timings meaningless.)"""
+    started = [threading.Event() for _ in range(3)]
+
+    def source():
+        for i in range(3):
+            started[i].set()
             yield i
 
-    t0 = time.perf_counter()
-    for _ in prefetched(slow_source(), depth=1):
-        time.sleep(0.05)
-    assert time.perf_counter() - t0 < 0.5
+    seen = []
+    for item in prefetched(source(), depth=1):
+        if item + 1 < len(started):
+            assert started[item + 1].wait(timeout=30), f"item {item + 1} was not produced while {item} was in use"
+        seen.append(item)
+    assert seen == [0, 1, 2]
