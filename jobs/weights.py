@@ -79,8 +79,9 @@ def weights_list(as_json: bool) -> None:
 @click.option("--from", "source", default=None,
               help="Fill NAME's cache entry from this URI (a mirror) instead of the official URL (one NAME only).")
 def weights_fetch(names: tuple[str, ...], fetch_all: bool, source: str | None) -> None:
-    """Download NAME's checkpoint into the cache ($POSEPIPE_CACHE) and check its hash."""
+    """Download NAME's checkpoint into the cache ($POSEPIPE_CACHE), check its hash, and load it."""
     from models.download import WeightsUnavailable, fetch, sha256_file
+    from models.verify import verify_weights
 
     if fetch_all:
         names = tuple(DEFAULT_MODELS.values())
@@ -94,10 +95,18 @@ def weights_fetch(names: tuple[str, ...], fetch_all: bool, source: str | None) -
         try:
             path = fetch(source or spec.url, sha256=spec.sha256, hash_prefix=spec.hash_prefix, filename=spec.filename,
                          progress=True, require_source=bool(source))
-            click.echo(plain(f"{name}: {path} (sha256 {sha256_file(path)})"))
         except WeightsUnavailable as exc:
             failed = True
             click.secho(plain(f"{name}: {exc}"), fg="red", err=True)
+            continue
+        # A file that downloads is not yet a checkpoint: load it as `posepipe run` would (a text
+        # file, an error page or another model's weights must not pass as fetched).
+        result = verify_weights(name, path)
+        if not result.ok:
+            failed = True
+            click.secho(plain(f"{name}: {path} is not a usable checkpoint: {result.problem}"), fg="red", err=True)
+            continue
+        click.echo(plain(f"{name}: {path} (sha256 {sha256_file(path)})"))
     sys.exit(EXIT_WEIGHTS if failed else 0)
 
 

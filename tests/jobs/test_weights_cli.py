@@ -93,3 +93,10 @@ def test_list_shows_every_stage_with_accuracy_and_relative_cost():
     assert "h36m_mpjpe_mm=43.4" in lifter and "per frame" in lifter and "videopose3d_243_coco" in lifter
     rows = {row["name"]: row for row in json.loads(invoke("list", "--json").output)}
     assert rows["rle_res50_coco_256x192"]["stage"] == "pose" and 0.4 < rows["rle_res50_coco_256x192"]["relative_cost"] < 0.6
+
+
+def test_fetch_from_a_file_that_is_not_a_checkpoint_fails(tmp_path, cache):
+    """`weights fetch --from` a text file exited 0 and called it fetched: it is loaded now, exit 4."""
+    (tmp_path / "yolox_s.pth").write_text("404: Not Found\n")
+    result = CliRunner().invoke(main, ["weights", "fetch", "yolox_s", "--from", str(tmp_path / "yolox_s.pth")])
+    assert result.exit_code == 4 and "not a usable checkpoint" in result.output and "text file" in result.output
