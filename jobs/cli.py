@@ -89,7 +89,7 @@ def options_from_run_params(params: Mapping[str, Any], *, address: str | None) -
         flip_test=not params["no_flip_test"], frames_per_batch=params["frames_per_batch"],
         decode_threads=params["decode_threads"],
         models=dict(DEFAULT_MODELS, detector=params["detector"], pose=params["pose_model"],
-                    lifter=params.get("lifter", DEFAULT_MODELS["lifter"])),
+                    lifter=params["lifter"]),
         weights=_parse_weights(params["weights"]), random_weights=params["random_weights"], force=params["force"],
     )
 

@@ -74,8 +74,23 @@ def video_key(video_id: str) -> str:
     return f"{stem}-{hashlib.sha1(video_id.encode()).hexdigest()[:10]}"
 
 
-def part_name(start: int, stop: int) -> str:
-    return f"part-{start:09d}-{stop:09d}.parquet"
+def part_name(start: int, stop: int, attempt: str | None = None) -> str:
+    """`part-<first frame>-<end frame>[-<attempt>].parquet`: the attempt names the finish that wrote it."""
+    return f"part-{start:09d}-{stop:09d}" + (f"-{attempt}" if attempt else "") + ".parquet"
+
+
+_PART = re.compile(r"part-\d+-\d+(?:-(?P<attempt>[0-9a-f]+))?\.parquet$")
+
+
+def part_attempt(name: str) -> str | None:
+    """The attempt a part file belongs to (None: written before attempts were named, or not a part)."""
+    found = _PART.search(name)
+    return found.group("attempt") if found else None
+
+
+def is_committed_part(name: str, commit_attempt: str | None) -> bool:
+    """Whether part file `name` belongs to the commit whose row says `commit_attempt`."""
+    return _PART.search(name) is not None and part_attempt(name) == commit_attempt
 
 
 class Output:

@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.output import is_committed_part
 from pipeline.redaction import scrub
 from pipeline.schema import POSES_SCHEMA, VIDEOS_SCHEMA
 from pipeline.sources import local_path, redact, s3_client, scheme_of
@@ -98,6 +99,7 @@ class OutputReader:
         self._videos: pa.Table | None = None
         self._ids: list[str] = []
         self._key_of: dict[str, str] = {}
+        self._attempt_of: dict[str, str | None] = {}   # video_id -> the attempt its row commits
         self._parts: dict[str, list[str]] | None = None
 
     # -- storage -------------------------------------------------------------------------
@@ -154,8 +156,10 @@ class OutputReader:
             for name, table in zip(names, tables):
                 table = _conform(table, VIDEOS_SCHEMA, name)
                 key = posixpath.splitext(posixpath.basename(name))[0]
-                for video_id in table.column("video_id").to_pylist():
+                for video_id, attempt in zip(table.column("video_id").to_pylist(),
+                                             table.column("commit_attempt").to_pylist()):
                     self._key_of[video_id] = key
+                    self._attempt_of[video_id] = attempt
                 casted.append(table)
             merged = pa.concat_tables(casted).replace_schema_metadata(tables[0].schema.metadata)
             self._videos = merged.sort_by("video_id")
@@ -174,14 +178,17 @@ class OutputReader:
         return table.slice(self._ids.index(video_id), 1).to_pylist()[0]
 
     def _parts_of(self, video_id: str) -> list[str]:
-        """poses/<key>/*.parquet of a committed video, in part order."""
+        """poses/<key>/*.parquet of a committed video, in part order: only the parts of the attempt
+        its row commits (an unfinished or superseded attempt's parts are never read)."""
         if self._parts is None:
             self._parts = {}
             for name in self._files:
                 parts = name.split("/")
                 if parts[0] == "poses" and len(parts) == 3:
                     self._parts.setdefault(parts[1], []).append(name)
-        return self._parts.get(self._key_of[video_id], [])
+        self.videos()
+        attempt = self._attempt_of.get(video_id)
+        return [name for name in self._parts.get(self._key_of[video_id], []) if is_committed_part(name, attempt)]
 
     def poses(self, video_ids: Iterable[str] | None = None, columns: Sequence[str] | None = None) -> pa.Table:
         """Poses rows of the given committed videos (all when None), sorted by the row key: video, frame, person_index."""
@@ -229,6 +236,10 @@ def _subschema(names: Sequence[str]) -> pa.Schema:
 
 
 def _conform(table: pa.Table, schema: pa.Schema, name: str) -> pa.Table:
+    # Columns added since a file was written (nullable ones) read as nulls: older outputs stay readable.
+    for field in schema:
+        if field.name not in table.column_names and field.nullable:
+            table = table.append_column(field.name, pa.nulls(table.num_rows, field.type))
     missing = [f.name for f in schema if f.name not in table.column_names]
     if missing:
         raise ReadbackError(f"{name} lacks columns {missing}: not a posepipe table of schema version compatible with this reader")

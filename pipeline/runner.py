@@ -38,6 +38,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -380,8 +381,7 @@ class _Video:
     finish_attempts: int = 0
     transient_failures: int = 0      # failures that pass (OOM, throttling, timeouts) met so far
     recomputes: int = 0
-    may_be_committed: bool = False   # a videos/ row may exist that this job is about to rewrite
-    finish_started: bool = False     # a finish was sent: its parts may already be rewritten
+    finish_started: bool = False     # a finish was sent: parts of this job's attempt may exist
 
     @property
     def complete(self) -> bool:
@@ -402,6 +402,9 @@ def _schedule(ray: Any, options: JobOptions, output: Output, todo: list[VideoRef
         scheduler.run()
     finally:
         scheduler.stop()
+    removed = _clean_superseded(output, [ref.video_id for ref in todo])
+    if removed:
+        log.info("removed %d poses parts of superseded or unfinished attempts", removed)
 
 
 class _Scheduler:
@@ -459,6 +462,15 @@ class _Scheduler:
                 self.ray.kill(worker.actor)
             except Exception:  # already gone
                 pass
+        # ray.kill returns before the processes are gone; a call on a killed actor fails once it is
+        # dead. Wait (bounded) for that, so no finish can still be writing after the job.
+        try:
+            pings = [worker.actor.where.remote() for worker in self.workers]
+            self.ray.wait(pings, num_returns=len(pings), timeout=10.0)
+            for ping in pings:
+                _consume(self.ray, ping)
+        except Exception:
+            pass
 
     def _release_delayed(self) -> None:
         now = time.monotonic()
@@ -492,14 +504,13 @@ class _Scheduler:
             video = self.finish_queue.popleft()
             if self.videos.get(video.ref.video_id) is not video:
                 continue  # failed meanwhile
-            if video.may_be_committed:
-                # finish_video first deletes the video's parts: withdraw its commit row before, or a
-                # driver killed mid-write would leave an "ok" row over missing parts, which a rerun skips.
-                _withdraw_commit(self.output, video.ref.video_id)
-                video.may_be_committed = False
+            # Each finish writes its parts under a name of its own (the attempt) and commits by
+            # replacing the video's row with one naming that attempt: an earlier commit stays valid
+            # until then, and no attempt can delete another's parts (`_clean_superseded`).
             video.finish_started = True
             job = {"video_id": video.ref.video_id, "uri": redact(video.ref.uri), "info": video.info,
-                   "fingerprint": self.fingerprint, "input_identity": video.ref.identity}
+                   "fingerprint": self.fingerprint, "input_identity": video.ref.identity,
+                   "attempt": uuid.uuid4().hex[:12]}
             # The shards' rows travel as refs inside a list: the worker fetches them from where they are.
             rows = [video.results[s.start] for s in video.shards]
             task = worker.actor.finish_video.remote(job, rows, self.options.output, self.metadata)
@@ -543,8 +554,7 @@ class _Scheduler:
         # Shards start on keyframes (pipeline.video.shard_bounds): no two shards read the same bytes.
         shards = [ShardTask(ref.video_id, ref.uri, start, stop, info=info)
                   for start, stop in shard_bounds(VideoInfo.from_dict(info), self.options.shard_frames)]
-        video = _Video(ref, info, shards, header=header,
-                       may_be_committed=self.options.force or ref.video_id in self.committed)
+        video = _Video(ref, info, shards, header=header)
         self.videos[ref.video_id] = video
         self.shard_queue.extend((video, s) for s in shards)
         self.report("video_started", {"video_id": ref.video_id, "frames": info["num_frames"], "shards": len(shards)})
@@ -616,7 +626,6 @@ class _Scheduler:
                 self.shard_queue.extend((video, s) for s in video.shards)
             else:
                 self._worker_failed(worker, exc)
-                video.may_be_committed = True  # it may have run to the end and lost only its reply
                 running = worker.died_running(obj)
                 video.finish_attempts += running
                 if not running:  # queued behind the task that died with the worker
@@ -731,8 +740,7 @@ class _Scheduler:
             self.summary.failures.append((ref.video_id, reason))
             self.report("video_failed", {"video_id": ref.video_id, "error": reason})
             return
-        self.output.remove_prefix(f"poses/{key}")
-        info = info or {}
+        info = info or {}  # its parts, if a finish began, are removed at the end of the job (_clean_superseded)
         record = {"video_id": ref.video_id, "uri": redact(ref.uri), "status": "failed", "error": reason,
                   "num_frames": info.get("num_frames"), "fps": info.get("fps"), "width": info.get("width"),
                   "height": info.get("height"), "duration_s": info.get("duration_s"), "num_rows": 0,
@@ -743,9 +751,31 @@ class _Scheduler:
         self.report("video_failed", {"video_id": ref.video_id, "error": reason})
 
 
-def _withdraw_commit(output: Output, video_id: str) -> None:
-    """Delete a video's `videos/` row (its commit marker), if there is one."""
-    output.remove(f"videos/{video_key(video_id)}.parquet")
+def _clean_superseded(output: Output, video_ids: list[str]) -> int:
+    """Delete the poses parts of `video_ids` that their committed row does not name: superseded or
+    unfinished attempts, and a failed video's. Run only when no worker is left that could still be
+    writing (the job's actors are dead), so it cannot race a commit. Returns the files deleted."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipeline.output import is_committed_part
+
+    def clean(video_id: str) -> int:
+        key = video_key(video_id)
+        try:
+            rows = output.read_table(f"videos/{key}.parquet").to_pylist()
+        except StorageError as exc:
+            if exc.missing:
+                return 0
+            raise
+        row = rows[0] if rows else {}
+        keep = row.get("commit_attempt") if row.get("status") == "ok" else "\0none"
+        stale = [name for name in output.list_parquet(f"poses/{key}") if not is_committed_part(name, keep)]
+        for name in stale:
+            output.remove(f"poses/{key}/{name}")
+        return len(stale)
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        return sum(pool.map(clean, video_ids))
 
 
 def _consume(ray: Any, ref: Any) -> None:

@@ -61,6 +61,8 @@ VIDEOS_SCHEMA = pa.schema([
            "version); a rerun with the same one and the same input_identity skips the video"),
     _field("input_identity", pa.string(), "the input as it was read: size and ETag (object stores) or modification time "
            "(files); a different one means the file was replaced, and a rerun redoes it"),
+    _field("commit_attempt", pa.string(), "the finish attempt this row commits: the video's rows are the poses parts "
+           "whose file name ends in -<commit_attempt>.parquet (others are an unfinished or superseded attempt's)"),
 ])
 
 

@@ -312,7 +312,11 @@ class PoseWorker:
                                     info["width"], info["height"], self.options.flip_augment_3d)
         out = Output(output_uri)
         key = video_key(video["video_id"])
-        out.remove_prefix(f"poses/{key}")
+        # Parts are named for this attempt and nothing is deleted here: a superseded attempt (a
+        # finish whose reply was lost, still running somewhere) can never remove what this one
+        # commits. The row names the attempt; the driver removes other attempts' parts once no
+        # worker is left that could write (pipeline.runner, end of job).
+        attempt = video.get("attempt")
         total = 0
         for r in results:
             sel = (rows["frame_index"] >= r.start) & (rows["frame_index"] < r.stop)
@@ -323,14 +327,14 @@ class PoseWorker:
             # A video with nobody in it still gets one (empty) part: a job that found no person is
             # still a dataset with the full schema, and `read_parquet('OUT/poses/**/*.parquet')` works.
             if table.num_rows or (total == 0 and r is results[-1]):
-                out.write_table(f"poses/{key}/{part_name(r.start, r.stop)}", table)
+                out.write_table(f"poses/{key}/{part_name(r.start, r.stop, attempt)}", table)
             total += table.num_rows
         record = {
             "video_id": video["video_id"], "uri": video["uri"], "status": "ok", "error": None,
             "num_frames": info["num_frames"], "fps": info["fps"], "width": info["width"], "height": info["height"],
             "duration_s": info["duration_s"], "num_rows": total,
             "num_tracks": int(len(np.unique(track_ids[track_ids >= 0]))), "job_fingerprint": video["fingerprint"],
-            "input_identity": video.get("input_identity"),
+            "input_identity": video.get("input_identity"), "commit_attempt": attempt,
         }
         _injected_fault("finish", video["video_id"])  # parts written, commit row not yet
         out.write_table(f"videos/{key}.parquet", videos_table([record], metadata))
