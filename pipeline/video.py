@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
@@ -26,7 +25,7 @@ import numpy as np
 
 from pipeline.objects import ObjectReadError, RangeReader, open_ranged
 from pipeline.redaction import redact, scrub
-from pipeline.sources import is_remote, local_path
+from pipeline.sources import is_remote
 
 # Past these a container's timestamps are not a real recording's (a 1e9 s Matroska duration made
 # decord abort the process with std::bad_alloc). MPEG-TS clocks wrap at 26.5 h: real streams stay far below.
