@@ -179,8 +179,10 @@ def _bgr(frame: Any, rotation: int) -> np.ndarray:
     return image
 
 
-def _frame_time(frame: Any) -> float:
-    return float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base is not None else float("nan")
+def _frame_time(frame: Any, time_base: Any) -> float:
+    """The frame's presentation time in seconds, in its stream's time base. (Frames a flush drains
+    from the decoder carry no time base of their own in PyAV, so the stream's is used.)"""
+    return float(frame.pts * time_base) if frame.pts is not None and time_base is not None else float("nan")
 
 
 def _open_reader(uri: str, known: Mapping[int, bytes] | None = None) -> RangeReader:
@@ -337,7 +339,7 @@ class VideoStream:
                 for frame in self._decoder_from(first, k):
                     if index >= wanted:
                         batch.append(_bgr(frame, self.info.rotation))
-                        stamps.append(_frame_time(frame))
+                        stamps.append(_frame_time(frame, self._stream.time_base))
                         wanted = index + 1
                         if len(batch) == window or index == stop - 1:
                             yield np.arange(index - len(batch) + 1, index + 1), batch, np.asarray(stamps, np.float64)
