@@ -443,14 +443,5 @@ def open_video(uri: str, *, info: VideoInfo | None = None, header: Mapping[int, 
         stream.close()
 
 
-def inspect_container(uri: str) -> str | None:
-    """Why `uri` is not a decodable video, or None (the probe's verdict, for callers that only ask)."""
-    try:
-        probe_video(uri)
-    except VideoError as exc:
-        return str(exc)
-    return None
-
-
-__all__ = ["Probe", "VideoError", "VideoInfo", "VideoReadError", "VideoStream", "grid_timestamps", "inspect_container", "open_video",
+__all__ = ["Probe", "VideoError", "VideoInfo", "VideoReadError", "VideoStream", "grid_timestamps", "open_video",
            "probe_video", "shard_bounds", "valid_timestamps"]

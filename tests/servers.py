@@ -160,20 +160,27 @@ def _handler(state: HTTPFileServer) -> type[BaseHTTPRequestHandler]:
 
 
 @contextlib.contextmanager
-def serve_directory(root: str | os.PathLike[str], *, ignore_range: bool = False) -> Iterator[HTTPFileServer]:
-    """Serve the files under `root` at `http://127.0.0.1:<free port>` from a background thread."""
-    state = HTTPFileServer(root=Path(root), ignore_range=ignore_range)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
+def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """Run `handler` on a loopback HTTP server in a background thread; yields its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
-        yield state
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@contextlib.contextmanager
+def serve_directory(root: str | os.PathLike[str], *, ignore_range: bool = False) -> Iterator[HTTPFileServer]:
+    """Serve the files under `root` at `http://127.0.0.1:<free port>` from a background thread."""
+    state = HTTPFileServer(root=Path(root), ignore_range=ignore_range)
+    with _serving(_handler(state)) as url:
+        state.url = url
+        yield state
 
 
 # --------------------------------------------------------------------------- S3 (moto)
@@ -356,14 +363,6 @@ def counting_proxy(upstream: str) -> Iterator[CountingProxy]:
 
         do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with _serving(Handler) as url:
+        state.url = url
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
