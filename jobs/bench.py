@@ -1,6 +1,6 @@
-"""`posepipe bench`: parse the options, run `pipeline.benchmark`, print its JSON report.
+"""`posepipe bench`: parse the options, run `pipeline.measure.benchmark`, print its JSON report.
 
-See pipeline/benchmark.py for what each section measures.
+See pipeline/measure/benchmark.py for what each section measures.
 """
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import click
 
-from pipeline.benchmark import BenchError, default_shard_frames, run_benchmark
-from pipeline.options import JobOptions, OptionError
+from posepipe.pipeline.measure.benchmark import BenchError, default_shard_frames, run_benchmark
+from posepipe.pipeline.run.options import JobOptions, OptionError
 
 
 def parse_workers(value: str | None) -> list[int]:
@@ -52,10 +52,10 @@ def bench_command(video: str | None, n_frames: int, max_persons: int, device: st
 
     VIDEO defaults to ../shared/media/vtest.avi, or a generated clip where that is absent.
     """
-    from jobs.cli import _parse_weights
-    from models import CATALOGUE
-    from pipeline.runner import WeightsError
-    from pipeline.video import VideoError
+    from posepipe.jobs.run import parse_weights
+    from posepipe.models import CATALOGUE
+    from posepipe.pipeline.run.runner import WeightsError
+    from posepipe.pipeline.io.video import VideoError
 
     worker_counts = parse_workers(workers)
     if worker_counts and no_ray:
@@ -66,7 +66,7 @@ def bench_command(video: str | None, n_frames: int, max_persons: int, device: st
     models = dict(JobOptions(input="", output="").models)
     models.update({stage: name for stage, name in (("pose", pose_model), ("lifter", lifter)) if name})
     options = JobOptions(input="bench", output="bench", device=device, max_persons=max_persons,
-                         weights=_parse_weights(weights), random_weights=random_weights,
+                         weights=parse_weights(weights), random_weights=random_weights,
                          shard_frames=shard_frames or default_shard_frames(n_frames, batch), half=half,
                          frames_per_batch=batch, models=models)
     try:

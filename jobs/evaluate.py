@@ -1,6 +1,6 @@
 """``posepipe eval OUTPUT --gt GT``: score a job's ``poses/`` against ground truth.
 
-The ground truth formats and the matching rules: ``pydoc pipeline.evaluation``.
+The ground truth formats and the matching rules: ``pydoc pipeline.downstream.evaluation``.
 """
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from typing import Sequence
 import click
 import numpy as np
 
-from pipeline.evaluation import (
+from posepipe.pipeline.downstream.evaluation import (
     DEFAULT_ALPHA, GT_2D_SUFFIXES, GT_3D_SUFFIXES, METRICS_2D, METRICS_3D, THRESHOLD_METRICS, EvalInputError, Score,
     check_selection, evaluate_2d, evaluate_3d, open_output, read_gt_2d, read_gt_3d, read_predictions,
 )
-from pipeline.sources import redact
-from pipeline.terminal import console, plain
+from posepipe.pipeline.io.sources import redact
+from posepipe.pipeline.run.terminal import console, plain
 
 
 # --------------------------------------------------------------------------------------------
@@ -98,7 +98,7 @@ def eval_command(output: str, gt_path: Path, metric: str, alpha: float | None, n
       right_wrist_z and bbox_x1 ... bbox_y2 columns. Errors are printed in mm.
 
     Persons are paired within each frame by box IoU (Hungarian). Full format
-    notes: `pydoc pipeline.evaluation`.
+    notes: `pydoc pipeline.downstream.evaluation`.
     """
     suffix = gt_path.suffix.lower()
     if suffix not in GT_2D_SUFFIXES + GT_3D_SUFFIXES:

@@ -5,12 +5,12 @@ from pathlib import Path
 
 import click
 
-from pipeline.export import (
+from posepipe.pipeline.downstream.export import (
     DEFAULT_MAX_PERSONS, ExportError, ExportReport, build_posec3d, parse_split_ratio, read_csv_mapping, write_mmaction_config,
     write_posec3d,
 )
-from pipeline.readback import ReadbackError, UnknownVideoError
-from pipeline.terminal import plain
+from posepipe.pipeline.io.readback import ReadbackError, UnknownVideoError
+from posepipe.pipeline.run.terminal import plain
 
 
 @click.group("export")
@@ -100,7 +100,7 @@ def _echo_skipped(report: ExportReport) -> None:
               help="The camera's focal length in pixels, for the translation. Default: the image diagonal.")
 def smpl_command(output: str, out: Path, videos: tuple[str, ...], min_frames: int, fmt: str, focal: float | None) -> None:
     """Write one animation file per confirmed track of OUTPUT (a folder or s3:// prefix)."""
-    from pipeline.animation import AnimationError, export_animation
+    from posepipe.pipeline.downstream.animation import AnimationError, export_animation
 
     try:
         report = export_animation(output, out, fmt=fmt, video_ids=list(videos) or None, min_frames=min_frames, focal=focal)

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import click
 
-from pipeline.readback import ReadbackError, UnknownVideoError
-from pipeline.render import RenderError, RenderOptionError, SourceMismatchError, render_frame, render_video
-from pipeline.terminal import plain
+from posepipe.pipeline.io.readback import ReadbackError, UnknownVideoError
+from posepipe.pipeline.downstream.render import RenderError, RenderOptionError, SourceMismatchError, render_frame, render_video
+from posepipe.pipeline.run.terminal import plain
 
 
 @click.command("render")

@@ -10,9 +10,9 @@
 before anything is sent.
 
 What the job gets:
-  - the code: this checkout (the folder holding pipeline/, models/, jobs/) as the runtime_env
-    `working_dir`, without .git, .venv, tests, out/, caches, weights, media or key files. It goes
-    first on the job's PYTHONPATH, so the job runs the code you have here.
+  - the code: this checkout's pipeline/, models/ and jobs/ (or the installed ones), as one runtime_env
+    py_module named `posepipe`, without caches, weights or media. It goes first on the job's
+    PYTHONPATH, so the job runs the code you have here.
   - no dependencies: the cluster's image must have posepipe's dependencies and the `posepipe`
     command (infra/Dockerfile builds that image). `--pip SPEC` adds packages for one job.
   - non-secret settings: AWS_ENDPOINT_URL(_S3), AWS_REGION, AWS_DEFAULT_REGION when set here, and
@@ -47,11 +47,11 @@ from urllib.parse import urlsplit
 import click
 from click.core import ParameterSource
 
-from pipeline.options import JobOptions, OptionError
-from pipeline.redaction import redact, scrub
-from pipeline.terminal import plain
+from posepipe.pipeline.run.options import JobOptions, OptionError
+from posepipe.pipeline.io.redaction import redact, scrub
+from posepipe.pipeline.run.terminal import plain
 
-SOURCE_ROOT = Path(__file__).resolve().parents[1]
+SOURCE_ROOT = Path(__file__).resolve().parents[1]  # a checkout, or site-packages/posepipe when installed
 PACKAGES = ("jobs", "pipeline", "models")
 # Settings a job may need on the cluster that are not secret.
 JOB_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION")
@@ -79,6 +79,19 @@ class SubmitError(click.ClickException):
 # --------------------------------------------------------------------------- the job
 
 
+def staged_package(source_root: Path) -> Path:
+    """A temporary folder `posepipe/` holding copies of the checkout's jobs/, pipeline/ and models/ (no
+    caches or weights): how the checkout's code imports on the cluster, as `posepipe.*`."""
+    import shutil
+    import tempfile
+
+    package = Path(tempfile.mkdtemp(prefix="posepipe-submit-")) / "posepipe"
+    for name in PACKAGES:
+        shutil.copytree(source_root / name, package / name,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.py[cod]", "*.pth", "*.pt", "*.npz", "*.parquet"))
+    return package
+
+
 def job_runtime_env(environ: Mapping[str, str], *, extra_env: Mapping[str, str] | None = None,
                     pip: Sequence[str] = (), source_root: Path = SOURCE_ROOT) -> dict[str, Any]:
     """The runtime_env of a submitted job: the code, non-secret settings, never credentials."""
@@ -93,11 +106,10 @@ def job_runtime_env(environ: Mapping[str, str], *, extra_env: Mapping[str, str] 
     if leaked:
         raise ValueError(f"{', '.join(leaked)}: credentials are never sent with a job; the cluster's nodes "
                          "must get them from their own environment or instance role")
-    runtime_env: dict[str, Any] = {"env_vars": env, "excludes": list(PACKAGE_EXCLUDES)}
-    if (source_root / "pyproject.toml").is_file():
-        runtime_env["working_dir"] = str(source_root)
-    else:  # an installed posepipe: ship its packages, not site-packages
-        runtime_env["py_modules"] = [str(source_root / name) for name in PACKAGES]
+    # The code travels as one py_module named `posepipe` (the import name of models/, pipeline/ and
+    # jobs/): an installed posepipe is already that folder; a checkout is staged into one.
+    package = source_root if not (source_root / "pyproject.toml").is_file() else staged_package(source_root)
+    runtime_env: dict[str, Any] = {"env_vars": env, "excludes": list(PACKAGE_EXCLUDES), "py_modules": [str(package)]}
     if pip:
         runtime_env["pip"] = list(pip)
     return runtime_env
@@ -105,7 +117,7 @@ def job_runtime_env(environ: Mapping[str, str], *, extra_env: Mapping[str, str] 
 
 def job_options(params: Mapping[str, Any]) -> JobOptions:
     """The JobOptions `posepipe run` builds from these parsed `run` params (to validate them here)."""
-    from jobs.cli import options_from_run_params  # jobs.cli imports this module to register its commands
+    from posepipe.jobs.run import options_from_run_params
 
     return options_from_run_params(params, address="auto")
 
@@ -117,7 +129,7 @@ def on_cluster(uri: str) -> str:
 
 def run_argv(run_ctx: click.Context) -> list[str]:
     """`posepipe run ...` for the job: the options given on the command line, joined to the cluster."""
-    from jobs.cli import _parse_weights, run_command
+    from posepipe.jobs.run import parse_weights, run_command
 
     params = run_ctx.params
     argv = ["posepipe", "run", on_cluster(params["input_uri"]), "--output", on_cluster(params["output"]),
@@ -134,7 +146,7 @@ def run_argv(run_ctx: click.Context) -> list[str]:
             elif param.secondary_opts:
                 argv.append(max(param.secondary_opts, key=len))
         elif param.name == "weights":
-            for name, uri in _parse_weights(value).items():
+            for name, uri in parse_weights(value).items():
                 argv += [flag, f"{name}={on_cluster(uri)}"]
         elif param.multiple:
             for item in value:
@@ -299,14 +311,14 @@ def submit_command(ctx: click.Context, run_args: tuple[str, ...], address: str |
     checked here before anything is sent. The job runs this checkout's code; the cluster's image must
     have posepipe's dependencies. Credentials are never sent: the nodes use their own.
     """
-    from jobs.cli import run_command
+    from posepipe.jobs.run import run_command
 
     try:
         run_ctx = run_command.make_context("run", list(run_args))
         options = job_options(run_ctx.params)
     except click.ClickException as exc:
         raise click.UsageError(f"{exc.format_message()} (see `posepipe run --help`)", ctx=ctx) from None
-    from models import CATALOGUE
+    from posepipe.models import CATALOGUE
 
     try:
         options.validate(CATALOGUE)
@@ -353,13 +365,13 @@ def submit_command(ctx: click.Context, run_args: tuple[str, ...], address: str |
 
 def _notes(params: Mapping[str, Any], address: str) -> None:
     """One line each for what the user may not expect to happen (or not happen) on the cluster."""
-    from jobs.cli import _parse_weights
+    from posepipe.jobs.run import parse_weights
 
     held = [name for name in CREDENTIAL_ENV if os.environ.get(name)]
     if held:
         click.echo(f"posepipe: note: not forwarded to the job: {', '.join(held)} (credentials stay here; the "
                    "cluster's nodes use their own environment or instance role)", err=True)
-    uris = [params["input_uri"], params["output"], *_parse_weights(params["weights"]).values()]
+    uris = [params["input_uri"], params["output"], *parse_weights(params["weights"]).values()]
     if any(urlsplit(u).query or urlsplit(u).username for u in uris if "://" in u):
         click.echo("posepipe: note: a URI carries a query or user info (a pre-signed URL?): it is part of the "
                    "job's entrypoint, visible on the dashboard", err=True)

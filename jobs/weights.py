@@ -10,13 +10,13 @@ import sys
 
 import click
 
-from pipeline.options import DEFAULT_MODELS
-from pipeline.runner import EXIT_WEIGHTS
-from pipeline.terminal import plain
+from posepipe.pipeline.run.options import DEFAULT_MODELS
+from posepipe.pipeline.run.runner import EXIT_WEIGHTS
+from posepipe.pipeline.run.terminal import plain
 
 
 def _spec(name: str):  # -> models.Weights
-    from models import get_weights
+    from posepipe.models import get_weights
 
     try:
         return get_weights(name)
@@ -55,7 +55,7 @@ def _cost(spec, catalogue) -> str:
 def weights_list(as_json: bool) -> None:
     """Every weight set posepipe knows, by stage: official URL, how its file is checked, licence,
     accuracy (as published for that file) and cost (multiply-accumulates, relative to the stage's default)."""
-    from models import CATALOGUE
+    from posepipe.models import CATALOGUE
 
     if as_json:
         rows = [dict(spec.describe(), relative_cost=relative_cost(spec, CATALOGUE)) for spec in CATALOGUE.values()]
@@ -80,8 +80,8 @@ def weights_list(as_json: bool) -> None:
               help="Fill NAME's cache entry from this URI (a mirror) instead of the official URL (one NAME only).")
 def weights_fetch(names: tuple[str, ...], fetch_all: bool, source: str | None) -> None:
     """Download NAME's checkpoint into the cache ($POSEPIPE_CACHE), check its hash, and load it."""
-    from models.download import WeightsUnavailable, fetch, sha256_file
-    from models.verify import verify_weights
+    from posepipe.models.download import WeightsUnavailable, fetch, sha256_file
+    from posepipe.models.verify import verify_weights
 
     if fetch_all:
         names = tuple(DEFAULT_MODELS.values())
@@ -153,10 +153,10 @@ def weights_verify(names: tuple[str, ...], weights: tuple[str, ...], as_json: bo
     keys renamed, dropped or ignored, the sha256 and the hash check, and a verdict. Exit code 4 when
     any checkpoint fails, with the reason.
     """
-    from jobs.cli import _parse_weights
-    from models.verify import verify_weights
+    from posepipe.jobs.run import parse_weights
+    from posepipe.models.verify import verify_weights
 
-    given = _parse_weights(weights)
+    given = parse_weights(weights)
     wanted = list(dict.fromkeys([*names, *given])) or list(DEFAULT_MODELS.values())
     for name in wanted:
         _spec(name)  # unknown names are a usage error, before any work

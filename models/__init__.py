@@ -1,6 +1,6 @@
 """posepipe's models: faithful re-implementations loadable from the official checkpoints.
 
-    from models import load_model
+    from posepipe.models import load_model
     det = load_model("yolox_s", weights="yolox_s.pth")
 
 One explicit catalogue (no import-time registration): each family module owns a ``WEIGHTS`` dict
@@ -21,10 +21,10 @@ from typing import Any, Mapping
 
 import torch
 
-from models import hmr, hrnet, rle, rtmpose, simplebaseline, simplebaseline3d, videopose3d, yolox
-from models.checkpoint import CheckpointError, preview, read_checkpoint, sniff_container
-from models.precision import PrecisionWarning, strict_fp32
-from models.weights import Weights
+from posepipe.models import hmr, hrnet, rle, rtmpose, simplebaseline, simplebaseline3d, videopose3d, yolox
+from posepipe.models.checkpoint import CheckpointError, preview, read_checkpoint, sniff_container
+from posepipe.models.precision import PrecisionWarning, strict_fp32
+from posepipe.models.weights import Weights
 
 # Families whose layouts are recognised by more specific keys come first: a checkpoint that is not
 # the named model's is reported as the first family here that recognises it (HRNet's mmpose layout is
@@ -100,7 +100,7 @@ def load_model(
     each with one paragraph naming the model and the file; never torch's, zipfile's or pickle's own.
     The sha256 of the file used is left in ``predictor.weights_sha256`` for provenance.
     """
-    from models.download import fetch  # local: keeps `import models` light for Ray workers
+    from posepipe.models.download import fetch  # local: keeps `import models` light for Ray workers
 
     spec = get_weights(name)
     family = FAMILIES[spec.family]
@@ -121,7 +121,7 @@ def load_model(
             predictor = family.create(spec, None, device=dev, half=use_half)
         predictor.weights_sha256 = None
         return predictor
-    from models.download import WeightsUnavailable
+    from posepipe.models.download import WeightsUnavailable
 
     try:
         path = fetch(
@@ -147,7 +147,7 @@ def read_weights(name: str, path: str | os.PathLike[str]) -> "tuple[Mapping[str,
     torch file (empty, cut short, an HTML page, a zip of something else), a pickle that asks to run
     code, another model's checkpoint (with the keys missing and unexpected), an unknown layout.
     """
-    from models.download import sha256_file
+    from posepipe.models.download import sha256_file
 
     spec = get_weights(name)
     family = FAMILIES[spec.family]

@@ -1,6 +1,6 @@
 """Resolve a checkpoint URI to a local file: local paths as they are, remote ones through a cache.
 
-    from models.download import fetch
+    from posepipe.models.download import fetch
     path = fetch("https://download.openmmlab.com/.../hrnet_w32_coco_256x192-c78dce93_20200708.pth",
                  hash_prefix="c78dce93", filename="hrnet_w32_coco_256x192-c78dce93_20200708.pth")
 

@@ -27,11 +27,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from models.checkpoint import CheckpointError, load_strict, strip_prefix, tensors_only
-from models.precision import forward_half_guarded
-from models.resnet import Bottleneck, make_res_layer
-from models.skeletons import SMPL_JOINT_NAMES
-from models.weights import Weights
+from posepipe.models.checkpoint import CheckpointError, load_strict, strip_prefix, tensors_only
+from posepipe.models.precision import forward_half_guarded
+from posepipe.models.resnet import Bottleneck, make_res_layer
+from posepipe.models.skeletons import SMPL_JOINT_NAMES
+from posepipe.models.weights import Weights
 
 NUM_JOINTS = 24                  # SMPL: global orientation + 23 body joints
 POSE_6D_DIM = NUM_JOINTS * 6     # 144

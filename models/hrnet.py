@@ -27,14 +27,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from models import heatmaps as heatmap_ops
-from models.checkpoint import CheckpointError, load_strict, preview, strip_prefix, tensors_only
-from models.precision import forward_half_guarded
-from models.resnet import BasicBlock, Block, Bottleneck, make_res_layer
-from models.skeletons import COCO17_FLIP_PAIRS, COCO17_NAMES, COCO17_SKELETON
-from models.topdown import check_image as _check_image
-from models.topdown import warp_crops
-from models.weights import Weights
+from posepipe.models import heatmaps as heatmap_ops
+from posepipe.models.checkpoint import CheckpointError, load_strict, preview, strip_prefix, tensors_only
+from posepipe.models.precision import forward_half_guarded
+from posepipe.models.resnet import BasicBlock, Block, Bottleneck, make_res_layer
+from posepipe.models.skeletons import COCO17_FLIP_PAIRS, COCO17_NAMES, COCO17_SKELETON
+from posepipe.models.topdown import check_image as _check_image
+from posepipe.models.topdown import warp_crops
+from posepipe.models.weights import Weights
 
 BN_MOMENTUM = 0.1
 PIXEL_STD = 200.0   # box size unit of the official code

@@ -23,7 +23,7 @@ from typing import Any, Iterable
 
 import torch
 
-from models.checkpoint import CheckpointError, preview, strip_prefix, tensors_only
+from posepipe.models.checkpoint import CheckpointError, preview, strip_prefix, tensors_only
 
 # Dropped by name, as mmpose's load hook does; nothing else is dropped here.
 DATA_PREPROCESSOR_KEYS = ("data_preprocessor.mean", "data_preprocessor.std")

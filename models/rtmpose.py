@@ -28,12 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models import mmpose
-from models.checkpoint import load_strict
-from models.precision import forward_half_guarded
-from models.skeletons import COCO17_NAMES, COCO17_SKELETON
-from models.topdown import TopdownPredictor, place
-from models.weights import Weights
+from posepipe.models import mmpose
+from posepipe.models.checkpoint import load_strict
+from posepipe.models.precision import forward_half_guarded
+from posepipe.models.skeletons import COCO17_NAMES, COCO17_SKELETON
+from posepipe.models.topdown import TopdownPredictor, place
+from posepipe.models.weights import Weights
 
 MMPOSE_MEAN = (123.675, 116.28, 103.53)  # PoseDataPreprocessor, RGB, 0..255
 MMPOSE_STD = (58.395, 57.12, 57.375)

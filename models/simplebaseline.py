@@ -25,13 +25,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from models import heatmaps as heatmap_ops
-from models import mmpose
-from models.checkpoint import load_strict
-from models.resnet import ResNet
-from models.skeletons import COCO17_NAMES, COCO17_SKELETON
-from models.topdown import TopdownPredictor, place
-from models.weights import Weights
+from posepipe.models import heatmaps as heatmap_ops
+from posepipe.models import mmpose
+from posepipe.models.checkpoint import load_strict
+from posepipe.models.resnet import ResNet
+from posepipe.models.skeletons import COCO17_NAMES, COCO17_SKELETON
+from posepipe.models.topdown import TopdownPredictor, place
+from posepipe.models.weights import Weights
 
 MMPOSE_MEAN = (123.675, 116.28, 103.53)  # PoseDataPreprocessor, RGB, 0..255
 MMPOSE_STD = (58.395, 57.12, 57.375)

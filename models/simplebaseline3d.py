@@ -33,11 +33,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from models import mmpose
-from models.checkpoint import load_strict
-from models.precision import forward_half_guarded
-from models.skeletons import H36M17_NAMES, H36M17_SKELETON
-from models.weights import Weights
+from posepipe.models import mmpose
+from posepipe.models.checkpoint import load_strict
+from posepipe.models.precision import forward_half_guarded
+from posepipe.models.skeletons import H36M17_NAMES, H36M17_SKELETON
+from posepipe.models.weights import Weights
 
 # ``configs/_base_/datasets/h36m.py`` stats_info: the average person box of the H36M images.
 H36M_BBOX_CENTER = (528.0, 427.0)

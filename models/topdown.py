@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.precision import forward_half_guarded
-from models.skeletons import flip_indices
-from models.weights import Weights
+from posepipe.models.precision import forward_half_guarded
+from posepipe.models.skeletons import flip_indices
+from posepipe.models.weights import Weights
 
 BOX_PADDING = 1.25  # GetBBoxCenterScale's default, as every mmpose top-down config uses it
 

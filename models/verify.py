@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from models import CheckpointReport, _create, get_weights, read_weights
-from models.checkpoint import CheckpointError
+from posepipe.models import CheckpointReport, _create, get_weights, read_weights
+from posepipe.models.checkpoint import CheckpointError
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def verify_weights(name: str, weights: str | os.PathLike[str] | None = None, *,
     remap, strict load into the architecture on CPU) and reports each step's finding.
     Raises KeyError for an unknown `name`; every problem with the file is reported, not raised.
     """
-    from models.download import WeightsUnavailable, _display_uri, cache_record, fetch
+    from posepipe.models.download import WeightsUnavailable, _display_uri, cache_record, fetch
 
     spec = get_weights(name)
     official = weights is None

@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.checkpoint import CheckpointError, load_strict, strip_prefix, tensors_only
-from models.precision import forward_half_guarded
-from models.skeletons import (
+from posepipe.models.checkpoint import CheckpointError, load_strict, strip_prefix, tensors_only
+from posepipe.models.precision import forward_half_guarded
+from posepipe.models.skeletons import (
     COCO17_LEFT,
     COCO17_RIGHT,
     H36M17_LEFT,
@@ -39,7 +39,7 @@ from models.skeletons import (
     H36M17_RIGHT,
     H36M17_SKELETON,
 )
-from models.weights import Weights
+from posepipe.models.weights import Weights
 
 # --------------------------------------------------------------------------------------------
 # Building blocks

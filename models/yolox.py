@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.checkpoint import CheckpointError, load_strict, preview, strip_prefix, tensors_only
-from models.precision import forward_half_guarded
-from models.weights import Weights
+from posepipe.models.checkpoint import CheckpointError, load_strict, preview, strip_prefix, tensors_only
+from posepipe.models.precision import forward_half_guarded
+from posepipe.models.weights import Weights
 
 BN_EPS = 1e-3        # set by the official Exp.get_model after construction
 BN_MOMENTUM = 0.03

@@ -1,7 +1,7 @@
 """A small, seeded posepipe OUTPUT written by the real writer, for readback/export/render tests.
 
-Rows are built with the real schema (`pipeline.schema`) and written where and how a run writes
-them (`pipeline.output`: `video_key`, `part_name`, `Output.write_table`), so a change to the writer
+Rows are built with the real schema (`pipeline.io.schema`) and written where and how a run writes
+them (`pipeline.io.output`: `video_key`, `part_name`, `Output.write_table`), so a change to the writer
 is seen by the readers' tests.
 
     spec = fake_output(tmp_path / "out")      # writes videos/ and poses/ as a run would
@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.schema import poses_table, provenance_metadata, videos_table
+from posepipe.pipeline.io.schema import poses_table, provenance_metadata, videos_table
 
 PART_FRAMES = 4
 
@@ -122,7 +122,7 @@ def video_rows(video: FakeVideo, video_index: int) -> pa.Table:
 
 def fake_output(root: Path, videos: list[FakeVideo] | None = None, *, junk: bool = True) -> FakeOutput:
     """Write OUTPUT/videos/<key>.parquet and OUTPUT/poses/<key>/part-*.parquet like a run does."""
-    from pipeline.output import Output, part_name, video_key
+    from posepipe.pipeline.io.output import Output, part_name, video_key
 
     videos = default_videos() if videos is None else videos
     root.mkdir(parents=True, exist_ok=True)

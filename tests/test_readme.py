@@ -8,7 +8,7 @@ import duckdb
 import pytest
 from click.testing import CliRunner
 
-from jobs.cli import main
+from posepipe.jobs.cli import main
 from tests import media
 
 README = Path(__file__).resolve().parents[1] / "README.md"

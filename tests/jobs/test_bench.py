@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from jobs.bench import bench_command, parse_workers
-from pipeline.benchmark import cpus_per_worker
+from posepipe.jobs.bench import bench_command, parse_workers
+from posepipe.pipeline.measure.benchmark import cpus_per_worker
 
 FRAMES, WIDTH, HEIGHT = 4, 160, 120
 SECTIONS = {"machine", "clip", "settings", "decode_fps", "remote_bytes", "models", "end_to_end_fps",
@@ -98,7 +98,7 @@ def test_workers_with_no_ray_is_a_usage_error(clip):
 
 
 def test_h264_decode_section_reports_each_size_and_thread_count(tmp_path):
-    from pipeline.benchmark import DECODE_SIZES, DECODE_THREADS, bench_decode_h264
+    from posepipe.pipeline.measure.benchmark import DECODE_SIZES, DECODE_THREADS, bench_decode_h264
 
     frames = [np.full((120, 160, 3), 80 + 20 * i, np.uint8) for i in range(3)]
     report = bench_decode_h264(frames, 10.0, tmp_path, n=3)

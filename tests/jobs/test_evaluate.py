@@ -16,10 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from jobs.evaluate import eval_command
-from models.skeletons import H36M17_NAMES
-from pipeline.metrics import COCO17_PCP_LIMBS
-from pipeline.schema import poses_table, videos_table
+from posepipe.jobs.evaluate import eval_command
+from posepipe.models.skeletons import H36M17_NAMES
+from posepipe.pipeline.downstream.metrics import COCO17_PCP_LIMBS
+from posepipe.pipeline.io.schema import poses_table, videos_table
 
 VIDEO = "clips/a.mp4"
 FRAMES = 3

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from jobs.export import export_group
+from posepipe.jobs.export import export_group
 from tests.fake_output import fake_output
 
 

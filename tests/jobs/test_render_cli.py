@@ -4,7 +4,7 @@ import cv2
 import pytest
 from click.testing import CliRunner
 
-from jobs.render import render_command
+from posepipe.jobs.render import render_command
 from tests.fake_output import FakeVideo, fake_output, write_video
 
 WIDTH, HEIGHT, FRAMES, FPS = 160, 120, 8, 10.0

@@ -28,8 +28,9 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from jobs import submit
-from jobs.cli import main, run_command
+from posepipe.jobs import submit
+from posepipe.jobs.cli import main
+from posepipe.jobs.run import run_command
 from tests import media
 from tests.processes import processes
 
@@ -70,14 +71,18 @@ def test_runtime_env_never_carries_credentials(tmp_path):
     text = json.dumps(runtime_env)
     assert not set(env) & set(submit.CREDENTIAL_ENV), env
     assert not any(value in text for value in SECRETS.values()) and "HOME" not in env
-    assert runtime_env["working_dir"] == str(submit.SOURCE_ROOT)
+    # The checkout's code goes as one module named posepipe, holding its three packages.
+    (staged,) = runtime_env["py_modules"]
+    assert Path(staged).name == "posepipe" and "working_dir" not in runtime_env
+    assert {p.name for p in Path(staged).iterdir()} == set(submit.PACKAGES)
+    assert (Path(staged) / "pipeline" / "run" / "runner.py").read_bytes() == (submit.SOURCE_ROOT / "pipeline" / "run" / "runner.py").read_bytes()
     assert {".git", ".venv", "/tests/", "*.pth"} <= set(runtime_env["excludes"])
     assert submit.job_runtime_env({}, pip=["smart-open[gcs]"])["pip"] == ["smart-open[gcs]"]
     with pytest.raises(ValueError, match="AWS_SECRET_ACCESS_KEY"):
         submit.job_runtime_env({}, extra_env={"AWS_SECRET_ACCESS_KEY": "x"})
-    # An installed posepipe (no checkout around it) ships its three packages instead.
+    # An installed posepipe (site-packages/posepipe, no checkout around it) ships that folder.
     installed = submit.job_runtime_env({}, source_root=tmp_path)
-    assert "working_dir" not in installed and installed["py_modules"] == [str(tmp_path / p) for p in submit.PACKAGES]
+    assert "working_dir" not in installed and installed["py_modules"] == [str(tmp_path)]
 
 
 def test_bad_options_are_refused_before_any_network_call(tmp_path, monkeypatch):
@@ -321,10 +326,10 @@ def test_submit_wait_status_logs_on_a_real_head(ray_head, tmp_path, monkeypatch,
     env = job["runtime_env"]["env_vars"]
     assert env["POSEPIPE_CACHE"] == cluster_cache and not set(env) & set(submit.CREDENTIAL_ENV)
     assert not any(value in json.dumps(job) for value in SECRETS.values())
-    unpacked = [p for p in Path(ray_head.temp_dir).glob("session_2*/runtime_resources/working_dir_files/*") if p.is_dir()]
-    assert len(unpacked) == 1, unpacked
+    unpacked = [p for p in Path(ray_head.temp_dir).glob("session_2*/runtime_resources/py_modules_files/*/posepipe") if p.is_dir()]
+    assert len(unpacked) == 1, list(Path(ray_head.temp_dir).glob("session_2*/runtime_resources/*/*"))
     shipped = {str(p.relative_to(unpacked[0])) for p in unpacked[0].rglob("*")}
-    assert {"pipeline/runner.py", "jobs/cli.py", "jobs/submit.py", "models/__init__.py", "pyproject.toml"} <= shipped
+    assert {"pipeline/run/runner.py", "jobs/cli.py", "jobs/submit.py", "models/__init__.py"} <= shipped
     assert not [p for p in shipped if p.split("/")[0] in (".git", ".venv", "tests", "out", "samples")
                 or p.endswith((".pth", ".mp4", ".parquet", ".pyc"))]
 

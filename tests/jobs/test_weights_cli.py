@@ -7,8 +7,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from jobs.cli import main
-from models import get_weights, hrnet, videopose3d
+from posepipe.jobs.cli import main
+from posepipe.models import get_weights, hrnet, videopose3d
 from tests.models import release_files
 
 
@@ -80,7 +80,7 @@ def test_verify_unknown_name_is_a_usage_error():
 
 
 def test_list_shows_every_stage_with_accuracy_and_relative_cost():
-    from models import CATALOGUE
+    from posepipe.models import CATALOGUE
 
     lines = invoke("list").output.splitlines()
     for name, spec in CATALOGUE.items():

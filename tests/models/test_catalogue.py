@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from models import CATALOGUE, FAMILIES, STAGES
-from pipeline.options import DEFAULT_MODELS, JobOptions, OptionError
+from posepipe.models import CATALOGUE, FAMILIES, STAGES
+from posepipe.pipeline.run.options import DEFAULT_MODELS, JobOptions, OptionError
 
 META = torch.device("meta")
 BY_STAGE = {stage: sorted(n for n, s in CATALOGUE.items() if s.stage == stage) for stage in STAGES}

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from models.checkpoint import CheckpointError, _randomstate_ctor, load_strict, read_checkpoint, sniff_container
+from posepipe.models.checkpoint import CheckpointError, _randomstate_ctor, load_strict, read_checkpoint, sniff_container
 from tests.models import release_files
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from models import PrecisionWarning, hmr, hrnet, strict_fp32, videopose3d, yolox
+from posepipe.models import PrecisionWarning, hmr, hrnet, strict_fp32, videopose3d, yolox
 from tests.golden import generate_state_dict, golden_cases, golden_dir, load_case
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from models.download import (
+from posepipe.models.download import (
     HTTP_ATTEMPTS,
     HashPrefixWarning,
     WeightsHashMismatch,

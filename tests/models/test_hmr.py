@@ -14,9 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-from models import hmr
-from models.checkpoint import CheckpointError, read_checkpoint
-from models.skeletons import SMPL_JOINT_NAMES
+from posepipe.models import hmr
+from posepipe.models.checkpoint import CheckpointError, read_checkpoint
+from posepipe.models.skeletons import SMPL_JOINT_NAMES
 from tests.golden import assert_close as assert_allclose_golden
 from tests.golden import GOLDEN, case_and_state, golden_cases
 

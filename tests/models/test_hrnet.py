@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from models import hrnet
-from models.checkpoint import CheckpointError, read_checkpoint
-from models.skeletons import COCO17_NAMES
+from posepipe.models import hrnet
+from posepipe.models.checkpoint import CheckpointError, read_checkpoint
+from posepipe.models.skeletons import COCO17_NAMES
 from tests.golden import generate_state_dict, golden_cases, golden_dir, load_case
 
 NAME = "hrnet_w32_coco_256x192"

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from models import CATALOGUE, RandomWeightsWarning, load_model
-from models.checkpoint import CheckpointError
-from models.download import WeightsUnavailable
+from posepipe.models import CATALOGUE, RandomWeightsWarning, load_model
+from posepipe.models.checkpoint import CheckpointError
+from posepipe.models.download import WeightsUnavailable
 from tests.golden import GOLDEN, assert_official_outputs, generate_state_dict, golden_cases, load_case
 
 OFFICIAL = ("yolox_s", "hrnet_w32_coco_256x192", "videopose3d_243_coco", "hmr_spin_resnet50")
@@ -101,7 +101,7 @@ def test_another_models_checkpoint_says_whose_it_is_and_which_keys(tmp_path):
 
 
 def test_right_names_wrong_shapes_are_listed(tmp_path):
-    from models.yolox import build_yolox
+    from posepipe.models.yolox import build_yolox
 
     path = tmp_path / "yolox_s.pth"
     torch.save({"model": build_yolox(depth=0.33, width=0.375).state_dict()}, path)  # yolox_tiny's shapes

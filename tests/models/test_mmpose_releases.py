@@ -11,8 +11,8 @@ from collections import OrderedDict
 import pytest
 import torch
 
-from models import CATALOGUE, get_weights, load_model, read_weights
-from models.checkpoint import CheckpointError
+from posepipe.models import CATALOGUE, get_weights, load_model, read_weights
+from posepipe.models.checkpoint import CheckpointError
 from tests.golden import GOLDEN, assert_official_outputs, case_and_state, golden_cases
 from tests.models.mmpose_files import mmpose_0x, mmpose_1x_2023
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from models import get_weights, load_model
+from posepipe.models import get_weights, load_model
 from tests.golden import GOLDEN, assert_official_outputs, case_and_state, golden_cases
 from tests.models import release_files
 from tests.models.release_files import WRITERS, pickle_globals, pickle_opcodes
@@ -87,7 +87,7 @@ def test_mmpose_1x_file_drops_data_preprocessor_and_matches(case_path, tmp_path)
 
 def test_random_state_survives_as_data(tmp_path):
     """The RandomState comes back as the generator that was saved (it is data, and stays data)."""
-    from models.checkpoint import read_checkpoint
+    from posepipe.models.checkpoint import read_checkpoint
 
     path = release_files.videopose3d_2019(_tiny_state(), tmp_path / "vp3d.bin")
     loaded = read_checkpoint(path)["random_state"]

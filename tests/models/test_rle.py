@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from models import rle
-from models.checkpoint import CheckpointError, read_checkpoint
+from posepipe.models import rle
+from posepipe.models.checkpoint import CheckpointError, read_checkpoint
 from tests.golden import assert_close, generate_state_dict, golden_cases, golden_dir, load_case
 from tests.models.mmpose_files import mmpose_0x
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from models import rtmpose
-from models.checkpoint import CheckpointError, read_checkpoint
-from models.skeletons import COCO17_NAMES
+from posepipe.models import rtmpose
+from posepipe.models.checkpoint import CheckpointError, read_checkpoint
+from posepipe.models.skeletons import COCO17_NAMES
 from tests.golden import assert_close, generate_state_dict, golden_cases, golden_dir, load_case
 from tests.models.mmpose_files import mmpose_0x, mmpose_1x_2023
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from models import simplebaseline
-from models.checkpoint import CheckpointError, read_checkpoint
-from models.skeletons import COCO17_NAMES
+from posepipe.models import simplebaseline
+from posepipe.models.checkpoint import CheckpointError, read_checkpoint
+from posepipe.models.skeletons import COCO17_NAMES
 from tests.golden import assert_close, generate_state_dict, golden_cases, golden_dir, load_case
 from tests.models.mmpose_files import mmpose_0x
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from models import simplebaseline3d as sb3d
-from models.checkpoint import CheckpointError, read_checkpoint
-from models.skeletons import H36M17_NAMES
+from posepipe.models import simplebaseline3d as sb3d
+from posepipe.models.checkpoint import CheckpointError, read_checkpoint
+from posepipe.models.skeletons import H36M17_NAMES
 from tests.golden import assert_close, generate_state_dict, golden_cases, golden_dir, load_case
 from tests.models.mmpose_files import mmpose_0x
 

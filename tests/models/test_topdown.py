@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from models import heatmaps, hrnet, topdown
-from models.resnet import ResNet
-from models.skeletons import COCO17_FLIP_PAIRS, COCO17_NAMES, H36M17_NAMES, flip_indices
+from posepipe.models import heatmaps, hrnet, topdown
+from posepipe.models.resnet import ResNet
+from posepipe.models.skeletons import COCO17_FLIP_PAIRS, COCO17_NAMES, H36M17_NAMES, flip_indices
 from tests.golden import golden_cases, golden_dir, load_case
 
 MMPOSE_2D = ("rtmpose_m_coco_256x192", "simplebaseline_res50_coco_256x192", "rle_res50_coco_256x192")

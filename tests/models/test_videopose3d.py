@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from models import videopose3d as vp3d
-from models.checkpoint import CheckpointError, read_checkpoint
-from models.skeletons import COCO17_LEFT, COCO17_RIGHT, H36M17_LEFT, H36M17_RIGHT
+from posepipe.models import videopose3d as vp3d
+from posepipe.models.checkpoint import CheckpointError, read_checkpoint
+from posepipe.models.skeletons import COCO17_LEFT, COCO17_RIGHT, H36M17_LEFT, H36M17_RIGHT
 from tests.golden import assert_close as assert_allclose_golden
 from tests.golden import GOLDEN, case_and_state, golden_cases, load_case
 

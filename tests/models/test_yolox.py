@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from models import yolox
-from models.checkpoint import CheckpointError, read_checkpoint
+from posepipe.models import yolox
+from posepipe.models.checkpoint import CheckpointError, read_checkpoint
 from tests.golden import generate_state_dict, golden_cases, golden_dir, load_case
 
 NAME = "yolox_s"

@@ -7,7 +7,7 @@ it); imports posepipe's tracker and the generated crowds (tests/pipeline/crowds.
 repository. Both trackers get ByteTrack's MOT17 settings: high score 0.5, new tracks from 0.6,
 low floor 0.1, match ceiling 0.8, a 30-frame lost buffer at 30 fps.
 
-* ``posepipe``: `pipeline.tracking.track_video` as ``finish_video`` runs it (offline: confirmed
+* ``posepipe``: `pipeline.temporal.tracking.track_video` as ``finish_video`` runs it (offline: confirmed
   tracks only, their first row included; lost tracks re-found where last seen);
 * ``posepipe_plain``: the same tracker without re-finding at the last box (closer to ByteTrack);
 * ``supervision``: ``supervision.ByteTrack`` (an independent implementation of the paper), online;
@@ -26,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.tracking import TrackerConfig, iou_matrix, track_video  # noqa: E402
+from posepipe.pipeline.temporal.tracking import TrackerConfig, iou_matrix, track_video  # noqa: E402
 from tests.pipeline.crowds import FPS, SCENARIOS, mot_metrics  # noqa: E402
 
 

@@ -15,12 +15,12 @@ import pytest
 from click.testing import CliRunner
 from scipy.spatial.transform import Rotation
 
-from pipeline.animation import (
+from posepipe.pipeline.downstream.animation import (
     CAMERA_TO_WORLD, SMPL_NEUTRAL_PELVIS, AnimationError, export_animation, skeleton_motion, smpl_motion,
 )
-from pipeline.camera import full_frame_translation
-from pipeline.readback import read_poses
-from pipeline.schema import poses_table, provenance_metadata, videos_table
+from posepipe.pipeline.downstream.camera import full_frame_translation
+from posepipe.pipeline.io.readback import read_poses
+from posepipe.pipeline.io.schema import poses_table, provenance_metadata, videos_table
 from tests.pipeline.test_mmaction import skeleton
 
 FPS, WIDTH, HEIGHT = 10.0, 640, 480
@@ -153,7 +153,7 @@ def test_bvh_reads_back_with_bvhio_and_reproduces_the_skeleton(out, tmp_path):
     expected = skeleton_motion(track0, FPS, WIDTH, HEIGHT) * 100  # centimetres
     root = bvhio.readAsHierarchy(str(report.written[0]))
     names = [joint.Name for joint, _, _ in root.layout()]
-    from models.skeletons import H36M17_NAMES
+    from posepipe.models.skeletons import H36M17_NAMES
 
     assert sorted(names) == sorted(H36M17_NAMES)
     worst = 0.0
@@ -166,7 +166,7 @@ def test_bvh_reads_back_with_bvhio_and_reproduces_the_skeleton(out, tmp_path):
 
 
 def test_cli_writes_smpl_and_bvh_and_refuses_bad_options(out, tmp_path):
-    from jobs.export import export_group
+    from posepipe.jobs.export import export_group
 
     runner = CliRunner()
     result = runner.invoke(export_group, ["smpl", str(out), "--out", str(tmp_path / "a"), "--min-frames", "20"])

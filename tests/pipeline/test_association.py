@@ -13,8 +13,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.association import MAX_CANDIDATES, associate, pose_candidates, select_rows, track_candidates
-from pipeline.tracking import TrackerConfig, track_video
+from posepipe.pipeline.temporal.association import MAX_CANDIDATES, associate, pose_candidates, select_rows, track_candidates
+from posepipe.pipeline.temporal.tracking import TrackerConfig, track_video
 from tests.pipeline.test_tracking import person
 
 # ---------------------------------------------------------------------------------------------- cap and key
@@ -146,8 +146,8 @@ def clip(tmp_path_factory) -> Path:
 
 
 def stub_worker(**options):
-    from pipeline.options import JobOptions
-    from pipeline.worker import PoseWorker
+    from posepipe.pipeline.run.options import JobOptions
+    from posepipe.pipeline.perframe.worker import PoseWorker
 
     worker = object.__new__(PoseWorker)
     worker.options = JobOptions(input="x", output="y", flip_test=False, **options)
@@ -157,9 +157,9 @@ def stub_worker(**options):
 
 
 def run_video(worker, clip: Path, shard_frames: int, out: Path):
-    from pipeline.schema import provenance_metadata
-    from pipeline.video import probe_video, shard_bounds
-    from pipeline.worker import ShardTask
+    from posepipe.pipeline.io.schema import provenance_metadata
+    from posepipe.pipeline.io.video import probe_video, shard_bounds
+    from posepipe.pipeline.perframe.worker import ShardTask
 
     probe = probe_video(str(clip))
     tasks = [ShardTask("three.mp4", str(clip), a, b, info=probe.info.as_dict()) for a, b in shard_bounds(probe.info, shard_frames)]

@@ -48,7 +48,7 @@ def in_process(*args: str) -> dict:
     """`posepipe run` in this process, on the tests' local Ray (two workers: it has two CPUs)."""
     from click.testing import CliRunner
 
-    from jobs.cli import main
+    from posepipe.jobs.cli import main
 
     result = CliRunner().invoke(main, ["run", *args, "--json-summary"], catch_exceptions=False)
     assert result.exit_code == 0, result.output

@@ -5,13 +5,13 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from pipeline.options import JobOptions
-from pipeline.output import Output, part_attempt, video_key
-from pipeline.readback import read_poses
-from pipeline.runner import _clean_superseded
-from pipeline.schema import provenance_metadata
-from pipeline.video import probe_video, shard_bounds
-from pipeline.worker import PoseWorker, ShardTask
+from posepipe.pipeline.run.options import JobOptions
+from posepipe.pipeline.io.output import Output, part_attempt, video_key
+from posepipe.pipeline.io.readback import read_poses
+from posepipe.pipeline.run.runner import _clean_superseded
+from posepipe.pipeline.io.schema import provenance_metadata
+from posepipe.pipeline.io.video import probe_video, shard_bounds
+from posepipe.pipeline.perframe.worker import PoseWorker, ShardTask
 from tests import media
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.skeletons import COCO17_NAMES, H36M17_NAMES
-from pipeline.export import (
+from posepipe.models.skeletons import COCO17_NAMES, H36M17_NAMES
+from posepipe.pipeline.downstream.export import (
     ExportError, build_posec3d, parse_split_ratio, rank_tracks, read_csv_mapping, write_posec3d,
 )
 from tests.fake_output import (
@@ -177,7 +177,7 @@ def test_bad_split_ratios_are_refused(text):
 
 
 def pelvis_in_camera(video_index: int, track: int, frame: int, width: int = 320, height: int = 240) -> np.ndarray:
-    """Written independently of pipeline.camera: CLIFF's cam_crop2full with f = the image diagonal."""
+    """Written independently of pipeline.downstream.camera: CLIFF's cam_crop2full with f = the image diagonal."""
     x1, y1, x2, y2 = expected_bbox(video_index, track, frame).astype(np.float64)
     s, tx, ty = expected_camera(track, frame).astype(np.float64)
     b = max(x2 - x1, y2 - y1)
@@ -238,8 +238,8 @@ def test_persons_default_to_two_and_the_report_counts_the_tracks_left_out(out):
 
 
 def test_3d_export_writes_the_mmaction2_config_and_bone_transform_beside_the_pickle(out, tmp_path):
-    from models.skeletons import H36M17_PARENTS
-    from pipeline.export import write_mmaction_config
+    from posepipe.models.skeletons import H36M17_PARENTS
+    from posepipe.pipeline.downstream.export import write_mmaction_config
 
     dataset, report = build_posec3d(str(out.root), kind="3d", ratio={"train": 0.5, "val": 0.5})
     pkl, _ = write_posec3d(dataset, report, tmp_path / "ds3d.pkl")

@@ -2,7 +2,7 @@
 killed mid-job and run again, any shard size and worker count.
 
 Faulty jobs run `posepipe run` in a subprocess with its own local Ray, so the fault hook's
-environment (POSEPIPE_TEST_KILL_AT, see `pipeline/worker.py`) reaches its workers, and a killed
+environment (POSEPIPE_TEST_KILL_AT, see `pipeline/perframe/worker.py`) reaches its workers, and a killed
 driver takes nothing of this process with it. Every subprocess is started in its own session and
 whatever is left of it is killed on teardown. The reference answer is one uninterrupted run on the
 session's local Ray (`ray_local`, through `run_job`), computed once and shared with
@@ -25,8 +25,8 @@ import duckdb
 import numpy as np
 import pytest
 
-from pipeline.options import DEFAULT_MODELS, JobOptions
-from pipeline.runner import JobSummary, run_job
+from posepipe.pipeline.run.options import DEFAULT_MODELS, JobOptions
+from posepipe.pipeline.run.runner import JobSummary, run_job
 from tests import media
 from tests.processes import processes
 
@@ -159,7 +159,7 @@ def spawner() -> Iterator[Spawner]:
 
 
 def posepipe_command(*args: str) -> list[str]:
-    launcher = "import sys; from jobs.cli import main; sys.argv[0] = 'posepipe'; main()"
+    launcher = "import sys; from posepipe.jobs.cli import main; sys.argv[0] = 'posepipe'; main()"
     return [sys.executable, "-c", launcher, "run", *args, "--json-summary"]
 
 
@@ -280,7 +280,7 @@ def test_a_lost_shard_result_is_recognised_inside_a_task_error():
     is an ObjectLostError; the runner must see "lost" (recompute), not "the video's own error"."""
     import ray
 
-    from pipeline.runner import _failure_kind
+    from posepipe.pipeline.run.runner import _failure_kind
 
     lost = ray.exceptions.ObjectLostError("ab" * 14, None, "")
     wrapped = ray.exceptions.RayTaskError("finish_video", "Traceback ...", lost)
@@ -295,7 +295,7 @@ def test_a_lost_shard_result_is_recognised_inside_a_task_error():
 def test_forwarded_env_never_collides_with_a_ray_jobs_runtime_env():
     """Under `ray job submit` a variable the Job's runtime_env sets is not forwarded again (Ray
     refuses to merge the two); joining a plain cluster or starting a local Ray forwards all."""
-    from pipeline.runner import forwarded_env, kept_local_notice
+    from posepipe.pipeline.run.runner import forwarded_env, kept_local_notice
 
     environ = {"AWS_ENDPOINT_URL": "http://s3.local", "POSEPIPE_CACHE": "/cache", "HOME": "/root",
                "RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps({"runtime_env": {"env_vars": {"POSEPIPE_CACHE": "/cache"}}})}

@@ -17,7 +17,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from jobs.cli import main
+from posepipe.jobs.cli import main
 from tests import media
 from tests.servers import S3_ENV_UNSET, make_bucket, moto_s3_server, s3_client, s3_env, serve_directory
 

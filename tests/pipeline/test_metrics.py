@@ -11,8 +11,8 @@ import io
 import numpy as np
 import pytest
 
-from models.skeletons import COCO17_SIGMAS
-from pipeline import metrics
+from posepipe.models.skeletons import COCO17_SIGMAS
+from posepipe.pipeline.downstream import metrics
 
 K = 17
 

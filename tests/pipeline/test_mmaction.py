@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.skeletons import H36M17_PARENTS
-from pipeline.export import build_posec3d, write_mmaction_config, write_posec3d
-from pipeline.schema import poses_table, provenance_metadata, videos_table
+from posepipe.models.skeletons import H36M17_PARENTS
+from posepipe.pipeline.downstream.export import build_posec3d, write_mmaction_config, write_posec3d
+from posepipe.pipeline.io.schema import poses_table, provenance_metadata, videos_table
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]

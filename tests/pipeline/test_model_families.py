@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from jobs.cli import main
+from posepipe.jobs.cli import main
 from tests import media
 
 pytestmark = pytest.mark.slow

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipeline.output import Output, part_name, video_key
-from pipeline.schema import POSES_SCHEMA, poses_table, videos_table
+from posepipe.pipeline.io.output import Output, part_name, video_key
+from posepipe.pipeline.io.schema import POSES_SCHEMA, poses_table, videos_table
 from tests.servers import make_bucket
 
 

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from pipeline.prefetch import prefetched
+from posepipe.pipeline.io.prefetch import prefetched
 
 
 def _threads() -> set[str]:

@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.readback import OutputReader, ReadbackError, UnknownVideoError, read_poses, read_videos
-from pipeline.schema import POSES_SCHEMA, VIDEOS_SCHEMA
+from posepipe.pipeline.io.readback import OutputReader, ReadbackError, UnknownVideoError, read_poses, read_videos
+from posepipe.pipeline.io.schema import POSES_SCHEMA, VIDEOS_SCHEMA
 from tests.fake_output import expected_keypoints, fake_output
 
 

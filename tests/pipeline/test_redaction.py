@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from pipeline.redaction import has_secrets, redact, scrub
-from pipeline.terminal import plain, styled
+from posepipe.pipeline.io.redaction import has_secrets, redact, scrub
+from posepipe.pipeline.run.terminal import plain, styled
 
 
 def test_redact_drops_user_info_query_and_fragment():

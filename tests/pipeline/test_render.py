@@ -4,8 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.readback import UnknownVideoError
-from pipeline.render import RenderError, render_frame, render_video, track_color
+from posepipe.pipeline.io.readback import UnknownVideoError
+from posepipe.pipeline.downstream.render import RenderError, render_frame, render_video, track_color
 from tests.fake_output import FakeVideo, expected_keypoints, fake_output, write_video
 
 WIDTH, HEIGHT, FRAMES, FPS = 240, 200, 12, 10.0

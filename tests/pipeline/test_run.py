@@ -15,7 +15,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from jobs.cli import main
+from posepipe.jobs.cli import main
 from tests import media
 from tests.servers import make_bucket
 

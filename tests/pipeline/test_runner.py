@@ -5,8 +5,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from pipeline.options import JobOptions, OptionError
-from pipeline.runner import _cluster_plan
+from posepipe.pipeline.run.options import JobOptions, OptionError
+from posepipe.pipeline.run.runner import _cluster_plan
 
 
 def _cluster(cpus: float, gpus: float = 0) -> SimpleNamespace:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.sources import InputError, list_videos, redact
+from posepipe.pipeline.io.sources import InputError, list_videos, redact
 from tests.servers import make_bucket, put_object
 
 
@@ -33,7 +33,7 @@ def test_redact_drops_secrets():
 
 
 def test_hidden_names_are_skipped_alike_locally_and_on_s3(s3_server, tmp_path):
-    from pipeline.sources import scan_inputs
+    from posepipe.pipeline.io.sources import scan_inputs
 
     names = ["a.mp4", ".b.mp4", ".cache/c.mp4", "d/.e.mp4"]
     make_bucket(s3_server.endpoint_url, "hidden")
@@ -47,7 +47,7 @@ def test_hidden_names_are_skipped_alike_locally_and_on_s3(s3_server, tmp_path):
 
 
 def test_links_are_followed_once_and_loops_reported(tmp_path):
-    from pipeline.sources import scan_inputs
+    from posepipe.pipeline.io.sources import scan_inputs
 
     (tmp_path / "real").mkdir()
     (tmp_path / "real" / "a.mp4").write_bytes(b"x")

@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from pipeline.tracking import (
+from posepipe.pipeline.temporal.tracking import (
     ByteTracker,
     KalmanFilterXYAH,
     TrackerConfig,

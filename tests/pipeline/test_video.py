@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.video import VideoError, open_video, probe_video, shard_bounds
+from posepipe.pipeline.io.video import VideoError, open_video, probe_video, shard_bounds
 from tests import media
 from tests.golden import MEDIA
 from tests.servers import make_bucket, put_object, serve_directory
@@ -169,7 +169,7 @@ def test_http_video_is_read_about_once_whatever_the_shard_size(clips, tmp_path, 
 
 
 def test_s3_video_is_read_about_once(s3_server, clips):
-    from pipeline.objects import RangeReader
+    from posepipe.pipeline.io.objects import RangeReader
 
     make_bucket(s3_server.endpoint_url, "videos-once")
     data = clips["h264"].read_bytes()

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from models import PrecisionWarning
-from pipeline.options import DEFAULT_MODELS, JobOptions
-from pipeline.worker import PoseWorker, ShardTask
+from posepipe.models import PrecisionWarning
+from posepipe.pipeline.run.options import DEFAULT_MODELS, JobOptions
+from posepipe.pipeline.perframe.worker import PoseWorker, ShardTask
 from tests.golden import generate_state_dict, golden_cases, golden_dir, load_case
 from tests.media import street_clip
 

@@ -35,9 +35,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from pipeline.options import JobOptions
+from posepipe.pipeline.run.options import JobOptions
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_VIDEO = REPO.parent / "shared" / "media" / "vtest.avi"
 VIDEO_ID = "bench.mp4"
 MEMORY_LENGTH_FACTOR = 10
@@ -118,7 +118,7 @@ def generated_frames(n: int, size: tuple[int, int] = (640, 480)) -> list[np.ndar
 
 def source_frames(uri: str, n: int) -> tuple[list[np.ndarray], float]:
     """The first `n` BGR frames of `uri` (looped when it has fewer) and its frame rate."""
-    from pipeline.video import open_video
+    from posepipe.pipeline.io.video import open_video
 
     with open_video(uri) as video:
         fps = video.info.fps or 10.0
@@ -140,7 +140,7 @@ def write_clip(path: Path, frames: Sequence[np.ndarray], fps: float) -> Path:
 
 
 def video_info(uri: str) -> dict[str, Any]:
-    from pipeline.video import probe_video
+    from posepipe.pipeline.io.video import probe_video
 
     return probe_video(uri).info.as_dict()
 
@@ -152,7 +152,7 @@ def video_info(uri: str) -> dict[str, Any]:
 def machine_info(options: JobOptions) -> dict[str, Any]:
     import torch
 
-    from models import resolve_device
+    from posepipe.models import resolve_device
 
     device = resolve_device(options.device)
     if device.type == "cuda":
@@ -176,8 +176,8 @@ def bench_decode(uri: str, n: int, window: int) -> dict[str, Any]:
     """Decoding N frames: the pipeline's decoder (PyAV, windows after one seek), and decord's get_batch."""
     import decord
 
-    from pipeline.sources import local_path
-    from pipeline.video import open_video
+    from posepipe.pipeline.io.sources import local_path
+    from posepipe.pipeline.io.video import open_video
 
     t0 = time.perf_counter()
     with open_video(uri) as video:
@@ -206,7 +206,7 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 
 def detect_persons(worker: Any, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
     """What `PoseWorker` keeps of one detector batch: (K, 5) [x1, y1, x2, y2, score] per frame."""
-    from pipeline.worker import PERSON_CLASS, select_persons
+    from posepipe.pipeline.perframe.worker import PERSON_CLASS, select_persons
 
     opts = worker.options
     dets = worker.detector.detect_batch(frames, conf_threshold=opts.det_conf, nms_threshold=opts.det_nms,
@@ -270,9 +270,9 @@ def _video(uri: str, info: dict[str, Any], fingerprint: str) -> dict[str, Any]:
 def bench_in_process(worker: Any, uri: str, info: dict[str, Any], shard_frames: int, hashes: dict[str, str | None],
                      output: str) -> dict[str, Any]:
     """The pipeline's two units of work without Ray: every shard, then the video's finish."""
-    from pipeline.runner import provenance
-    from pipeline.schema import provenance_metadata
-    from pipeline.worker import ShardTask
+    from posepipe.pipeline.run.runner import provenance
+    from posepipe.pipeline.io.schema import provenance_metadata
+    from posepipe.pipeline.perframe.worker import ShardTask
 
     opts = worker.options
     n = info["num_frames"]
@@ -308,8 +308,8 @@ def bench_naive(worker: Any, uri: str, info: dict[str, Any]) -> dict[str, Any]:
     """Decode one frame, detect it, HRNet then HMR one box at a time; track and lift per track at the end.
 
     Timed on the clip's first `NAIVE_MAX_FRAMES` frames at most."""
-    from pipeline.video import open_video
-    from pipeline.worker import assign_tracks, lift_tracks
+    from posepipe.pipeline.io.video import open_video
+    from posepipe.pipeline.perframe.worker import assign_tracks, lift_tracks
 
     opts = worker.options
     n, width, height = min(info["num_frames"], NAIVE_MAX_FRAMES), info["width"], info["height"]
@@ -364,7 +364,7 @@ def bench_naive(worker: Any, uri: str, info: dict[str, Any]) -> dict[str, Any]:
 
 def bench_run_job(options: JobOptions) -> dict[str, Any]:
     """`run_job` on a folder holding the clip: wall time with Ray startup, and frames/s after it."""
-    from pipeline.runner import run_job
+    from posepipe.pipeline.run.runner import run_job
 
     events: list[tuple[float, str, dict[str, Any]]] = []
     t0 = time.perf_counter()
@@ -416,9 +416,9 @@ def bench_workers(options: JobOptions, counts: Sequence[int], cpus: int) -> dict
 
 def memory_child(payload: str) -> None:
     """Entry point of the measuring subprocess: run one clip through a PoseWorker, print peak RSS."""
-    from pipeline.runner import provenance
-    from pipeline.schema import provenance_metadata
-    from pipeline.worker import PoseWorker, ShardTask
+    from posepipe.pipeline.run.runner import provenance
+    from posepipe.pipeline.io.schema import provenance_metadata
+    from posepipe.pipeline.perframe.worker import PoseWorker, ShardTask
 
     args = json.loads(payload)
     options = JobOptions(**args["options"])
@@ -445,7 +445,7 @@ def _measure_memory(options: JobOptions, uri: str, hashes: dict[str, str | None]
     payload = json.dumps({"options": {**asdict(options), "models": dict(options.models), "weights": dict(options.weights)},
                           "uri": uri, "hashes": hashes, "threads": threads})
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
-    code = "import sys; from pipeline.benchmark import memory_child; memory_child(sys.argv[1])"
+    code = "import sys; from pipeline.measure.benchmark import memory_child; memory_child(sys.argv[1])"
     proc = subprocess.run([sys.executable, "-c", code, payload], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise BenchError(f"the memory subprocess failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
@@ -494,7 +494,7 @@ def bench_decode_h264(frames: Sequence[np.ndarray], fps: float, folder: Path, n:
     """Frames/s of one worker's decode (to BGR arrays, as the models get them) per size and thread count."""
     import decord
 
-    from pipeline.video import open_video
+    from posepipe.pipeline.io.video import open_video
 
     out: dict[str, Any] = {"frames": n, "codec": "h264 (x264 veryfast, CRF 23, GOP 60, 2 B-frames)"}
     clip_frames = [frames[i % len(frames)] for i in range(n)]
@@ -574,7 +574,7 @@ class _CountingServer:
 def bench_remote_bytes(uri: str, options: JobOptions, use_ray: bool) -> dict[str, Any]:
     """The clip served over loopback HTTP: bytes the server sent for a probe plus every shard
     (in process), and for a whole `run_job` with two workers, over the file's size."""
-    from pipeline.video import open_video, probe_video, shard_bounds
+    from posepipe.pipeline.io.video import open_video, probe_video, shard_bounds
 
     path = Path(uri)
     size = path.stat().st_size
@@ -622,10 +622,10 @@ def run_benchmark(options: JobOptions, video: str | None, n_frames: int, *, work
     """Every section for `options` (validated; input/output are replaced by a temporary folder) on
     VIDEO's first `n_frames` frames, or generated ones where VIDEO is None and no sample is at hand.
 
-    Raises `pipeline.runner.WeightsError`, `pipeline.video.VideoError` (VIDEO unreadable) or `BenchError`.
+    Raises `pipeline.run.runner.WeightsError`, `pipeline.io.video.VideoError` (VIDEO unreadable) or `BenchError`.
     """
-    from pipeline.runner import load_weights
-    from pipeline.worker import PoseWorker
+    from posepipe.pipeline.run.runner import load_weights
+    from posepipe.pipeline.perframe.worker import PoseWorker
 
     with tempfile.TemporaryDirectory(prefix="posepipe-bench-") as tmp:
         folder = Path(tmp)

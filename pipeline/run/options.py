@@ -44,7 +44,7 @@ class JobOptions:
     device: str = "auto"                # auto | cpu | cuda
     half: bool | None = None            # None: fp16 autocast on CUDA, fp32 on CPU
     max_persons: int = 10
-    det_conf: float = 0.3               # unclaimed boxes below it are not rows (pipeline.association)
+    det_conf: float = 0.3               # unclaimed boxes below it are not rows (pipeline.temporal.association)
     det_nms: float = 0.7                # ByteTrack's NMS: boxes of people partly hidden by others survive it
     flip_test: bool = True
     flip_augment_3d: bool = True
@@ -101,7 +101,7 @@ class JobOptions:
     def tracker_config(self):  # noqa: ANN201 - TrackerConfig, imported lazily
         """ByteTrack thresholds. Random weights score every box near 0.36, so a plumbing run lowers
         the thresholds to the detector's, or tracking and lifting would never run."""
-        from pipeline.tracking import TrackerConfig
+        from posepipe.pipeline.temporal.tracking import TrackerConfig
 
         high, new = self.track_high, self.track_new
         if self.random_weights:
@@ -126,14 +126,14 @@ class JobOptions:
             "max_persons": self.max_persons, "det_conf": self.det_conf, "det_nms": self.det_nms,
             "flip_test": self.flip_test, "flip_augment_3d": self.flip_augment_3d,
             "track": [self.track_high, self.track_new], "track_low": self.track_low,
-            "rows": 2,  # rows chosen after association, person_index (pipeline.association)
+            "rows": 2,  # rows chosen after association, person_index (pipeline.temporal.association)
             "precision": precision, "code": code or code_version(),
         }
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
     def public(self) -> dict[str, Any]:
         """Options as stored in provenance: URIs redacted, nothing secret."""
-        from pipeline.sources import redact
+        from posepipe.pipeline.io.sources import redact
 
         data = asdict(self)
         data["input"] = redact(self.input)
@@ -152,8 +152,8 @@ def _in_range(option: str, value: int, low: int, high: int) -> None:
 def _check_uri(option: str, uri: str) -> None:
     """Object-store URIs name a bucket and a prefix, nothing else: credentials in them would be
     printed and stored, and a query string would become part of every object key."""
-    from pipeline.redaction import has_secrets, redact
-    from pipeline.sources import scheme_of
+    from posepipe.pipeline.io.redaction import has_secrets, redact
+    from posepipe.pipeline.io.sources import scheme_of
 
     if scheme_of(uri) in ("s3", "gs", "az", "file") and has_secrets(uri):
         raise OptionError(option, (
@@ -178,7 +178,7 @@ def code_version() -> str:
         except PackageNotFoundError:
             release = "unknown"
         digest = hashlib.sha256()
-        root = Path(__file__).resolve().parents[1]
+        root = Path(__file__).resolve().parents[2]  # the folder holding models/ and pipeline/
         for package in ("models", "pipeline"):
             for path in sorted((root / package).rglob("*.py")):
                 digest.update(path.relative_to(root).as_posix().encode())

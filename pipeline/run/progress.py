@@ -1,6 +1,6 @@
 """Progress display for a job: a live bar on a terminal, quiet log lines elsewhere.
 
-Everything printed here passes through `pipeline.terminal` (plain text, no markup, URIs
+Everything printed here passes through `pipeline.run.terminal` (plain text, no markup, URIs
 redacted): video ids and error texts come from the outside world.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from pipeline.terminal import console as plain_console, plain, styled
+from posepipe.pipeline.run.terminal import console as plain_console, plain, styled
 
 
 class ProgressReporter:

@@ -2,7 +2,7 @@
 
 Works on a local folder or an ``s3://bucket/prefix`` (S3 through boto3's default session, so
 AWS_ENDPOINT_URL, profiles and credentials work as for the job itself). The layout is the one
-`pipeline.output` writes::
+`pipeline.io.output` writes::
 
     videos/<video_key>.parquet                      one row per input file: the video's commit marker
     poses/<video_key>/part-<start>-<stop>.parquet   rows of one shard of one video
@@ -29,10 +29,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.output import is_committed_part
-from pipeline.redaction import scrub
-from pipeline.schema import POSES_SCHEMA, VIDEOS_SCHEMA
-from pipeline.sources import local_path, redact, s3_client, scheme_of
+from posepipe.pipeline.io.output import is_committed_part
+from posepipe.pipeline.io.redaction import scrub
+from posepipe.pipeline.io.schema import POSES_SCHEMA, VIDEOS_SCHEMA
+from posepipe.pipeline.io.sources import local_path, redact, s3_client, scheme_of
 
 _S3_READ_THREADS = 8
 

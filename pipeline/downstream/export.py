@@ -28,13 +28,13 @@ pose pipelines of mmaction2/PYSKL treat as missing.
 
 ``kind='3d'``: V=17 H36M-17 joints, C=3 metres in camera axes (x right, y down, z forward), from
 the rows that have 3D: each row's pelvis-relative ``keypoints_3d`` placed at its pelvis's position
-in the camera frame, HMR's translation (`pipeline.camera`, focal length the image diagonal unless
+in the camera frame, HMR's translation (`pipeline.downstream.camera`, focal length the image diagonal unless
 ``focal`` is given). So two people keep their relative positions, as NTU's Kinect skeletons do,
 and no joint is ever at (0, 0, 0): mmaction2's ``PreNormalize3D`` reads an all-zero joint as
 missing, and a zero pelvis made it re-centre every other joint but not the pelvis, stretching the
 skeleton (pelvis to right hip 0.188 m -> 0.309 m). Absent frames stay all zeros, i.e. missing.
 Bone lengths are the lifter's. `write_mmaction_config` writes the graph layout, bone pairs and
-``PreNormalize3D`` axes mmaction2 needs for H36M-17 beside the pickle (`pipeline.mmaction`). mmaction2's and PYSKL's
+``PreNormalize3D`` axes mmaction2 needs for H36M-17 beside the pickle (`pipeline.downstream.mmaction`). mmaction2's and PYSKL's
 ``GenSkeFeat`` assert that only 2D keypoints come with a ``keypoint_score`` (it would be
 concatenated as a third channel), so 3D annotations carry **no** ``keypoint_score`` unless
 ``with_3d_scores=True``; then it is each H36M joint's 2D confidence mapped from COCO-17
@@ -77,9 +77,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from models.skeletons import COCO17_NAMES, H36M17_NAMES
-from pipeline.readback import OutputReader
-from pipeline.schema import NUM_KP2D, NUM_KP3D
+from posepipe.models.skeletons import COCO17_NAMES, H36M17_NAMES
+from posepipe.pipeline.io.readback import OutputReader
+from posepipe.pipeline.io.schema import NUM_KP2D, NUM_KP3D
 
 Kind = Literal["2d", "3d"]
 PICKLE_PROTOCOL = 4
@@ -443,7 +443,7 @@ def persons_array(table: pa.Table, total_frames: int, kind: Kind, max_persons: i
         mine = slots >= 0
         scores_2d = _to_numpy(table.column("keypoint_scores"), (NUM_KP2D,))[mine]
         if kind == "3d":
-            from pipeline.camera import full_frame_translation
+            from posepipe.pipeline.downstream.camera import full_frame_translation
 
             if frame_size is None:
                 raise ValueError("kind='3d' needs frame_size=(width, height) to place the pelvis")
@@ -634,9 +634,9 @@ def write_posec3d(dataset: Mapping[str, Any], report: ExportReport, out: str | o
 
 def write_mmaction_config(report: ExportReport, out: str | os.PathLike[str]) -> list[Path]:
     """Beside a 3D pickle: ``<stem>.mmaction2.py`` (a ready ST-GCN config for H36M-17) and the bone
-    transform module ``posepipe_h36m.py`` (`pipeline.mmaction`); nothing for 2D, whose COCO-17
+    transform module ``posepipe_h36m.py`` (`pipeline.downstream.mmaction`); nothing for 2D, whose COCO-17
     layout mmaction2's shipped configs already use."""
-    from pipeline.mmaction import TRANSFORM_MODULE, TRANSFORM_MODULE_NAME, config_text
+    from posepipe.pipeline.downstream.mmaction import TRANSFORM_MODULE, TRANSFORM_MODULE_NAME, config_text
 
     if report.kind != "3d":
         return []

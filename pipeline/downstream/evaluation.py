@@ -46,11 +46,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from models.skeletons import H36M17_NAMES
-from pipeline import metrics
-from pipeline.readback import OutputReader, ReadbackError, describe_known
-from pipeline.schema import NUM_KP2D, NUM_KP3D
-from pipeline.sources import redact
+from posepipe.models.skeletons import H36M17_NAMES
+from posepipe.pipeline.downstream import metrics
+from posepipe.pipeline.io.readback import OutputReader, ReadbackError, describe_known
+from posepipe.pipeline.io.schema import NUM_KP2D, NUM_KP3D
+from posepipe.pipeline.io.sources import redact
 
 Key = tuple[str, int]
 METRICS_2D = ("pck", "pckh", "pcp", "pdj", "coco-ap")
@@ -266,7 +266,7 @@ def _read_columns_3d(path: Path) -> dict[str, np.ndarray]:
     if suffix == ".npz":
         if not zipfile.is_zipfile(path):
             raise _bad_gt(f"{path} is not an .npz archive (a zip of .npy arrays, as numpy.savez writes); "
-                          "see `pydoc pipeline.evaluation` for the 3D formats")
+                          "see `pydoc pipeline.downstream.evaluation` for the 3D formats")
         with np.load(path, allow_pickle=False) as npz:
             columns = {k: npz[k] for k in npz.files}
         _require(columns, path, "array")
@@ -340,7 +340,7 @@ def read_gt_3d(path: Path, videos: Sequence[str]) -> Gt3D:
     except EvalInputError:
         raise
     except (OSError, ValueError, TypeError, pa.ArrowException) as error:
-        raise _bad_gt(f"cannot read {path} as 3D ground truth ({error}); see `pydoc pipeline.evaluation` for the format") from None
+        raise _bad_gt(f"cannot read {path} as 3D ground truth ({error}); see `pydoc pipeline.downstream.evaluation` for the format") from None
     if not np.isfinite(kp3d).all():
         bad = int((~np.isfinite(kp3d)).any(axis=(1, 2)).sum())
         raise _bad_gt(f"{path}: keypoints_3d is NaN/inf in {bad} row(s); drop those rows from the GT")
@@ -422,7 +422,7 @@ def _shown(ids: Sequence[str], limit: int = 5) -> str:
 def read_predictions(output: str | OutputReader, videos: Iterable[str], *, need_2d: bool, need_3d: bool) -> Predictions:
     """The ``poses/`` rows of ``videos`` in OUTPUT (a local folder, an s3:// prefix, or an open reader).
 
-    Only committed videos count (those with a ``videos/`` row; see `pipeline.readback`); videos
+    Only committed videos count (those with a ``videos/`` row; see `pipeline.io.readback`); videos
     OUTPUT does not hold give no rows."""
     reader = output if isinstance(output, OutputReader) else open_output(output)
     known = set(reader.video_ids())

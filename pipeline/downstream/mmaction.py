@@ -8,7 +8,7 @@ mmaction2's 3D skeleton configs are NTU RGB+D's (25 joints). For H36M-17 they ne
   ``xaxis=[14, 11]`` (right -> left shoulder); its defaults ``[0, 1]`` and ``[8, 4]`` are NTU's.
   PreNormalize3D centres a skeleton that is not 25 joints on its *last* joint in the first frame
   (H36M's right wrist): a translation, harmless. It treats a joint at exactly (0, 0, 0) as
-  missing, which is why the export never writes the pelvis at the origin (`pipeline.export`);
+  missing, which is why the export never writes the pelvis at the origin (`pipeline.downstream.export`);
 * bone pairs (`H36M17_BONE_PAIRS`, (joint, parent), the root paired with itself as mmaction2's
   own lists do). mmaction2's ``JointToBone`` only knows its three built-in lists, so the bone
   stream needs the small transform in `TRANSFORM_MODULE` (``H36MJointToBone``), loaded through
@@ -20,7 +20,7 @@ trains it one step with mmaction2 1.2.0.
 """
 from __future__ import annotations
 
-from models.skeletons import H36M17_NAMES, H36M17_PARENTS
+from posepipe.models.skeletons import H36M17_NAMES, H36M17_PARENTS
 
 H36M17_BONE_PAIRS: tuple[tuple[int, int], ...] = tuple((j, max(p, 0)) for j, p in enumerate(H36M17_PARENTS))
 H36M17_LAYOUT = {"num_node": len(H36M17_NAMES), "inward": [(j, p) for j, p in enumerate(H36M17_PARENTS) if p >= 0],
@@ -35,7 +35,7 @@ TRANSFORM_MODULE = f'''"""posepipe's H36M-17 bones for mmaction2: ``JointToBone`
 Load it with ``custom_imports = dict(imports=['{TRANSFORM_MODULE_NAME}'])`` (this folder on PYTHONPATH), then
 use ``dict(type='H36MJointToBone', target='b')`` and ``dict(type='MergeSkeFeat', feat_list=['b'])`` where
 the NTU configs say ``dict(type='GenSkeFeat', dataset='nturgb+d', feats=['b'])``.
-Written by posepipe (pipeline/mmaction.py).
+Written by posepipe (pipeline/downstream/mmaction.py).
 """
 from mmaction.datasets.transforms import JointToBone
 from mmaction.registry import TRANSFORMS
@@ -71,7 +71,7 @@ def config_text(pickle_name: str, num_classes: int, splits: list[str]) -> str:
     test = "test" if "test" in splits else val
     return f'''# mmaction2 (1.x) ST-GCN config for posepipe's H36M-17 3D skeletons in {pickle_name}: mmaction2's
 # {BASE_CONFIG.split("/")[-1]} with H36M-17's graph, PreNormalize3D axes and bone pairs.
-# Written by `posepipe export posec3d --kind 3d` (pipeline/mmaction.py). From this folder:
+# Written by `posepipe export posec3d --kind 3d` (pipeline/downstream/mmaction.py). From this folder:
 #   python tools/train.py {pickle_name.rsplit(".", 1)[0]}.mmaction2.py     (tools/ of an mmaction2 checkout)
 # Bone stream: put this folder on PYTHONPATH, add
 #   custom_imports = dict(imports=['{TRANSFORM_MODULE_NAME}'], allow_failed_imports=False)

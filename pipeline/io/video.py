@@ -2,7 +2,7 @@
 
 Why PyAV, not decord, in the job (README, *Decoding*): decord indexes a video by reading every packet
 of it when it opens, so each shard of a remote video downloaded all of it; PyAV reads through a
-Python file object (`pipeline.objects.RangeReader`: bounded ranged GETs) and seeks by the
+Python file object (`pipeline.io.objects.RangeReader`: bounded ranged GETs) and seeks by the
 container's own index, so a shard reads the container header and the bytes it decodes. Measured on
 this project's machines, the two decode at the same speed and give the same frames and timestamps
 (decord stays the reference in the tests and in `posepipe bench`).
@@ -23,9 +23,9 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from pipeline.objects import ObjectReadError, RangeReader, open_ranged
-from pipeline.redaction import redact, scrub
-from pipeline.sources import is_remote
+from posepipe.pipeline.io.objects import ObjectReadError, RangeReader, open_ranged
+from posepipe.pipeline.io.redaction import redact, scrub
+from posepipe.pipeline.io.sources import is_remote
 
 # Past these a container's timestamps are not a real recording's (a 1e9 s Matroska duration made
 # decord abort the process with std::bad_alloc). MPEG-TS clocks wrap at 26.5 h: real streams stay far below.

@@ -13,7 +13,7 @@ import re
 from rich.console import Console
 from rich.text import Text
 
-from pipeline.redaction import scrub
+from posepipe.pipeline.io.redaction import scrub
 
 # C0 controls except tab and newline, DEL, C1 controls, and Unicode bidi overrides that reorder text.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")

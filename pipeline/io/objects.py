@@ -10,7 +10,7 @@ module lifts it if a stream turns out to need more. `known` pre-loads byte range
 already read (the container header the probe fetched), so every shard of a video opens without
 fetching it again.
 
-Transport: S3 through boto3 (botocore's standard retries: `pipeline.sources.s3_client`), http(s)
+Transport: S3 through boto3 (botocore's standard retries: `pipeline.io.sources.s3_client`), http(s)
 through requests with urllib3's retry policy, local files as they are; gs:// and az:// through
 smart-open's readers (their own buffering).
 """
@@ -21,8 +21,8 @@ import os
 import threading
 from typing import Callable, Mapping
 
-from pipeline.redaction import redact, scrub
-from pipeline.sources import local_path, s3_client, scheme_of
+from posepipe.pipeline.io.redaction import redact, scrub
+from posepipe.pipeline.io.sources import local_path, s3_client, scheme_of
 
 MIN_READ = 64 << 10          # first request after a seek
 MAX_READ = 2 << 20           # largest request sequential reading grows to

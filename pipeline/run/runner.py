@@ -43,11 +43,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from pipeline.options import JobOptions, OptionError
-from pipeline.output import Output, StorageError, video_key
-from pipeline.redaction import redact, scrub
-from pipeline.sources import VideoRef, scan_inputs
-from pipeline.worker import PoseWorker, ShardResult, ShardTask
+from posepipe.pipeline.run.options import JobOptions, OptionError
+from posepipe.pipeline.io.output import Output, StorageError, video_key
+from posepipe.pipeline.io.redaction import redact, scrub
+from posepipe.pipeline.io.sources import VideoRef, scan_inputs
+from posepipe.pipeline.perframe.worker import PoseWorker, ShardResult, ShardTask
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +109,9 @@ def load_weights(options: JobOptions) -> dict[str, str | None]:
     """Resolve, download, hash and *load* every model's checkpoint here, before any output is
     touched or any video read: a bad weights file then stops the job with its reason (exit 4)
     instead of failing every worker while finished results wait to be redone. name -> sha256."""
-    from models import load_model
-    from models.checkpoint import CheckpointError
-    from models.download import WeightsUnavailable
+    from posepipe.models import load_model
+    from posepipe.models.checkpoint import CheckpointError
+    from posepipe.models.download import WeightsUnavailable
 
     hashes: dict[str, str | None] = {}
     for stage, name in options.models.items():
@@ -144,7 +144,7 @@ def load_weights(options: JobOptions) -> dict[str, str | None]:
 def provenance(options: JobOptions, hashes: dict[str, str | None]) -> dict[str, Any]:
     from importlib.metadata import PackageNotFoundError, version
 
-    from models import get_weights
+    from posepipe.models import get_weights
 
     try:
         pkg_version = version("posepipe")
@@ -163,7 +163,7 @@ def provenance(options: JobOptions, hashes: dict[str, str | None]) -> dict[str, 
 def _probe(uri: str) -> tuple[dict[str, Any], dict[int, bytes]]:
     """A video's geometry and keyframes, or the reason it cannot be read; and the header bytes its
     shards open with (a second return, so it goes from here to the workers, not via the driver)."""
-    from pipeline.video import VideoError, probe_video
+    from posepipe.pipeline.io.video import VideoError, probe_video
 
     try:
         probe = probe_video(uri)
@@ -236,7 +236,7 @@ def run_job(options: JobOptions, *, reporter: Callable[[str, dict[str, Any]], No
     """Run `options` to completion; returns counts (exit_code tells the CLI what to return)."""
     import ray
 
-    from models import CATALOGUE
+    from posepipe.models import CATALOGUE
 
     options.validate(CATALOGUE)
     report = reporter or (lambda event, data: None)
@@ -256,7 +256,7 @@ def run_job(options: JobOptions, *, reporter: Callable[[str, dict[str, Any]], No
     try:
         fingerprint = options.fingerprint(hashes, precision=options.precision(gpu))
         metadata_dict = provenance(options, hashes)
-        from pipeline.schema import provenance_metadata
+        from posepipe.pipeline.io.schema import provenance_metadata
 
         metadata = provenance_metadata(metadata_dict)
         summary = JobSummary(videos=len(videos), random_weights=options.random_weights, skipped_inputs=listing.skipped)
@@ -532,7 +532,7 @@ class _Scheduler:
 
     # -- results ------------------------------------------------------------------------------
     def _on_probe(self, obj: Any, payload: tuple[VideoRef, Any], _: None) -> None:
-        from pipeline.video import VideoInfo, shard_bounds
+        from posepipe.pipeline.io.video import VideoInfo, shard_bounds
 
         ref, header = payload
         try:
@@ -551,7 +551,7 @@ class _Scheduler:
             self._fail_ref(ref, result["error"])
             return
         info = result["info"]
-        # Shards start on keyframes (pipeline.video.shard_bounds): no two shards read the same bytes.
+        # Shards start on keyframes (pipeline.io.video.shard_bounds): no two shards read the same bytes.
         shards = [ShardTask(ref.video_id, ref.uri, start, stop, info=info)
                   for start, stop in shard_bounds(VideoInfo.from_dict(info), self.options.shard_frames)]
         video = _Video(ref, info, shards, header=header)
@@ -730,7 +730,7 @@ class _Scheduler:
         """Record a video's failure. A failure never deletes committed results: a video committed
         by an earlier run whose parts this job has not begun to rewrite keeps its row and parts,
         and the failure is only reported (a rerun tries again)."""
-        from pipeline.schema import videos_table
+        from posepipe.pipeline.io.schema import videos_table
 
         reason = scrub(reason)
         key = video_key(ref.video_id)
@@ -757,7 +757,7 @@ def _clean_superseded(output: Output, video_ids: list[str]) -> int:
     writing (the job's actors are dead), so it cannot race a commit. Returns the files deleted."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from pipeline.output import is_committed_part
+    from posepipe.pipeline.io.output import is_committed_part
 
     def clean(video_id: str) -> int:
         key = video_key(video_id)
@@ -819,7 +819,7 @@ def _short(exc: BaseException) -> str:
 
 def _task_reason(exc: Any) -> str:
     """The user-facing reason inside a RayTaskError (our VideoError texts are already readable)."""
-    from pipeline.video import VideoError
+    from posepipe.pipeline.io.video import VideoError
 
     cause = getattr(exc, "cause", None)
     if isinstance(cause, VideoError):

@@ -1,7 +1,7 @@
 """Pose accuracy metrics on plain numpy arrays: 2D (PCK, PCKh, PCP, PDJ, OKS, COCO AP) and 3D (MPJPE).
 
 Every function takes dense arrays and returns Python floats (or per-joint numpy arrays); nothing
-here reads files. ``pipeline/evaluation.py`` matches ``poses/`` rows to ground truth and calls these.
+here reads files. ``pipeline/downstream/evaluation.py`` matches ``poses/`` rows to ground truth and calls these.
 
 Conventions, chosen to agree with the reference each metric is usually quoted from:
 
@@ -37,8 +37,8 @@ from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 
-from models.skeletons import COCO17_SIGMAS
-from pipeline.tracking import iou_matrix, linear_assignment
+from posepipe.models.skeletons import COCO17_SIGMAS
+from posepipe.pipeline.temporal.tracking import iou_matrix, linear_assignment
 
 # Limb segments of COCO-17 for PCP, as (joint a, joint b). COCO has no head-top or neck
 # keypoints, so the classic head and torso "parts" are left out: these are the 8 limbs.

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.tracking import ByteTracker, TrackerConfig, confirmed_only
+from posepipe.pipeline.temporal.tracking import ByteTracker, TrackerConfig, confirmed_only
 
 MAX_CANDIDATES = 300   # person boxes per frame that reach the tracker (after NMS, best first)
 
@@ -61,7 +61,7 @@ def track_candidates(frame_index: np.ndarray, boxes: np.ndarray, scores: np.ndar
 
     `frame_index`, `boxes`, `scores`: the candidates (any order); `frame_times`: (F,) the time in
     seconds of frames 0 .. F-1. Returns (N,) int64 ids of confirmed tracks (consecutive from 0 in
-    order of first appearance), -1 for the others (see `pipeline.tracking.track_video`).
+    order of first appearance), -1 for the others (see `pipeline.temporal.tracking.track_video`).
     """
     tracker = ByteTracker(config or TrackerConfig(), frame_rate=fps if fps > 0 else 30.0)
     n_frames = len(frame_times)

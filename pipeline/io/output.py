@@ -23,8 +23,8 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.redaction import redact, scrub
-from pipeline.sources import local_path, s3_client, scheme_of
+from posepipe.pipeline.io.redaction import redact, scrub
+from posepipe.pipeline.io.sources import local_path, s3_client, scheme_of
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 OUTPUT_SCHEMES = ("", "file", "s3")

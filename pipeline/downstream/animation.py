@@ -10,7 +10,7 @@ Blender add-on) read with ``numpy.load``:
 ==================  =========================================================================
 ``poses``           (T, 72) float64 axis-angle: ``smpl_global_orient`` then ``smpl_body_pose``
 ``betas``           (10,) float64: the track's mean ``smpl_betas``
-``trans``           (T, 3) float64 metres: where HMR's camera puts the body (`pipeline.camera`,
+``trans``           (T, 3) float64 metres: where HMR's camera puts the body (`pipeline.downstream.camera`,
                     focal length the image diagonal unless given)
 ``mocap_framerate`` float: the video's frame rate
 ``gender``          ``'neutral'`` (HMR regresses the neutral SMPL model)
@@ -53,9 +53,9 @@ import numpy as np
 import pyarrow as pa
 from scipy.spatial.transform import Rotation, Slerp
 
-from models.skeletons import H36M17_NAMES, H36M17_PARENTS
-from pipeline.camera import full_frame_translation
-from pipeline.readback import OutputReader
+from posepipe.models.skeletons import H36M17_NAMES, H36M17_PARENTS
+from posepipe.pipeline.downstream.camera import full_frame_translation
+from posepipe.pipeline.io.readback import OutputReader
 
 Format = Literal["smpl", "bvh"]
 DEFAULT_MIN_FRAMES = 10

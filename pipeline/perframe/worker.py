@@ -16,9 +16,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from pipeline.association import MAX_CANDIDATES, pose_candidates
-from pipeline.options import JobOptions
-from pipeline.prefetch import prefetched
+from posepipe.pipeline.temporal.association import MAX_CANDIDATES, pose_candidates
+from posepipe.pipeline.run.options import JobOptions
+from posepipe.pipeline.io.prefetch import prefetched
 
 log = logging.getLogger(__name__)
 PERSON_CLASS = 0
@@ -52,7 +52,7 @@ class ShardResult:
     smpl_betas: np.ndarray         # (N, 10)
     smpl_camera: np.ndarray        # (N, 3)
     frame_timestamps: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (stop - start,) every frame's time, s
-    # Every person box that reaches the tracker (D >= N, pipeline.association), frame order, best first
+    # Every person box that reaches the tracker (D >= N, pipeline.temporal.association), frame order, best first
     # within a frame; row i above is candidate `det_rank[i]` of its frame.
     det_frame_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))       # (D,)
     det_bbox_xyxy: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))  # (D, 4)
@@ -105,7 +105,7 @@ class PoseWorker:
     def __init__(self, options: JobOptions, *, threads: int | None = None) -> None:
         import torch
 
-        from models import load_model
+        from posepipe.models import load_model
 
         if threads:
             # Ray sets OMP_NUM_THREADS from num_cpus; torch needs to be told explicitly.
@@ -124,8 +124,8 @@ class PoseWorker:
                 kwargs["weights"] = weights
             import warnings
 
-            from models import RandomWeightsWarning
-            from models.download import WeightsWarning
+            from posepipe.models import RandomWeightsWarning
+            from posepipe.models.download import WeightsWarning
 
             with warnings.catch_warnings():
                 # The driver loaded these same files first and showed these two, once, loudly;
@@ -148,7 +148,7 @@ class PoseWorker:
 
     # -- per-frame stages -----------------------------------------------------------------
     def process_shard(self, task: ShardTask, header: Mapping[int, bytes] | None = None) -> ShardResult:
-        from pipeline.video import VideoInfo, open_video
+        from posepipe.pipeline.io.video import VideoInfo, open_video
 
         _injected_fault("shard", task.video_id, task.start)
         t0 = time.perf_counter()
@@ -178,10 +178,10 @@ class PoseWorker:
                            bytes_read=bytes_read, seconds=time.perf_counter() - t0, timings=timings, **data)
 
     def _associate(self, results: Sequence[ShardResult], info: Mapping[str, Any], uri: str) -> dict[str, np.ndarray]:
-        """The video's rows after tracking all its candidates (pipeline.association), with 2D/SMPL from
+        """The video's rows after tracking all its candidates (pipeline.temporal.association), with 2D/SMPL from
         the shards, or computed here for the few kept boxes the shards did not run them for."""
-        from pipeline.association import associate
-        from pipeline.video import grid_timestamps, valid_timestamps
+        from posepipe.pipeline.temporal.association import associate
+        from posepipe.pipeline.io.video import grid_timestamps, valid_timestamps
 
         opts = self.options
         det = {c: np.concatenate([getattr(r, c) for r in results]) if results else _empty_shard(ShardTask("", "", 0, 0))[c]
@@ -223,7 +223,7 @@ class PoseWorker:
     def _pose_boxes(self, uri: str, info: Mapping[str, Any], frame_index: np.ndarray,
                     boxes_xyxy: np.ndarray) -> dict[str, np.ndarray]:
         """2D keypoints and SMPL for given boxes of given frames, decoding only the stretches that hold them."""
-        from pipeline.video import VideoInfo, open_video
+        from posepipe.pipeline.io.video import VideoInfo, open_video
 
         out = {c: np.zeros((len(frame_index), *shape), np.float32) for c, shape in _POSE_COLUMNS.items()}
         if len(frame_index) == 0:
@@ -254,7 +254,7 @@ class PoseWorker:
                 width: int, height: int, timings: dict[str, float]) -> dict[str, np.ndarray]:
         opts = self.options
         t = time.perf_counter()
-        # Every person box down to the tracker's floor reaches it (pipeline.association); 2D and SMPL
+        # Every person box down to the tracker's floor reaches it (pipeline.temporal.association); 2D and SMPL
         # run here for the boxes likely to be kept, the rest only if tracking keeps them.
         dets = self.detector.detect_batch(frames, conf_threshold=opts.tracker_config().low_threshold,
                                           nms_threshold=opts.det_nms, classes=(PERSON_CLASS,),
@@ -298,8 +298,8 @@ class PoseWorker:
     def finish_video(self, video: Mapping[str, Any], shards: Sequence[Any], output_uri: str,
                      metadata: Mapping[bytes, bytes]) -> VideoResult:
         """Track and lift a whole video from its shards' rows, then write its Parquet parts and row."""
-        from pipeline.output import Output, part_name, video_key
-        from pipeline.schema import poses_table, videos_table
+        from posepipe.pipeline.io.output import Output, part_name, video_key
+        from posepipe.pipeline.io.schema import poses_table, videos_table
 
         results = [_resolve(s) for s in shards]
         results.sort(key=lambda r: r.start)
@@ -315,7 +315,7 @@ class PoseWorker:
         # Parts are named for this attempt and nothing is deleted here: a superseded attempt (a
         # finish whose reply was lost, still running somewhere) can never remove what this one
         # commits. The row names the attempt; the driver removes other attempts' parts once no
-        # worker is left that could write (pipeline.runner, end of job).
+        # worker is left that could write (pipeline.run.runner, end of job).
         attempt = video.get("attempt")
         total = 0
         for r in results:
@@ -389,9 +389,9 @@ def _resolve(item: Any) -> ShardResult:
 def assign_tracks(frame_index: np.ndarray, boxes: np.ndarray, scores: np.ndarray, fps: float,
                   config: Any = None, frame_times: np.ndarray | None = None) -> np.ndarray:
     """Offline tracking over every frame of the video in order (empty frames included): ids of
-    confirmed tracks, -1 for the rest (pipeline.association.track_candidates)."""
-    from pipeline.association import track_candidates
-    from pipeline.video import grid_timestamps
+    confirmed tracks, -1 for the rest (pipeline.temporal.association.track_candidates)."""
+    from posepipe.pipeline.temporal.association import track_candidates
+    from posepipe.pipeline.io.video import grid_timestamps
 
     if frame_times is None:
         frame_times = grid_timestamps(np.arange(int(frame_index.max()) + 1 if len(frame_index) else 0), fps)

@@ -12,7 +12,7 @@ rendered range, ordered by track id) with its pelvis at the column centre, at a 
 metres-to-pixels scale so that motion and size read true over time.
 
 The source video is found through the videos table's ``uri`` (pass ``source`` when it moved) and
-decoded with `pipeline.video.open_video`. Before anything is drawn, the source is checked against
+decoded with `pipeline.io.video.open_video`. Before anything is drawn, the source is checked against
 the video's ``videos`` row: a different frame count, frame size or frame rate, or (for ``source``)
 a different file name than the video_id's, means the poses would be drawn over another video, so
 `SourceMismatchError` is raised; ``force_source=True`` draws anyway. Videos are written with OpenCV's ``mp4v`` codec at the
@@ -33,10 +33,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from models.skeletons import COCO17_SKELETON, H36M17_LEFT, H36M17_RIGHT, H36M17_SKELETON
-from pipeline.readback import OutputReader
-from pipeline.sources import local_path, redact, scheme_of
-from pipeline.video import VideoError, VideoInfo, open_video
+from posepipe.models.skeletons import COCO17_SKELETON, H36M17_LEFT, H36M17_RIGHT, H36M17_SKELETON
+from posepipe.pipeline.io.readback import OutputReader
+from posepipe.pipeline.io.sources import local_path, redact, scheme_of
+from posepipe.pipeline.io.video import VideoError, VideoInfo, open_video
 
 KEYPOINT_THRESHOLD = 0.3
 PANEL_HEIGHT_M = 2.2          # metres shown over the 3D panel's height

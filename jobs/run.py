@@ -1,0 +1,206 @@
+"""`posepipe run` and `posepipe demo`: options -> JobOptions -> pipeline.run.runner, with the summary.
+
+Exit codes of `posepipe run`: 0 every video succeeded (or was already complete); 3 some videos
+failed (see OUTPUT/videos and the summary); 4 model weights could not be had or loaded; 2 a bad
+option, input or output (nothing was processed); 5 the output storage failed mid-job (what was
+committed is kept; rerun to resume); 1 an unexpected error.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+import click
+
+from posepipe.pipeline.run.options import DEFAULT_MODELS, JobOptions, OptionError
+from posepipe.pipeline.run.runner import EXIT_STORAGE, EXIT_USAGE, EXIT_WEIGHTS, JobSummary, WeightsError, run_job
+from posepipe.pipeline.io.redaction import redact
+from posepipe.pipeline.run.terminal import plain
+
+RANDOM_BANNER = (
+    "WARNING: --random-weights: models use RANDOM weights. This is a PLUMBING RUN: every box, keypoint "
+    "and SMPL value in the output is meaningless. The output's metadata records it."
+)
+
+
+def parse_weights(values: tuple[str, ...]) -> dict[str, str]:
+    parsed: dict[str, str] = {}
+    for value in values:
+        name, sep, uri = value.partition("=")
+        if not sep or not name or not uri:
+            raise click.BadParameter(f"{value!r}: write NAME=URI, e.g. yolox_s=/weights/yolox_s.pth", param_hint="--weights")
+        parsed[name.strip()] = uri.strip()
+    return parsed
+
+
+@click.command("run")
+@click.argument("input_uri", metavar="INPUT")
+@click.option("--output", "-o", required=True, help="Folder or s3:// prefix for the Parquet tables.")
+@click.option("--address", default=None, help="Ray cluster to join (e.g. auto, ray://HEAD:10001). Default: a local Ray started on demand.")
+@click.option("--num-workers", type=int, default=None, help="Model workers. Default: two per GPU, else one per 2 CPUs.")
+@click.option("--shard-frames", type=int, default=256, show_default=True, help="Frames per shard (unit of parallel work).")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N]")
+@click.option("--half/--no-half", default=None, help="fp16 autocast (default: on for CUDA, off for CPU).")
+@click.option("--max-persons", type=int, default=10, show_default=True,
+              help="At most K rows per frame, chosen after tracking: tracked people first, best box score first.")
+@click.option("--det-conf", type=float, default=0.3, show_default=True,
+              help="Score (obj x cls) a box needs to be written without a track; the tracker sees boxes down to 0.1.")
+@click.option("--det-nms", type=float, default=0.7, show_default=True, help="Detector NMS IoU threshold (ByteTrack's 0.7).")
+@click.option("--no-flip-test", is_flag=True, help="Skip the 2D model's flip test (faster, slightly less accurate).")
+@click.option("--frames-per-batch", type=int, default=8, show_default=True, help="Frames batched through the detector.")
+@click.option("--decode-threads", type=int, default=None, help="FFmpeg decode threads per worker. Default: the worker's CPUs.")
+@click.option("--detector", default=DEFAULT_MODELS["detector"], show_default=True, help="Detector weights name.")
+@click.option("--pose-model", default=DEFAULT_MODELS["pose"], show_default=True,
+              help="2D keypoint weights name: any pose model of `posepipe weights list` (HRNet, RTMPose, SimpleBaseline, RLE).")
+@click.option("--lifter", default=DEFAULT_MODELS["lifter"], show_default=True,
+              help="2D-to-3D lifter weights name: videopose3d_243_coco (temporal) or simplebaseline3d_h36m (per frame).")
+@click.option("--weights", "weights", multiple=True, metavar="NAME=URI", help="Checkpoint for a model (repeatable): path, file://, http(s):// or s3://.")
+@click.option("--random-weights", is_flag=True, help="Random weights for a plumbing check only (outputs are meaningless).")
+@click.option("--force", is_flag=True, help="Reprocess videos that are already complete.")
+@click.option("--json-summary", is_flag=True, help="Print the final summary as JSON on stdout.")
+@click.option("--explain-skip", is_flag=True, help="Say for every video why it was skipped or (re)done.")
+@click.option("-v", "--verbose", is_flag=True, help="Log progress details, and show Ray's worker output.")
+def run_command(input_uri: str, output: str, address: str | None, num_workers: int | None, shard_frames: int,
+                device: str, half: bool | None, max_persons: int, det_conf: float, det_nms: float, no_flip_test: bool,
+                frames_per_batch: int, decode_threads: int | None, detector: str, pose_model: str, lifter: str, weights: tuple[str, ...], random_weights: bool,
+                force: bool, json_summary: bool, explain_skip: bool, verbose: bool) -> None:
+    """Detect, track and pose every person in every video under INPUT; write Parquet under --output."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    options = options_from_run_params(click.get_current_context().params, address=address)
+    summary = execute(options, json_summary=json_summary, explain=explain_skip)
+    sys.exit(summary.exit_code)
+
+
+def options_from_run_params(params: Mapping[str, Any], *, address: str | None) -> JobOptions:
+    """The JobOptions for `posepipe run`'s parsed params (shared with `posepipe submit`)."""
+    return JobOptions(
+        input=params["input_uri"], output=params["output"], address=address, num_workers=params["num_workers"],
+        shard_frames=params["shard_frames"], device=params["device"], half=params["half"],
+        max_persons=params["max_persons"], det_conf=params["det_conf"], det_nms=params["det_nms"],
+        flip_test=not params["no_flip_test"], frames_per_batch=params["frames_per_batch"],
+        decode_threads=params["decode_threads"],
+        models=dict(DEFAULT_MODELS, detector=params["detector"], pose=params["pose_model"],
+                    lifter=params["lifter"]),
+        weights=parse_weights(params["weights"]), random_weights=params["random_weights"], force=params["force"],
+    )
+
+
+def execute(options: JobOptions, *, json_summary: bool = False, explain: bool = False) -> JobSummary:
+    """Validate, run with a progress display, print the summary; exits on usage/weights errors."""
+    from posepipe.models import CATALOGUE
+    from posepipe.pipeline.io.output import OutputError, StorageError
+    from posepipe.pipeline.run.progress import ProgressReporter
+    from posepipe.pipeline.io.sources import InputError
+
+    err = sys.stderr
+    try:
+        options.validate(CATALOGUE)
+    except OptionError as exc:
+        raise click.UsageError(plain(exc)) from None
+    if options.random_weights:
+        click.secho(RANDOM_BANNER, fg="red", bold=True, err=True)
+    try:
+        with ProgressReporter() as reporter:
+            summary = run_job(options, reporter=reporter)
+    except OptionError as exc:
+        raise click.UsageError(plain(exc)) from None
+    except (InputError, OutputError) as exc:
+        click.secho(f"error: {plain(exc)}", fg="red", err=True)
+        sys.exit(EXIT_USAGE)
+    except WeightsError as exc:
+        click.secho(f"error: {plain(exc)}", fg="red", err=True)
+        sys.exit(EXIT_WEIGHTS)
+    except StorageError as exc:
+        click.secho(f"error: the output storage failed, so the job stopped: {plain(exc)}", fg="red", err=True)
+        click.echo("Videos committed before this are kept. When the storage answers again, rerun the same "
+                   f"command to resume: {plain(rerun_command())}", err=True)
+        sys.exit(EXIT_STORAGE)
+    print_summary(summary, options, json_summary=json_summary, stream=err, explain=explain)
+    return summary
+
+
+def rerun_command() -> str:
+    """This process's command line, quoted for a shell (`plain` redacts any URI in it when shown)."""
+    import shlex
+
+    return " ".join(shlex.quote(a) for a in ["posepipe", *sys.argv[1:]])
+
+
+def print_summary(summary: JobSummary, options: JobOptions, *, json_summary: bool, stream: Any,
+                  explain: bool = False) -> None:
+    from collections import Counter
+
+    data = {
+        "videos": summary.videos, "ok": summary.ok, "failed": summary.failed, "skipped_complete": summary.skipped,
+        "frames": summary.frames, "rows": summary.rows, "seconds": round(summary.seconds, 2),
+        "frames_per_second": round(summary.frames_per_second, 2), "workers": summary.workers,
+        "plumbing_run_random_weights": summary.random_weights, "output": redact(options.output),
+        "failures": [{"video_id": v, "error": e} for v, e in summary.failures],
+        "skipped_inputs": [{"name": n, "reason": r} for n, r in summary.skipped_inputs],
+        "decisions": dict(Counter(why for _, why in summary.decisions)),
+    }
+    if explain:
+        data["explain"] = [{"video_id": v, "decision": why} for v, why in summary.decisions]
+    if json_summary:
+        click.echo(json.dumps(data, indent=2))
+        return
+    label = " (PLUMBING RUN: random weights)" if summary.random_weights else ""
+    ignored = f", {len(summary.skipped_inputs)} input files skipped" if summary.skipped_inputs else ""
+    click.echo(
+        f"posepipe: {summary.ok} ok, {summary.failed} failed, {summary.skipped} already complete of {summary.videos} videos{ignored}; "
+        f"{summary.frames} frames, {summary.rows} person rows in {summary.seconds:.1f}s "
+        f"({summary.frames_per_second:.1f} frames/s, {summary.workers} workers){label}", file=stream)
+    for video_id, error in summary.failures:
+        click.echo(f"  failed: {plain(video_id, newlines=False)}: {plain(error)}", file=stream)
+    for name, reason in summary.skipped_inputs:
+        click.echo(f"  skipped: {plain(name, newlines=False)}: {reason}", file=stream)
+    if explain:
+        for video_id, why in summary.decisions:
+            click.echo(f"  {plain(video_id, newlines=False)}: {why}", file=stream)
+    click.echo(f"  query: duckdb -c \"SELECT * FROM read_parquet('{plain(redact(options.output.rstrip('/')))}/poses/**/*.parquet') LIMIT 5\"", file=stream)
+
+
+SAMPLE_DIR = Path(__file__).resolve().parents[1] / "samples"
+
+
+@click.command("demo")
+@click.option("--output", "-o", default="out/demo", show_default=True, help="Where to write the Parquet tables.")
+@click.option("--input", "input_uri", default=None, help="Videos to process (default: the bundled sample street clip).")
+@click.option("--max-persons", type=int, default=3, show_default=True)
+def demo_command(output: str, input_uri: str | None, max_persons: int) -> None:
+    """Run the main job on the bundled sample, with official weights when they can be had.
+
+    Offline, where the official checkpoints cannot be downloaded, it says so and runs the same
+    pipeline with --random-weights, labelled as a plumbing run.
+    """
+    from posepipe.models import get_weights
+    from posepipe.models.download import WeightsUnavailable, fetch
+
+    source = input_uri or str(SAMPLE_DIR)
+    if input_uri is None and not SAMPLE_DIR.is_dir():
+        raise click.UsageError(f"the bundled sample folder {SAMPLE_DIR} is missing; pass --input VIDEOS")
+    missing = []
+    for name in DEFAULT_MODELS.values():
+        spec = get_weights(name)
+        try:
+            fetch(spec.url, sha256=spec.sha256, hash_prefix=spec.hash_prefix, filename=spec.filename, progress=True)
+        except WeightsUnavailable as exc:
+            missing.append((name, str(exc).splitlines()[0]))
+    random_weights = bool(missing)
+    if missing:
+        click.secho("Official weights could not be fetched (no internet, or the files are not in the cache):",
+                    fg="yellow", bold=True, err=True)
+        for name, reason in missing:
+            click.echo(f"  {name}: {reason}", err=True)
+        click.secho("Running the pipeline with --random-weights instead: a PLUMBING RUN that exercises every stage, "
+                    "with meaningless numbers. Put the checkpoints in the cache (`posepipe weights fetch --all` "
+                    "online) or pass --weights NAME=PATH to `posepipe run` for real poses.", fg="yellow", err=True)
+    options = JobOptions(input=source, output=output, max_persons=max_persons, random_weights=random_weights,
+                         shard_frames=16)
+    summary = execute(options)
+    if random_weights:
+        click.secho("Demo finished as a PLUMBING RUN (random weights): the output's metadata says so.", fg="yellow", err=True)
+    sys.exit(summary.exit_code)

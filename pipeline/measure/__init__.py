@@ -1,0 +1,1 @@
+"""Measuring code (`posepipe bench`), kept out of the run path."""

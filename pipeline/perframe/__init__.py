@@ -1,0 +1,1 @@
+"""Per-frame work on a model worker: frames -> person detections -> 2D keypoints and SMPL, per shard."""
