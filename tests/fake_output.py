@@ -1,8 +1,9 @@
 """A small, seeded posepipe OUTPUT written by the real writer, for readback/export/render tests.
 
-Rows are built with the real schema (`pipeline.io.schema`) and written where and how a run writes
-them (`pipeline.io.output`: `video_key`, `part_name`, `Output.write_table`), so a change to the writer
-is seen by the readers' tests.
+Rows are built with the real schema (`pipeline.io.schema`) and written where and how a run's finish
+writes them (`pipeline.io.output`: `video_key`, attempt-named `part_name`, `Output.write_table`, and
+a videos row naming its `commit_attempt`), so a change to the writer is seen by the readers' tests.
+Beside them lies what a crashed or superseded attempt leaves, which readers must not see.
 
     spec = fake_output(tmp_path / "out")      # writes videos/ and poses/ as a run would
     spec.videos["jump/a.mp4"].tracks          # {track_id: [frames]} that were written
@@ -120,6 +121,13 @@ def video_rows(video: FakeVideo, video_index: int) -> pa.Table:
     }, metadata=provenance_metadata({"test": "fake_output"}))
 
 
+def attempt_of(video_id: str) -> str:
+    """The finish attempt that committed `video_id` here: 12 hex digits, as a run names them."""
+    import hashlib
+
+    return hashlib.sha1(video_id.encode()).hexdigest()[:12]
+
+
 def fake_output(root: Path, videos: list[FakeVideo] | None = None, *, junk: bool = True) -> FakeOutput:
     """Write OUTPUT/videos/<key>.parquet and OUTPUT/poses/<key>/part-*.parquet like a run does."""
     from posepipe.pipeline.io.output import Output, part_name, video_key
@@ -130,13 +138,14 @@ def fake_output(root: Path, videos: list[FakeVideo] | None = None, *, junk: bool
     index = {v.video_id: i for i, v in enumerate(videos)}
     for i, video in enumerate(videos):
         key = video_key(video.video_id)
+        attempt = attempt_of(video.video_id)
         if video.status == "ok":
             table = video_rows(video, i)
             frames = table.column("frame_index").to_numpy()
             for start in range(0, max(video.num_frames, 1), PART_FRAMES):
                 stop = min(start + PART_FRAMES, video.num_frames)
                 part = table.filter(pa.array((frames >= start) & (frames < stop)))
-                out.write_table(f"poses/{key}/{part_name(start, stop)}", part)
+                out.write_table(f"poses/{key}/{part_name(start, stop, attempt)}", part)
         record = {
             "video_id": video.video_id, "uri": video.uri or f"/data/in/{video.video_id}", "status": video.status,
             "error": video.error, "num_frames": video.num_frames if video.status == "ok" else None,
@@ -145,12 +154,16 @@ def fake_output(root: Path, videos: list[FakeVideo] | None = None, *, junk: bool
             "height": video.height if video.status == "ok" else None,
             "duration_s": video.num_frames / video.fps if video.status == "ok" else None,
             "num_rows": sum(len(f) for f in video.tracks.values()), "num_tracks": len([t for t in video.tracks if t >= 0]),
-            "job_fingerprint": "fake",
+            "job_fingerprint": "fake", "commit_attempt": attempt if video.status == "ok" else None,
         }
         out.write_table(f"videos/{key}.parquet", videos_table([record], metadata=provenance_metadata({"test": "fake_output"})))
     if junk:
-        # what readers must ignore: a temp file mid-rename, a marker, a note, and an uncommitted video
-        first = next(root.glob("poses/*"))
+        # what readers must ignore: a temp file mid-rename, a marker, a note, an uncommitted video,
+        # and a committed video's part from another finish attempt (one whose commit never came)
+        shown = next(v for v in videos if v.status == "ok" and v.tracks)
+        first = root / "poses" / video_key(shown.video_id)
+        committed = sorted(first.glob("part-*.parquet"))[0]
+        (first / committed.name.replace(attempt_of(shown.video_id), "0123456789ab")).write_bytes(committed.read_bytes())
         (first / ".part-000000004-000000008.parquet.0123abcd.tmp").write_bytes(b"half a file")
         (first / "_SUCCESS").write_bytes(b"")
         (root / "poses" / "README.txt").write_text("not a table")
