@@ -260,7 +260,7 @@ def run_job(options: JobOptions, *, reporter: Callable[[str, dict[str, Any]], No
 
         metadata = provenance_metadata(metadata_dict)
         summary = JobSummary(videos=len(videos), random_weights=options.random_weights, skipped_inputs=listing.skipped)
-        done = output.completed_videos()
+        done = output.completed_videos(refresh_index=True)  # a store that cannot be read stops the job here
         committed = {vid: row for vid, row in done.items() if row.get("status") == "ok"}
         todo: list[VideoRef] = []
         for ref in videos:
@@ -273,6 +273,7 @@ def run_job(options: JobOptions, *, reporter: Callable[[str, dict[str, Any]], No
         report("start", {"videos": len(videos), "todo": len(todo), "skipped": summary.skipped,
                          "skipped_inputs": listing.skipped})
         if not todo:
+            output.finish_job([])  # settles what a job that did not end left (no-op when nothing did)
             summary.seconds = time.perf_counter() - started
             return summary
         if not ray.is_initialized():
@@ -398,11 +399,13 @@ def _schedule(ray: Any, options: JobOptions, output: Output, todo: list[VideoRef
     scheduler = _Scheduler(ray, options, output, todo, fingerprint, metadata, summary, report,
                            make_actor=lambda: actor_cls.remote(options, threads=threads), n_workers=n_workers,
                            committed=committed)
+    output.begin_job([ref.video_id for ref in todo])  # if this job is killed, the next one cleans these folders
     try:
         scheduler.run()
     finally:
         scheduler.stop()
-    removed = _clean_superseded(output, [ref.video_id for ref in todo])
+    # No worker is left: delete what no row names, write OUTPUT/_committed.parquet and the videos index.
+    removed = output.finish_job([ref.video_id for ref in todo])
     if removed:
         log.info("removed %d poses parts of superseded or unfinished attempts", removed)
 
@@ -755,27 +758,8 @@ def _clean_superseded(output: Output, video_ids: list[str]) -> int:
     """Delete the poses parts of `video_ids` that their committed row does not name: superseded or
     unfinished attempts, and a failed video's. Run only when no worker is left that could still be
     writing (the job's actors are dead), so it cannot race a commit. Returns the files deleted."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from posepipe.pipeline.io.output import is_committed_part
-
-    def clean(video_id: str) -> int:
-        key = video_key(video_id)
-        try:
-            rows = output.read_table(f"videos/{key}.parquet").to_pylist()
-        except StorageError as exc:
-            if exc.missing:
-                return 0
-            raise
-        row = rows[0] if rows else {}
-        keep = row.get("commit_attempt") if row.get("status") == "ok" else "\0none"
-        stale = [name for name in output.list_parquet(f"poses/{key}") if not is_committed_part(name, keep)]
-        for name in stale:
-            output.remove(f"poses/{key}/{name}")
-        return len(stale)
-
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        return sum(pool.map(clean, video_ids))
+    output.committed_parts(clean=True, video_ids=video_ids)
+    return output.removed
 
 
 def _consume(ray: Any, ref: Any) -> None:
