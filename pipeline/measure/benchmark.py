@@ -253,14 +253,23 @@ def bench_models(worker: Any, frames: Sequence[np.ndarray]) -> dict[str, Any]:
     h, w = frames[0].shape[:2]
 
     def lift() -> np.ndarray:
-        return worker.lifter.lift(track, w, h, flip_augment=opts.flip_augment_3d)
+        return finisher_of(worker).lifter.lift(track, w, h, flip_augment=opts.flip_augment_3d)
 
     lift()
     lifted, seconds = _timed(lift)
-    field = worker.lifter.receptive_field
+    field = finisher_of(worker).lifter.receptive_field
     out["lifter"] = {"model": opts.models["lifter"], "track_frames": n, "receptive_field": field,
                      "input_frames": n + field - 1, "flip_augment": opts.flip_augment_3d, **rate(len(lifted), seconds)}
     return out
+
+
+def finisher_of(worker: Any) -> Any:
+    """The temporal half of the pipeline (tracking, lifting, writing) beside `worker`, made once."""
+    from posepipe.pipeline.temporal.finish import VideoFinisher
+
+    if getattr(worker, "_bench_finisher", None) is None:
+        worker._bench_finisher = VideoFinisher(worker.options, threads=None)
+    return worker._bench_finisher
 
 
 def _video(uri: str, info: dict[str, Any], fingerprint: str) -> dict[str, Any]:
@@ -280,7 +289,7 @@ def bench_in_process(worker: Any, uri: str, info: dict[str, Any], shard_frames: 
     t0 = time.perf_counter()
     shards = [worker.process_shard(ShardTask(VIDEO_ID, uri, s, min(s + shard_frames, n))) for s in range(0, n, shard_frames)]
     t1 = time.perf_counter()
-    result = worker.finish_video(_video(uri, info, opts.fingerprint(hashes)), shards, output, metadata)
+    result = finisher_of(worker).finish_video(_video(uri, info, opts.fingerprint(hashes)), shards, output, metadata, pose_boxes=worker)
     t2 = time.perf_counter()
     stages = {k: round(sum(s.timings.get(k, 0.0) for s in shards), 4) for k in ("decode", "detect", "pose2d", "smpl")}
     stages["finish_video"] = round(t2 - t1, 4)
@@ -309,7 +318,7 @@ def bench_naive(worker: Any, uri: str, info: dict[str, Any]) -> dict[str, Any]:
 
     Timed on the clip's first `NAIVE_MAX_FRAMES` frames at most."""
     from posepipe.pipeline.io.video import open_video
-    from posepipe.pipeline.perframe.worker import assign_tracks, lift_tracks
+    from posepipe.pipeline.temporal.finish import assign_tracks, lift_tracks
 
     opts = worker.options
     n, width, height = min(info["num_frames"], NAIVE_MAX_FRAMES), info["width"], info["height"]
@@ -353,7 +362,7 @@ def bench_naive(worker: Any, uri: str, info: dict[str, Any]) -> dict[str, Any]:
     ids, stages["track"] = _timed(lambda: assign_tracks(frame_index, boxes, np.asarray(rows_score, np.float32),
                                                        info["fps"], opts.tracker_config()))
     keypoints = np.asarray(rows_kp, np.float32).reshape(-1, 17, 2)
-    _, stages["lift"] = _timed(lambda: lift_tracks(_LiftOneByOne(worker.lifter), frame_index, ids, keypoints,
+    _, stages["lift"] = _timed(lambda: lift_tracks(_LiftOneByOne(finisher_of(worker).lifter), frame_index, ids, keypoints,
                                                   width, height, opts.flip_augment_3d))
     seconds = time.perf_counter() - t0
     return {"crops": len(rows_f), "tracks": int(len(np.unique(ids[ids >= 0]))),
@@ -431,7 +440,7 @@ def memory_child(payload: str) -> None:
     t0 = time.perf_counter()
     shards = [worker.process_shard(ShardTask(VIDEO_ID, uri, s, min(s + shard, n))) for s in range(0, n, shard)]
     metadata = provenance_metadata(provenance(options, args["hashes"]))
-    worker.finish_video(_video(uri, info, options.fingerprint(args["hashes"])), shards, options.output, metadata)
+    finisher_of(worker).finish_video(_video(uri, info, options.fingerprint(args["hashes"])), shards, options.output, metadata, pose_boxes=worker)
     seconds = time.perf_counter() - t0
     peaks["end"] = peak_rss_mib()
     stages = {k: round(sum(s.timings.get(k, 0.0) for s in shards), 4) for k in ("decode", "detect", "pose2d", "smpl")}

@@ -1,9 +1,10 @@
-"""The work one model worker does: a shard of frames -> per-person 2D/SMPL; a video -> tracks, 3D, Parquet.
+"""The work one model worker does: a shard of frames -> person candidates, 2D keypoints and SMPL.
 
-`PoseWorker` loads its models once in `__init__` and is a plain class: the runner wraps it in a
-Ray actor, and tests use it directly. Per-frame stages (detection, 2D keypoints, SMPL) run per
-shard, batched across frames; temporal stages (tracking, lifting) run per video over the shards'
-results in frame order, so they see the whole video whatever the shard size.
+`PoseWorker` loads its per-frame models (detector, 2D, SMPL) once in `__init__` and is a plain
+class: the runner wraps it in a Ray actor, and tests use it directly. Per-frame stages run per
+shard, batched across frames. The temporal stages (tracking, lifting, writing) run per video off
+the model workers, in pipeline.temporal.finish, which sends the few boxes tracking keeps but no
+shard computed back here (`pose_boxes`).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import numpy as np
 from posepipe.pipeline.temporal.association import MAX_CANDIDATES, pose_candidates
 from posepipe.pipeline.run.options import JobOptions
 from posepipe.pipeline.io.prefetch import prefetched
+from posepipe.pipeline.temporal.finish import POSE_COLUMNS
 
 log = logging.getLogger(__name__)
 PERSON_CLASS = 0
@@ -65,14 +67,8 @@ class ShardResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-@dataclass
-class VideoResult:
-    video_id: str
-    record: dict[str, Any]
-    rows: int
-
-
-def _empty_shard(task: ShardTask) -> dict[str, np.ndarray]:
+def empty_rows() -> dict[str, np.ndarray]:
+    """A shard's columns with no rows."""
     return {
         "frame_index": np.zeros(0, np.int32), "timestamp_s": np.zeros(0, np.float64),
         "bbox_xyxy": np.zeros((0, 4), np.float32), "bbox_score": np.zeros(0, np.float32),
@@ -100,7 +96,7 @@ def select_persons(dets: np.ndarray, width: int, height: int, max_persons: int) 
 
 
 class PoseWorker:
-    """Holds the four models; `process_shard` and `finish_video` are the two units of work."""
+    """Holds the per-frame models; `process_shard` is its unit of work, `pose_boxes` a small extra one."""
 
     def __init__(self, options: JobOptions, *, threads: int | None = None) -> None:
         import torch
@@ -136,7 +132,6 @@ class PoseWorker:
 
         self.detector = load("detector")
         self.pose = load("pose")
-        self.lifter = load("lifter")
         self.mesh = load("mesh")
         self.pid = os.getpid()
 
@@ -144,13 +139,13 @@ class PoseWorker:
         return self.pid
 
     def weight_hashes(self) -> dict[str, str | None]:
-        return {m.weights.name: m.weights_sha256 for m in (self.detector, self.pose, self.lifter, self.mesh)}
+        return {m.weights.name: m.weights_sha256 for m in (self.detector, self.pose, self.mesh)}
 
     # -- per-frame stages -----------------------------------------------------------------
     def process_shard(self, task: ShardTask, header: Mapping[int, bytes] | None = None) -> ShardResult:
         from posepipe.pipeline.io.video import VideoInfo, open_video
 
-        _injected_fault("shard", task.video_id, task.start)
+        injected_fault("shard", task.video_id, task.start)
         t0 = time.perf_counter()
         timings = {"decode": 0.0, "detect": 0.0, "pose2d": 0.0, "smpl": 0.0}
         opts = self.options
@@ -172,60 +167,18 @@ class PoseWorker:
                     chunks.append(self._frames(frames, indices, window_stamps, info.width, info.height, timings))
                     td = time.perf_counter()
             bytes_read = video.bytes_fetched
-        data = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]} if chunks else _empty_shard(task)
+        data = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]} if chunks else empty_rows()
         return ShardResult(video_id=task.video_id, start=task.start, stop=task.stop, frames_decoded=decoded, uri=task.uri,
                            frame_timestamps=np.concatenate(stamps) if stamps else np.zeros(0),
                            bytes_read=bytes_read, seconds=time.perf_counter() - t0, timings=timings, **data)
 
-    def _associate(self, results: Sequence[ShardResult], info: Mapping[str, Any], uri: str) -> dict[str, np.ndarray]:
-        """The video's rows after tracking all its candidates (pipeline.temporal.association), with 2D/SMPL from
-        the shards, or computed here for the few kept boxes the shards did not run them for."""
-        from posepipe.pipeline.temporal.association import associate
-        from posepipe.pipeline.io.video import grid_timestamps, valid_timestamps
-
-        opts = self.options
-        det = {c: np.concatenate([getattr(r, c) for r in results]) if results else _empty_shard(ShardTask("", "", 0, 0))[c]
-               for c in ("det_frame_index", "det_bbox_xyxy", "det_score", "det_rank", "frame_index")}
-        n_frames = max([r.stop for r in results] + [int(det["det_frame_index"].max()) + 1 if len(det["det_frame_index"]) else 0])
-        # Presentation times are trusted only if the whole video's are (AVI and some raw streams
-        # carry none, or decode-order ones): else every frame is timed frame_index / fps.
-        frame_times = grid_timestamps(np.arange(n_frames), info["fps"])
-        if valid_timestamps(np.concatenate([r.frame_timestamps for r in results]) if results else np.zeros(0)):
-            for r in results:
-                frame_times[r.start:r.start + len(r.frame_timestamps)] = r.frame_timestamps
-            frame_times = np.maximum.accumulate(frame_times)
-        selection = associate(det["det_frame_index"], det["det_bbox_xyxy"], det["det_score"], frame_times, info["fps"],
-                              opts.tracker_config(), opts.det_conf, opts.max_persons)
-        kept = selection.rows
-        # which shard row (if any) holds each candidate's 2D/SMPL
-        computed = np.full(len(det["det_score"]), -1, np.int64)
-        first_of_frame = np.searchsorted(det["det_frame_index"], det["frame_index"], side="left")
-        computed[first_of_frame + det["det_rank"]] = np.arange(len(det["det_rank"]))
-        source = computed[kept]
-        missing = np.flatnonzero(source < 0)
-        extra = self._pose_boxes(next((r.uri for r in results if r.uri), uri), info,
-                                 det["det_frame_index"][kept[missing]], det["det_bbox_xyxy"][kept[missing]])
-        frame = det["det_frame_index"][kept]
-        rows = {"frame_index": frame.astype(np.int32), "timestamp_s": frame_times[frame],
-                "bbox_xyxy": det["det_bbox_xyxy"][kept], "bbox_score": det["det_score"][kept],
-                "track_id": selection.track_id, "person_index": selection.person_index}
-        for c in _POSE_COLUMNS:
-            shard_rows = np.concatenate([getattr(r, c) for r in results]) if results else _empty_shard(ShardTask("", "", 0, 0))[c]
-            column = np.zeros((len(kept), *shard_rows.shape[1:]), np.float32)
-            column[source >= 0] = shard_rows[source[source >= 0]]
-            column[missing] = extra[c]
-            rows[c] = column
-        if len(missing):
-            log.info("%d of %d rows kept after tracking had no 2D/SMPL from their shard; computed them in finish_video",
-                     len(missing), len(kept))
-        return rows
-
-    def _pose_boxes(self, uri: str, info: Mapping[str, Any], frame_index: np.ndarray,
+    def pose_boxes(self, uri: str, info: Mapping[str, Any], frame_index: np.ndarray,
                     boxes_xyxy: np.ndarray) -> dict[str, np.ndarray]:
-        """2D keypoints and SMPL for given boxes of given frames, decoding only the stretches that hold them."""
+        """2D keypoints and SMPL for given boxes of given frames, decoding only the stretches that hold them
+        (the boxes tracking kept that no shard computed: pipeline.temporal.finish)."""
         from posepipe.pipeline.io.video import VideoInfo, open_video
 
-        out = {c: np.zeros((len(frame_index), *shape), np.float32) for c, shape in _POSE_COLUMNS.items()}
+        out = {c: np.zeros((len(frame_index), *shape), np.float32) for c, shape in POSE_COLUMNS.items()}
         if len(frame_index) == 0:
             return out
         opts = self.options
@@ -268,7 +221,7 @@ class PoseWorker:
                  "det_rank": np.concatenate([np.arange(len(p)) for p in persons]).astype(np.int32)}
         counts = np.array([len(p) for p in persons])
         if counts.sum() == 0:
-            empty = _empty_shard(ShardTask("", "", 0, 0))
+            empty = empty_rows()
             empty.update(found, det_rank=np.zeros(0, np.int32))
             return empty
         boxes_xyxy = [p[:, :4] for p in persons]
@@ -294,54 +247,7 @@ class PoseWorker:
             **found,
         }
 
-    # -- per-video stages ---------------------------------------------------------------------
-    def finish_video(self, video: Mapping[str, Any], shards: Sequence[Any], output_uri: str,
-                     metadata: Mapping[bytes, bytes]) -> VideoResult:
-        """Track and lift a whole video from its shards' rows, then write its Parquet parts and row."""
-        from posepipe.pipeline.io.output import Output, part_name, video_key
-        from posepipe.pipeline.io.schema import poses_table, videos_table
-
-        results = [_resolve(s) for s in shards]
-        results.sort(key=lambda r: r.start)
-        info = video["info"]
-        columns = ("frame_index", "timestamp_s", "bbox_xyxy", "bbox_score", "keypoints_2d", "keypoint_scores",
-                   "smpl_global_orient", "smpl_body_pose", "smpl_betas", "smpl_camera", "person_index")
-        rows = self._associate(results, info, video["uri"])
-        track_ids = rows["track_id"]
-        kp3d, valid3d = lift_tracks(self.lifter, rows["frame_index"], track_ids, rows["keypoints_2d"],
-                                    info["width"], info["height"], self.options.flip_augment_3d)
-        out = Output(output_uri)
-        key = video_key(video["video_id"])
-        # Parts are named for this attempt and nothing is deleted here: a superseded attempt (a
-        # finish whose reply was lost, still running somewhere) can never remove what this one
-        # commits. The row names the attempt; the driver removes other attempts' parts once no
-        # worker is left that could write (pipeline.run.runner, end of job).
-        attempt = video.get("attempt")
-        total = 0
-        for r in results:
-            sel = (rows["frame_index"] >= r.start) & (rows["frame_index"] < r.stop)
-            part = {c: rows[c][sel] for c in columns}
-            part.update(video_id=video["video_id"], track_id=track_ids[sel], keypoints_3d=kp3d[sel],
-                        keypoints_3d__valid=valid3d[sel])
-            table = poses_table(part, metadata)
-            # A video with nobody in it still gets one (empty) part: a job that found no person is
-            # still a dataset with the full schema, and `read_parquet('OUT/poses/**/*.parquet')` works.
-            if table.num_rows or (total == 0 and r is results[-1]):
-                out.write_table(f"poses/{key}/{part_name(r.start, r.stop, attempt)}", table)
-            total += table.num_rows
-        record = {
-            "video_id": video["video_id"], "uri": video["uri"], "status": "ok", "error": None,
-            "num_frames": info["num_frames"], "fps": info["fps"], "width": info["width"], "height": info["height"],
-            "duration_s": info["duration_s"], "num_rows": total,
-            "num_tracks": int(len(np.unique(track_ids[track_ids >= 0]))), "job_fingerprint": video["fingerprint"],
-            "input_identity": video.get("input_identity"), "commit_attempt": attempt,
-        }
-        _injected_fault("finish", video["video_id"])  # parts written, commit row not yet
-        out.write_table(f"videos/{key}.parquet", videos_table([record], metadata))
-        return VideoResult(video_id=video["video_id"], record=record, rows=total)
-
-
-def _injected_fault(stage: str, video_id: str, start: int | None = None) -> None:
+def injected_fault(stage: str, video_id: str, start: int | None = None) -> None:
     """Test-only crash point, inert unless POSEPIPE_TEST_KILL_AT is set (the runner's recovery tests).
 
     POSEPIPE_TEST_KILL_AT lists points, comma-separated: `shard:VIDEO_ID:START` (as the worker
@@ -371,57 +277,3 @@ def _injected_fault(stage: str, video_id: str, start: int | None = None) -> None
 
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected by POSEPIPE_TEST_KILL_AT)")
     os._exit(1)
-
-
-# The per-frame model outputs of a row, and their shapes.
-_POSE_COLUMNS = {"keypoints_2d": (17, 2), "keypoint_scores": (17,), "smpl_global_orient": (3,),
-                 "smpl_body_pose": (23, 3), "smpl_betas": (10,), "smpl_camera": (3,)}
-
-
-def _resolve(item: Any) -> ShardResult:
-    if isinstance(item, ShardResult):
-        return item
-    import ray
-
-    return ray.get(item)
-
-
-def assign_tracks(frame_index: np.ndarray, boxes: np.ndarray, scores: np.ndarray, fps: float,
-                  config: Any = None, frame_times: np.ndarray | None = None) -> np.ndarray:
-    """Offline tracking over every frame of the video in order (empty frames included): ids of
-    confirmed tracks, -1 for the rest (pipeline.temporal.association.track_candidates)."""
-    from posepipe.pipeline.temporal.association import track_candidates
-    from posepipe.pipeline.io.video import grid_timestamps
-
-    if frame_times is None:
-        frame_times = grid_timestamps(np.arange(int(frame_index.max()) + 1 if len(frame_index) else 0), fps)
-    return track_candidates(frame_index, boxes, scores, frame_times, fps, config).astype(np.int32)
-
-
-def lift_tracks(lifter: Any, frame_index: np.ndarray, track_ids: np.ndarray, keypoints_2d: np.ndarray,
-                width: int, height: int, flip_augment: bool) -> tuple[np.ndarray, np.ndarray]:
-    """3D for every tracked row: each track's 2D sequence (gaps filled by linear interpolation,
-    edge-padded only at the track's true ends) goes through the lifter; outputs are root-relative."""
-    n = len(frame_index)
-    out = np.zeros((n, 17, 3), np.float32)
-    valid = np.zeros(n, bool)
-    tracks = sorted(int(t) for t in np.unique(track_ids) if t >= 0)
-    sequences, members = [], []
-    for t in tracks:
-        rows = np.flatnonzero(track_ids == t)
-        rows = rows[np.argsort(frame_index[rows], kind="stable")]
-        frames = frame_index[rows]
-        span = np.arange(frames[0], frames[-1] + 1)
-        seq = np.empty((len(span), 17, 2), np.float32)
-        for j in range(17):
-            for c in range(2):
-                seq[:, j, c] = np.interp(span, frames, keypoints_2d[rows, j, c])
-        sequences.append(seq)
-        members.append((rows, frames - frames[0]))
-    if sequences:
-        lifted = lifter.lift_batch(sequences, width, height, flip_augment=flip_augment)
-        for (rows, offsets), pred in zip(members, lifted):
-            pred = pred - pred[:, :1, :]  # root-relative: the pelvis is the origin
-            out[rows] = pred[offsets]
-            valid[rows] = True
-    return out, valid

@@ -1,10 +1,11 @@
 """Running a job on Ray: list videos, probe, shard, schedule on model workers, commit, summarise.
 
-The driver holds no frames and no models. Workers (Ray actors wrapping `PoseWorker`) decode their
-own shards, so frames never cross the object store; only small per-person rows do, and those go
-from the worker that computed a shard to the one that finishes its video without passing through
-the driver. A video is committed by its `videos/` row, written after its poses parts, which makes
-reruns skip finished videos and never duplicate rows.
+The driver holds no frames and no models. Model workers (Ray actors wrapping `PoseWorker`, on the
+GPU when there is one) decode their own shards and do only per-frame work, so frames never cross
+the object store; only small per-person rows do, and those go from the worker that computed a
+shard to a finisher (a CPU actor wrapping `VideoFinisher`: tracking, lifting, writing) without
+passing through the driver. A video is committed by its `videos/` row, written after its poses
+parts, which makes reruns skip finished videos and never duplicate rows.
 
 Failures. Ray restarts a dead worker actor (`max_restarts`) but never retries its tasks
 (`max_task_retries=0`): the driver decides what to redo.
@@ -48,6 +49,7 @@ from posepipe.pipeline.io.output import Output, StorageError, video_key
 from posepipe.pipeline.io.redaction import redact, scrub
 from posepipe.pipeline.io.sources import VideoRef, scan_inputs
 from posepipe.pipeline.perframe.worker import PoseWorker, ShardResult, ShardTask
+from posepipe.pipeline.temporal.finish import VideoFinisher
 
 log = logging.getLogger(__name__)
 
@@ -336,6 +338,15 @@ def _start_ray(options: JobOptions) -> bool:
     return True
 
 
+class _RayFinisher(VideoFinisher):
+    """`VideoFinisher` as the runner drives it (CPU): tracks, lifts and writes one video at a time."""
+
+    def where(self) -> dict[str, Any]:
+        import ray
+
+        return {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}
+
+
 class _RayWorker(PoseWorker):
     """`PoseWorker` as the runner drives it: says where it runs, and hands a shard back as a small
     summary plus its rows (two objects), so the driver learns a shard is done without fetching
@@ -357,6 +368,7 @@ class _Worker:
     """One worker slot as the driver sees it: an actor, and whether it may be given work."""
     index: int
     actor: Any
+    pool: str = "model"      # "model": per-frame models (GPU when there is one); "finish": temporal work (CPU)
     ready: bool = False      # answered a ping since it was created or last failed
     dead: bool = False       # gone for good and not replaced
     ping: Any = None         # the ping in flight, if any
@@ -393,11 +405,15 @@ def _schedule(ray: Any, options: JobOptions, output: Output, todo: list[VideoRef
               metadata: dict[bytes, bytes], summary: JobSummary, report: Callable[[str, dict[str, Any]], None],
               committed: Mapping[str, dict[str, Any]]) -> None:
     n_workers, resources, threads = _cluster_plan(options, ray)
+    n_finishers, finish_resources = _finish_plan(n_workers, resources, ray)
     summary.workers = n_workers
     actor_cls = ray.remote(_RayWorker).options(max_restarts=options.retries + 1, max_task_retries=0, **resources)
-    report("workers", {"workers": n_workers, "resources": resources})
+    finisher_cls = ray.remote(_RayFinisher).options(max_restarts=options.retries + 1, max_task_retries=0,
+                                                    **finish_resources)
+    report("workers", {"workers": n_workers, "resources": resources, "finishers": n_finishers})
     scheduler = _Scheduler(ray, options, output, todo, fingerprint, metadata, summary, report,
                            make_actor=lambda: actor_cls.remote(options, threads=threads), n_workers=n_workers,
+                           make_finisher=lambda: finisher_cls.remote(options, threads=1), n_finishers=n_finishers,
                            committed=committed)
     output.begin_job([ref.video_id for ref in todo])  # if this job is killed, the next one cleans these folders
     try:
@@ -417,12 +433,13 @@ class _Scheduler:
 
     def __init__(self, ray: Any, options: JobOptions, output: Output, todo: list[VideoRef], fingerprint: str,
                  metadata: dict[bytes, bytes], summary: JobSummary, report: Callable[[str, dict[str, Any]], None],
-                 *, make_actor: Callable[[], Any], n_workers: int,
-                 committed: Mapping[str, dict[str, Any]] | None = None) -> None:
+                 *, make_actor: Callable[[], Any], n_workers: int, make_finisher: Callable[[], Any] | None = None,
+                 n_finishers: int = 1, committed: Mapping[str, dict[str, Any]] | None = None) -> None:
         self.ray, self.options, self.output = ray, options, output
         self.committed = dict(committed or {})   # video_id -> its ok row from an earlier run
         self.fingerprint, self.metadata, self.summary, self.report = fingerprint, metadata, summary, report
         self.make_actor = make_actor
+        self.make_finisher = make_finisher or make_actor  # tests may give one actor class that does both
         self.probe_task = ray.remote(num_cpus=0, max_retries=2)(_probe)
         self.max_probes = max(4, 2 * n_workers)
         self.replacements_left = n_workers * (options.retries + 1)
@@ -439,6 +456,10 @@ class _Scheduler:
         for i in range(n_workers):
             self.workers.append(_Worker(i, make_actor()))
             self._ping(self.workers[i])
+        self.finishers: list[_Worker] = []
+        for i in range(n_finishers):
+            self.finishers.append(_Worker(i, self.make_finisher(), pool="finish"))
+            self._ping(self.finishers[i])
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self) -> None:
@@ -460,7 +481,8 @@ class _Scheduler:
                         worker.queue.remove(obj)
 
     def stop(self) -> None:
-        for worker in self.workers:
+        everyone = self.workers + self.finishers
+        for worker in everyone:
             try:
                 self.ray.kill(worker.actor)
             except Exception:  # already gone
@@ -468,7 +490,7 @@ class _Scheduler:
         # ray.kill returns before the processes are gone; a call on a killed actor fails once it is
         # dead. Wait (bounded) for that, so no finish can still be writing after the job.
         try:
-            pings = [worker.actor.where.remote() for worker in self.workers]
+            pings = [worker.actor.where.remote() for worker in everyone]
             self.ray.wait(pings, num_returns=len(pings), timeout=10.0)
             for ping in pings:
                 _consume(self.ray, ping)
@@ -503,7 +525,7 @@ class _Scheduler:
             ref = self.pending_probe.popleft()
             summary_ref, header_ref = self.probe_task.options(num_returns=2).remote(ref.uri)
             self.inflight[summary_ref] = ("probe", (ref, header_ref), None)
-        while self.finish_queue and (worker := self._idle_worker()) is not None:
+        while self.finish_queue and (worker := self._idle_worker(self.finishers)) is not None:
             video = self.finish_queue.popleft()
             if self.videos.get(video.ref.video_id) is not video:
                 continue  # failed meanwhile
@@ -516,7 +538,9 @@ class _Scheduler:
                    "attempt": uuid.uuid4().hex[:12]}
             # The shards' rows travel as refs inside a list: the worker fetches them from where they are.
             rows = [video.results[s.start] for s in video.shards]
-            task = worker.actor.finish_video.remote(job, rows, self.options.output, self.metadata)
+            # Kept boxes that no shard computed 2D/SMPL for go to a model worker (rare; a small call).
+            model = next((w.actor for w in sorted(self.workers, key=lambda w: len(w.queue)) if w.ready), None)
+            task = worker.actor.finish_video.remote(job, rows, self.options.output, self.metadata, model)
             self._start(task, "finish", video, worker)
         while self.shard_queue and (worker := self._idle_worker()) is not None:
             video, shard = self.shard_queue.popleft()
@@ -529,8 +553,8 @@ class _Scheduler:
         self.inflight[obj] = (kind, payload, worker)
         worker.queue.append(obj)
 
-    def _idle_worker(self) -> _Worker | None:
-        ready = [w for w in self.workers if w.ready and len(w.queue) < self.PER_WORKER]
+    def _idle_worker(self, pool: list[_Worker] | None = None) -> _Worker | None:
+        ready = [w for w in (self.workers if pool is None else pool) if w.ready and len(w.queue) < self.PER_WORKER]
         return min(ready, key=lambda w: len(w.queue)) if ready else None
 
     # -- results ------------------------------------------------------------------------------
@@ -646,7 +670,7 @@ class _Scheduler:
 
     def _on_ping(self, obj: Any, _: None, worker: _Worker) -> None:
         worker.ping = None
-        if self.workers[worker.index] is not worker:
+        if self._pool(worker)[worker.index] is not worker:
             return  # replaced meanwhile
         try:
             worker.where = self.ray.get(obj)
@@ -657,10 +681,15 @@ class _Scheduler:
             self._replace(worker, exc)
             return
         worker.ready = True
-        log.info("worker %d ready on node %s (pid %s)", worker.index, worker.where.get("node_id"), worker.where.get("pid"))
-        self.report("worker_ready", {"worker": worker.index, **worker.where})
+        log.info("%s %d ready on node %s (pid %s)", _NAMES[worker.pool], worker.index, worker.where.get("node_id"),
+                 worker.where.get("pid"))
+        if worker.pool == "model":
+            self.report("worker_ready", {"worker": worker.index, **worker.where})
 
     # -- workers ------------------------------------------------------------------------------
+    def _pool(self, worker: _Worker) -> list[_Worker]:
+        return self.workers if worker.pool == "model" else self.finishers
+
     def _ping(self, worker: _Worker) -> None:
         # Retried by Ray until the actor is alive again (it queues while the actor restarts) or dead.
         worker.ping = worker.actor.where.options(max_task_retries=-1).remote()
@@ -669,10 +698,11 @@ class _Scheduler:
     def _worker_failed(self, worker: _Worker, exc: BaseException) -> None:
         """A task died with its worker: no more work for it until it answers a ping."""
         self.last_worker_error = _short(exc)
-        if self.workers[worker.index] is not worker or worker.dead:
+        if self._pool(worker)[worker.index] is not worker or worker.dead:
             return
         if worker.ready:
-            log.warning("worker %d (node %s) failed: %s", worker.index, worker.where.get("node_id"), _short(exc))
+            log.warning("%s %d (node %s) failed: %s", _NAMES[worker.pool], worker.index, worker.where.get("node_id"),
+                        _short(exc))
             self.report("worker_lost", {"worker": worker.index, "error": _short(exc)})
         worker.ready = False
         if worker.ping is None:
@@ -690,23 +720,27 @@ class _Scheduler:
         if init_failed or self.replacements_left <= 0:
             worker.dead = True
             why = "its models failed to load" if init_failed else "no replacements left"
-            log.warning("worker %d is gone (%s): %s", worker.index, why, _short(exc))
+            log.warning("%s %d is gone (%s): %s", _NAMES[worker.pool], worker.index, why, _short(exc))
             return
         self.replacements_left -= 1
-        log.warning("worker %d is gone (%s); starting a new one", worker.index, _short(exc))
-        fresh = _Worker(worker.index, self.make_actor())
-        self.workers[worker.index] = fresh
+        log.warning("%s %d is gone (%s); starting a new one", _NAMES[worker.pool], worker.index, _short(exc))
+        make = self.make_actor if worker.pool == "model" else self.make_finisher
+        fresh = _Worker(worker.index, make(), pool=worker.pool)
+        self._pool(worker)[worker.index] = fresh
         self._ping(fresh)
         self.report("worker_replaced", {"worker": worker.index})
 
     def _check_workers(self) -> None:
         """Fail what is queued, rather than wait forever, when no worker is or will be ready."""
-        if not (self.shard_queue or self.finish_queue) or any(w.ready for w in self.workers):
+        stuck = [pool for pool, queue in ((self.workers, self.shard_queue), (self.finishers, self.finish_queue))
+                 if queue and not any(w.ready for w in pool)]
+        if not stuck:
             self.waiting_since = None
             return
-        if all(w.dead for w in self.workers):
-            self._fail_all(f"no model workers left: {self.last_worker_error}")
-            return
+        for pool in stuck:
+            if all(w.dead for w in pool):
+                self._fail_all(f"no {_NAMES[pool[0].pool]}s left: {self.last_worker_error}")
+                return
         now = time.monotonic()
         if self.waiting_since is None:
             self.waiting_since = now
@@ -752,6 +786,17 @@ class _Scheduler:
         self.summary.failed += 1
         self.summary.failures.append((ref.video_id, reason))
         self.report("video_failed", {"video_id": ref.video_id, "error": reason})
+
+
+_NAMES = {"model": "worker", "finish": "finisher"}
+
+
+def _finish_plan(n_workers: int, worker_resources: Mapping[str, Any], ray: Any) -> tuple[int, dict[str, Any]]:
+    """How many finishers (CPU actors for tracking, lifting and writing), with which resources. One per
+    model worker keeps up with them; each takes a CPU the model workers left free, else shares."""
+    cpus = float(ray.cluster_resources().get("CPU", 1))
+    spare = cpus - n_workers * float(worker_resources.get("num_cpus", 1))
+    return n_workers, {"num_cpus": 1 if spare >= n_workers else 0, "num_gpus": 0}
 
 
 def _clean_superseded(output: Output, video_ids: list[str]) -> int:

@@ -151,7 +151,7 @@ def stub_worker(**options):
 
     worker = object.__new__(PoseWorker)
     worker.options = JobOptions(input="x", output="y", flip_test=False, **options)
-    worker.detector, worker.pose, worker.mesh, worker.lifter = StubDetector(), StubPose(), StubMesh(), StubLifter()
+    worker.detector, worker.pose, worker.mesh = StubDetector(), StubPose(), StubMesh()
     worker.decode_threads = 1
     return worker
 
@@ -160,12 +160,14 @@ def run_video(worker, clip: Path, shard_frames: int, out: Path):
     from posepipe.pipeline.io.schema import provenance_metadata
     from posepipe.pipeline.io.video import probe_video, shard_bounds
     from posepipe.pipeline.perframe.worker import ShardTask
+    from posepipe.pipeline.temporal.finish import VideoFinisher
 
     probe = probe_video(str(clip))
     tasks = [ShardTask("three.mp4", str(clip), a, b, info=probe.info.as_dict()) for a, b in shard_bounds(probe.info, shard_frames)]
     results = [worker.process_shard(task, header=probe.header) for task in tasks]
     video = {"video_id": "three.mp4", "uri": str(clip), "info": probe.info.as_dict(), "fingerprint": "f"}
-    record = worker.finish_video(video, results, str(out), provenance_metadata({})).record
+    finisher = VideoFinisher(worker.options, lifter=StubLifter())
+    record = finisher.finish_video(video, results, str(out), provenance_metadata({}), pose_boxes=worker).record
     table = pq.ParquetDataset(str(out / "poses")).read().sort_by([("frame_index", "ascending"), ("person_index", "ascending")])
     return results, record, table
 

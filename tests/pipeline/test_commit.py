@@ -12,6 +12,7 @@ from posepipe.pipeline.run.runner import _clean_superseded
 from posepipe.pipeline.io.schema import provenance_metadata
 from posepipe.pipeline.io.video import probe_video, shard_bounds
 from posepipe.pipeline.perframe.worker import PoseWorker, ShardTask
+from posepipe.pipeline.temporal.finish import VideoFinisher
 from tests import media
 
 
@@ -29,7 +30,8 @@ def worker_and_shards(tmp_path_factory):
 def finish(worker, shards, info, out, attempt):
     video = {"video_id": "walk.mp4", "uri": "walk.mp4", "info": info.as_dict(), "fingerprint": "f",
              "input_identity": "size=1;version=1", "attempt": attempt}
-    return worker.finish_video(video, shards, str(out), provenance_metadata({"test": "commit"}))
+    return VideoFinisher(worker.options).finish_video(video, shards, str(out), provenance_metadata({"test": "commit"}),
+                                                                 pose_boxes=worker)
 
 
 def test_a_late_superseded_attempt_never_breaks_the_commit(worker_and_shards, tmp_path):
