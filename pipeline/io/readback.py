@@ -1,8 +1,8 @@
 """Reading a finished OUTPUT back: the videos table and the poses of chosen videos, as Arrow tables.
 
-Works on a local folder or an ``s3://bucket/prefix`` (S3 through boto3's default session, so
-AWS_ENDPOINT_URL, profiles and credentials work as for the job itself). The layout is the one
-`pipeline.io.output` writes::
+Works on a local folder or an ``s3://bucket/prefix`` (gs:// and az:// too, untested), through
+`pipeline.io.store` like the job itself, so AWS_ENDPOINT_URL, profiles, credentials and retries
+work the same. The layout is the one the store writes::
 
     videos/<video_key>.parquet                      one row per input file: the video's commit marker
     poses/<video_key>/part-<start>-<stop>.parquet   rows of one shard of one video
@@ -18,9 +18,7 @@ Files that are not ``*.parquet``, and hidden or temporary ones (a path part star
 from __future__ import annotations
 
 import difflib
-import io
 import posixpath
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 from urllib.parse import urlsplit
@@ -29,12 +27,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from posepipe.pipeline.io.output import is_committed_part
-from posepipe.pipeline.io.redaction import scrub
+from posepipe.pipeline.io.redaction import redact, scrub
 from posepipe.pipeline.io.schema import POSES_SCHEMA, VIDEOS_SCHEMA
-from posepipe.pipeline.io.sources import local_path, redact, s3_client, scheme_of
-
-_S3_READ_THREADS = 8
+from posepipe.pipeline.io.store import StorageError, Store, is_committed_part, is_visible, scheme_of
 
 
 class ReadbackError(ValueError):
@@ -65,11 +60,6 @@ def describe_known(wanted: str, known: Sequence[str], limit: int = 8) -> str:
     return f"it holds {len(known)} video(s): " + ", ".join(shown) + (f", … ({more} more)" if more > 0 else "")
 
 
-def _is_visible_parquet(relative: str) -> bool:
-    parts = relative.split("/")
-    return relative.endswith(".parquet") and not any(p.startswith((".", "_")) for p in parts)
-
-
 class OutputReader:
     """Lists an OUTPUT once, then reads its videos table and per-video poses on demand."""
 
@@ -83,18 +73,16 @@ class OutputReader:
                 "print or use; write it as s3://BUCKET/PREFIX or a local folder, and give S3 credentials through "
                 "the environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, an instance role)"
             )
-        if self.scheme == "s3":
-            self._bucket, prefix = parts.netloc, parts.path
-            if not self._bucket:
-                raise ReadbackError(f"OUTPUT {redact(output_uri)!r}: no bucket name; write s3://BUCKET/PREFIX")
-            self._prefix = prefix.strip("/")
-            self._client = s3_client()
+        if self.scheme in ("s3", "gs", "az"):
+            if not parts.netloc:
+                raise ReadbackError(f"OUTPUT {redact(output_uri)!r}: no bucket name; write {self.scheme}://BUCKET/PREFIX")
         elif self.scheme in ("", "file"):
-            self._root = Path(local_path(self.uri))
-            if not self._root.is_dir():
-                raise ReadbackError(f"OUTPUT {self._root} does not exist or is not a folder; pass the --output of a posepipe run")
+            root = Path(parts.path if self.scheme == "file" else self.uri)
+            if not root.is_dir():
+                raise ReadbackError(f"OUTPUT {root} does not exist or is not a folder; pass the --output of a posepipe run")
         else:
             raise ReadbackError(f"OUTPUT {redact(output_uri)!r}: unsupported scheme {self.scheme!r}; use a local folder or s3://BUCKET/PREFIX")
+        self._store = Store(self.uri)
         self._files = self._list_all()
         self._videos: pa.Table | None = None
         self._ids: list[str] = []
@@ -105,41 +93,24 @@ class OutputReader:
     # -- storage -------------------------------------------------------------------------
     def _list_all(self) -> list[str]:
         """Every visible parquet file under videos/ and poses/, relative to OUTPUT, sorted."""
-        found: list[str] = []
-        if self.scheme == "s3":
-            base = f"{self._prefix}/" if self._prefix else ""
-            try:
-                for sub in ("videos/", "poses/"):
-                    pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=self._bucket, Prefix=base + sub)
-                    for page in pages:
-                        found += [o["Key"][len(base):] for o in page.get("Contents", [])]
-            except Exception as exc:  # botocore's message names the problem, never the credentials
-                raise ReadbackError(
-                    f"cannot list {redact(self.uri)}: {type(exc).__name__}: {scrub(str(exc))}. "
-                    "Check AWS_ENDPOINT_URL, the credentials and the bucket name"
-                ) from None
-        else:
-            for sub in ("videos", "poses"):
-                folder = self._root / sub
-                if folder.is_dir():
-                    found += [p.relative_to(self._root).as_posix() for p in folder.rglob("*") if p.is_file()]
-        return sorted(f for f in found if _is_visible_parquet(f))
+        try:
+            found = [f"videos/{e.name}" for e in self._store.list("videos", recursive=False)]
+            found += [f"poses/{e.name}" for e in self._store.list("poses")]
+        except StorageError as exc:
+            raise ReadbackError(f"{exc}. Check AWS_ENDPOINT_URL, the credentials and the bucket name"
+                                if self.scheme == "s3" else str(exc)) from None
+        return sorted(f for f in found if is_visible(f))
 
     def _read(self, relative: str, columns: Sequence[str] | None = None) -> pa.Table:
         try:
-            if self.scheme == "s3":
-                key = f"{self._prefix}/{relative}" if self._prefix else relative
-                body = self._client.get_object(Bucket=self._bucket, Key=key)["Body"].read()
-                return pq.read_table(io.BytesIO(body), columns=columns)
-            return pq.read_table(self._root / relative, columns=columns)
-        except Exception as exc:
+            return self._store.read_table(relative, columns)
+        except StorageError as exc:
+            raise ReadbackError(str(exc)) from None
+        except (pa.ArrowException, ValueError) as exc:
             raise ReadbackError(f"cannot read {redact(self.uri)}/{relative}: {type(exc).__name__}: {scrub(str(exc))}") from None
 
     def _read_many(self, relatives: Sequence[str], columns: Sequence[str] | None = None) -> list[pa.Table]:
-        if self.scheme == "s3" and len(relatives) > 1:  # latency-bound: a few GETs in flight
-            with ThreadPoolExecutor(max_workers=_S3_READ_THREADS) as pool:
-                return list(pool.map(lambda r: self._read(r, columns), relatives))
-        return [self._read(r, columns) for r in relatives]
+        return self._store.map(lambda r: self._read(r, columns), relatives)  # latency-bound: many GETs in flight
 
     # -- tables ----------------------------------------------------------------------------
     def videos(self) -> pa.Table:
