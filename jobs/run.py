@@ -16,7 +16,8 @@ from typing import Any, Mapping
 import click
 
 from posepipe.pipeline.run.options import DEFAULT_MODELS, JobOptions, OptionError
-from posepipe.pipeline.run.runner import EXIT_STORAGE, EXIT_USAGE, EXIT_WEIGHTS, JobSummary, WeightsError, run_job
+from posepipe.pipeline.run.runner import (EXIT_RAY_DIED, EXIT_STORAGE, EXIT_USAGE, EXIT_WEIGHTS, JobSummary, RayDiedError,
+                                          WeightsError, run_job)
 from posepipe.pipeline.io.redaction import redact
 from posepipe.pipeline.run.terminal import plain
 
@@ -118,6 +119,11 @@ def execute(options: JobOptions, *, json_summary: bool = False, explain: bool = 
         click.echo("Videos committed before this are kept. When the storage answers again, rerun the same "
                    f"command to resume: {plain(rerun_command())}", err=True)
         sys.exit(EXIT_STORAGE)
+    except RayDiedError as exc:
+        # One line: Ray's own account (raylet logs) is in its session log folder, not on the terminal.
+        click.secho(f"error: {plain(exc)}, so the job stopped; videos committed before this are kept. "
+                    f"Rerun the same command to resume: {plain(rerun_command())}", fg="red", err=True)
+        sys.exit(EXIT_RAY_DIED)
     print_summary(summary, options, json_summary=json_summary, stream=err, explain=explain)
     return summary
 

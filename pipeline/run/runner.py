@@ -67,7 +67,10 @@ LOCAL_ONLY_ENV = ("AWS_PROFILE", "POSEPIPE_CACHE", "XDG_CACHE_HOME")
 # (The image sets the same for cluster nodes: infra/Dockerfile.)
 WORKER_ENV_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
 WORKERS_PER_GPU = 2  # the default; see _cluster_plan
-EXIT_OK, EXIT_USAGE, EXIT_SOME_FAILED, EXIT_WEIGHTS, EXIT_STORAGE = 0, 2, 3, 4, 5
+EXIT_OK, EXIT_USAGE, EXIT_SOME_FAILED, EXIT_WEIGHTS, EXIT_STORAGE, EXIT_RAY_DIED = 0, 2, 3, 4, 5, 6
+# How often the driver checks that the local Ray it started is still alive (its raylet and GCS
+# processes). A dead raylet answers nothing: without this check the job waited WORKER_WAIT_S.
+RAY_CHECK_S = 2.0
 # How long the driver waits, with work queued, for any worker to be ready (model loading, actor
 # restarts, an autoscaler adding nodes) before failing the remaining videos.
 WORKER_WAIT_S = 1800.0
@@ -76,6 +79,10 @@ WORKER_WAIT_S = 1800.0
 # doubles from TRANSIENT_BACKOFF_S, up to TRANSIENT_RETRIES times; only then does the video fail.
 TRANSIENT_RETRIES = 4
 TRANSIENT_BACKOFF_S = 2.0
+
+
+class RayDiedError(RuntimeError):
+    """The local Ray this job started died under it; what is committed stays, a rerun resumes."""
 
 
 class WeightsError(RuntimeError):
@@ -335,7 +342,59 @@ def _start_ray(options: JobOptions) -> bool:
     ray.init(address=address, include_dashboard=False, log_to_driver=verbose,
              logging_level=logging.WARNING if verbose else logging.ERROR,
              runtime_env={"env_vars": env} if env else None)
+    if not verbose:
+        _ray_errors_to_log_file()
     return True
+
+
+def _ray_errors_to_log_file() -> None:
+    """Send the cluster errors Ray prints on the driver's terminal to a file in its session logs.
+
+    Whatever `log_to_driver` says, a thread of Ray's driver prints the cluster's error messages
+    ("(raylet) A worker died...", "(raylet) Raylet is terminated ... Last 20 lines of the Raylet
+    logs: ...") through `ray._private.worker.print_to_stdstream`. The job reports those failures
+    itself, in one line each, so without -v they go to
+    <session>/logs/posepipe-driver-ray-errors.log. Ray's internals may move: then nothing is changed.
+    """
+    try:
+        from ray._private import worker as ray_worker
+
+        path = os.path.join(ray_worker._global_node.get_logs_dir_path(), "posepipe-driver-ray-errors.log")
+        if not callable(getattr(ray_worker, "print_to_stdstream", None)):
+            return
+    except Exception:
+        return
+
+    def to_file(data: dict[str, Any], ignore_prefix: bool = False) -> None:
+        try:
+            with open(path, "a", encoding="utf-8") as out:
+                for line in data.get("lines", []):
+                    out.write(f"({data.get('pid', '?')}) {line}\n")
+        except OSError:
+            pass
+
+    ray_worker.print_to_stdstream = to_file
+
+
+def local_ray_death() -> str | None:
+    """Which process of the local Ray this driver started has exited ("raylet exited with code
+    0"), or None: alive, or a cluster this driver joined (its nodes are Ray's to watch).
+
+    Killing Ray's dashboard agent takes the raylet down with it; a dead raylet answers nothing, and
+    the driver would wait for workers that can never come back. Checking the processes Ray started
+    from this one (their `Popen.poll`) costs nothing and cannot hang."""
+    try:
+        from ray._private import worker as ray_worker
+
+        started = getattr(ray_worker._global_node, "all_processes", None) or {}
+        for kind in ("raylet", "gcs_server"):
+            for info in started.get(kind, []):
+                code = info.process.poll()
+                if code is not None:
+                    return f"its {kind} exited with code {code}"
+    except Exception:  # Ray's internals moved: no check rather than a false alarm
+        return None
+    return None
 
 
 class _RayFinisher(VideoFinisher):
@@ -732,6 +791,12 @@ class _Scheduler:
 
     def _check_workers(self) -> None:
         """Fail what is queued, rather than wait forever, when no worker is or will be ready."""
+        now = time.monotonic()
+        if now >= getattr(self, "next_ray_check", 0.0):
+            self.next_ray_check = now + RAY_CHECK_S
+            died = local_ray_death()
+            if died:
+                raise RayDiedError(f"the local Ray died ({died})")
         stuck = [pool for pool, queue in ((self.workers, self.shard_queue), (self.finishers, self.finish_queue))
                  if queue and not any(w.ready for w in pool)]
         if not stuck:

@@ -263,6 +263,41 @@ def test_killed_driver_rerun_resumes_to_the_same_rows(reference, spawner, tmp_pa
 
 
 @pytest.mark.slow
+def test_a_dead_local_ray_ends_the_job_with_one_line_and_a_rerun_completes(spawner, tmp_path):
+    """Killing Ray's dashboard agent takes the raylet down (as seen on a user's machine): the driver
+    stops within seconds, not after the 30-minute worker wait, with exit code 6 and one line that
+    says so and how to rerun, none of Ray's own output; the same command then completes the job."""
+    clips = tmp_path / "clips"
+    for name in ("a.mp4", "b.mp4"):
+        media.street_clip(clips / name, n=4)
+    out, log = tmp_path / "out", tmp_path / "first.log"
+    args = posepipe_command(str(clips), "--output", str(out), "--shard-frames", SHARD, *FAST)
+    proc = spawner.start(args, log, posepipe_env())
+    wait_for(lambda: "model workers" in log.read_text() or proc.poll() is not None, JOB_TIMEOUT_S,
+             "the job to start its workers")
+    agents = [pid for pid in session_members(proc.pid) if processes()[pid].cmdline.startswith("ray::DashboardAgent")]
+    assert proc.poll() is None and agents, f"no running job or agent to kill:\n{log.read_text()[-3000:]}"
+    os.kill(agents[0], signal.SIGKILL)
+    try:
+        proc.wait(timeout=90)  # the check runs every RAY_CHECK_S; the rest is Ray's shutdown
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the driver did not notice its Ray died:\n{log.read_text()[-3000:]}")
+    text = log.read_text()
+    if proc.returncode == 0:
+        pytest.skip("the job finished before its Ray went down: longer clips needed on this machine")
+    assert proc.returncode == 6, text[-3000:]
+    said = [line for line in text.splitlines() if "local Ray died" in line]
+    assert len(said) == 1 and "Rerun the same command" in said[0] and "posepipe run" in said[0], text[-3000:]
+    for noise in ("(raylet)", "Traceback", "Fatal Python error", "Raylet is terminated"):
+        assert noise not in text, f"{noise!r} reached the terminal:\n{text[-3000:]}"
+
+    log2 = tmp_path / "second.log"
+    summary = wait_job(spawner.start(args, log2, posepipe_env()), log2)
+    assert summary["ok"] + summary["skipped_complete"] == 2 and summary["failed"] == 0, summary
+    assert [len(r["keypoints_2d"]) for r in read_rows(out)] == [17] * 8  # one row a frame (--max-persons 1)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("shard_frames, workers", [(100, 1), (3, 2), (4, 2)])
 def test_rows_do_not_depend_on_shard_size_or_worker_count(reference, tmp_path, shard_frames, workers):
     """Tracking and lifting see whole videos: one shard per video, uneven shards, one or two
