@@ -297,6 +297,36 @@ def test_a_dead_local_ray_ends_the_job_with_one_line_and_a_rerun_completes(spawn
     assert [len(r["keypoints_2d"]) for r in read_rows(out)] == [17] * 8  # one row a frame (--max-persons 1)
 
 
+# Every line a plain `posepipe run` may print without -v (no terminal: no live progress bar).
+OWN_LINES = [re.compile(p) for p in (
+    r"WARNING: --random-weights: models use RANDOM weights\.", r"\d+ videos found, \d+ to process, \d+ already complete$",
+    r"\d+ model workers \(\{.*\}\)$", r"done \S+ \(\d+ rows\)$", r"failed \S+: ", r"posepipe: \d+ ok, \d+ failed, ",
+    r"  failed: \S+: ", r"  query: duckdb -c ",
+)]
+
+
+@pytest.mark.slow
+def test_a_plain_run_shows_only_posepipes_own_lines(spawner, tmp_path):
+    """What a user sees of a local job, a failing file included: posepipe's messages and summary.
+    Ray's banners and cluster errors, a worker's C++ aborts ("Mutex corrupt", "Fatal Python error"),
+    FFmpeg's complaints about the bad file: all in the logs, not on the terminal (-v shows them)."""
+    clips = tmp_path / "clips"
+    media.street_clip(clips / "a.mp4", n=4)
+    (clips / "bad.mp4").write_bytes(b"not a video at all")
+    log = tmp_path / "run.log"
+    launcher = "import sys; from posepipe.jobs.cli import main; sys.argv[0] = 'posepipe'; main()"
+    proc = spawner.start([sys.executable, "-c", launcher, "run", str(clips), "--output", str(tmp_path / "out"),
+                          "--shard-frames", SHARD, *FAST], log, posepipe_env())
+    try:
+        proc.wait(timeout=JOB_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"posepipe run did not finish:\n{log.read_text()[-3000:]}")
+    text = log.read_text()
+    assert proc.returncode == 3 and "failed bad.mp4" in text, text[-3000:]  # one video failed, as it should
+    foreign = [line for line in text.splitlines() if line.strip() and not any(p.match(line) for p in OWN_LINES)]
+    assert not foreign, "not posepipe's own lines on the terminal:\n" + "\n".join(foreign[:20])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("shard_frames, workers", [(100, 1), (3, 2), (4, 2)])
 def test_rows_do_not_depend_on_shard_size_or_worker_count(reference, tmp_path, shard_frames, workers):
