@@ -75,6 +75,12 @@ REINDEX_AFTER = 1000
 REMOTE_THREADS = 64
 LOCAL_THREADS = 8
 S3_MAX_ATTEMPTS = 10   # AWS SDK standard mode: backoff 2^n x jitter, capped at 20 s a wait
+# A running job rewrites its intent every INTENT_RENEW_S (`Store.renew_job`, from the driver's loop).
+# Another job's intent counts as a job that did not end, whose folders `finish_job` cleans, only once
+# it is INTENT_STALE_S old: a job ending never deletes the parts a concurrent job on the same OUTPUT
+# is still writing. (The price: a killed job's leftovers wait for a job that ends after that age.)
+INTENT_RENEW_S = 60.0
+INTENT_STALE_S = 600.0
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _PART = re.compile(r"part-\d+-\d+(?:-(?P<attempt>[0-9a-f]+))?\.parquet$")
@@ -136,7 +142,9 @@ def scheme_of(uri: str) -> str:
 
 @functools.lru_cache(maxsize=32)
 def _s3(bucket: str, endpoint: str, region: str, attempts: int) -> pafs.S3FileSystem:
-    kwargs: dict[str, Any] = {"retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=attempts)}
+    # allow_delayed_open: a small object is one PutObject, not CreateMultipartUpload + UploadPart + Complete.
+    kwargs: dict[str, Any] = {"retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=attempts),
+                              "allow_delayed_open": True}
     if endpoint:  # AWS_ENDPOINT_URL(_S3): MinIO, moto, Ceph ...; pyarrow's constructor does not read it
         parts = urlsplit(endpoint)
         kwargs["endpoint_override"] = parts.netloc or parts.path
@@ -246,6 +254,7 @@ class Store:
         self._videos: dict[str, _Video] | None = None
         self._unclean: set[str] = set()   # keys whose row changed since the last index (a job did not end)
         self._intent: str | None = None
+        self._intent_renewed = 0.0        # time.monotonic() of this job's last intent write
         self.removed = 0                  # parts deleted by the last `committed_parts(clean=True)`
 
     # -- the layer ------------------------------------------------------------------------
@@ -507,14 +516,26 @@ class Store:
         keys = sorted({video_key(v) for v in video_ids})
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         self._intent = f"intent-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
-        self.write_table(f"{INDEX_DIR}/{self._intent}", pa.table({"video_key": pa.array(keys, pa.string())}))
+        self._intent_keys = keys
+        self.renew_job(force=True)
+
+    def renew_job(self, *, force: bool = False) -> None:
+        """Rewrite this job's intent if INTENT_RENEW_S have passed (a heartbeat: a fresh intent
+        tells other jobs' `finish_job` that this one is still running)."""
+        if self._intent is None or (not force and time.monotonic() - self._intent_renewed < INTENT_RENEW_S):
+            return
+        self._intent_renewed = time.monotonic()
+        self.write_table(f"{INDEX_DIR}/{self._intent}", pa.table({"video_key": pa.array(self._intent_keys, pa.string())}))
 
     def finish_job(self, video_ids: Sequence[str]) -> int:
         """End of a job (no worker left that could write): delete the parts no row names for the
-        videos it processed, for those that jobs which did not end meant to write, and for any whose
-        row changed since the last index; then write `_committed.parquet` and a fresh index, and
+        videos it processed, for those that jobs which did not end meant to write (intents not renewed
+        for INTENT_STALE_S: a running job's are left alone), and for any whose row changed since the
+        last index; then write `_committed.parquet` and a fresh index, and
         drop the intents it has settled. Returns the parts deleted."""
-        intents = [e.name for e in self._list_hidden(INDEX_DIR) if e.name.startswith("intent-")]
+        stale_ns = time.time_ns() - int(INTENT_STALE_S * 1e9)
+        intents = [e.name for e in self._list_hidden(INDEX_DIR) if e.name.startswith("intent-")
+                   and (e.name == self._intent or e.mtime_ns < stale_ns)]  # not a running job's
         keys: set[str] = set()
         for name in intents:
             try:

@@ -797,6 +797,7 @@ class _Scheduler:
             died = local_ray_death()
             if died:
                 raise RayDiedError(f"the local Ray died ({died})")
+            self.output.renew_job()  # this job still runs: other jobs ending leave its folders alone
         stuck = [pool for pool, queue in ((self.workers, self.shard_queue), (self.finishers, self.finish_queue))
                  if queue and not any(w.ready for w in pool)]
         if not stuck:

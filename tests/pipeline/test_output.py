@@ -46,3 +46,45 @@ def test_s3_output_roundtrip(s3_server):
     assert out.completed_videos()["v.mp4"]["status"] == "ok"
     out.remove_prefix("poses/k")
     assert out.list_parquet("poses") == []
+
+
+def test_a_job_end_cleans_a_killed_jobs_leftovers_and_leaves_a_running_jobs_parts(tmp_path):
+    """A job records which videos it may write (its intent) and renews it while it runs. A later
+    job's end, even one with nothing to do, deletes the parts no commit row names in the folders of
+    a job that did not end (intent not renewed for INTENT_STALE_S), but not in a running job's."""
+    import os
+    import time
+
+    from posepipe.pipeline.io.store import INDEX_DIR, INTENT_STALE_S
+
+    def part(video_id: str, attempt: str) -> str:
+        return f"poses/{video_key(video_id)}/{part_name(0, 5, attempt)}"
+
+    def age(intent_files: list) -> None:
+        old = time.time() - INTENT_STALE_S - 60
+        for path in intent_files:
+            os.utime(path, (old, old))
+
+    def parts() -> list[str]:
+        return sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "poses").rglob("*.parquet"))
+
+    table = poses_table(_rows(5), {})
+    killed = Output(str(tmp_path))          # committed a/b.mp4, was killed while redoing it
+    killed.begin_job(["a/b.mp4"])
+    killed.write_table(part("a/b.mp4", "aaaaaaaaaaaa"), table)
+    killed.write_table(f"videos/{video_key('a/b.mp4')}.parquet", videos_table(
+        [{"video_id": "a/b.mp4", "uri": "/in/a/b.mp4", "status": "ok", "commit_attempt": "aaaaaaaaaaaa"}]))
+    killed.write_table(part("a/b.mp4", "bbbbbbbbbbbb"), table)
+    age(list((tmp_path / INDEX_DIR).glob("intent-*")))
+    running = Output(str(tmp_path))         # another job on the same OUTPUT, mid-write, not committed yet
+    running.begin_job(["c.mp4"])
+    running.write_table(part("c.mp4", "cccccccccccc"), table)
+
+    Output(str(tmp_path)).finish_job([])    # a rerun that found everything complete
+    assert parts() == sorted([part("a/b.mp4", "aaaaaaaaaaaa"), part("c.mp4", "cccccccccccc")])
+    assert len(list((tmp_path / INDEX_DIR).glob("intent-*"))) == 1  # the running job's stays
+
+    age(list((tmp_path / INDEX_DIR).glob("intent-*")))  # that job died without ending
+    assert Output(str(tmp_path)).finish_job([]) == 1
+    assert parts() == [part("a/b.mp4", "aaaaaaaaaaaa")]
+    assert not list((tmp_path / INDEX_DIR).glob("intent-*"))
