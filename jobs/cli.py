@@ -8,6 +8,7 @@ import click
 from posepipe.jobs.bench import bench_command
 from posepipe.jobs.evaluate import eval_command
 from posepipe.jobs.export import export_group
+from posepipe.jobs.files import files_command
 from posepipe.jobs.render import render_command
 from posepipe.jobs.run import demo_command, run_command
 from posepipe.jobs.submit import logs_command, status_command, submit_command
@@ -20,6 +21,6 @@ def main() -> None:
     """posepipe: videos in a folder or bucket -> per-frame, per-person 2D/3D poses and SMPL in Parquet."""
 
 
-for _command in (run_command, demo_command, weights_group, export_group, render_command, eval_command, bench_command,
-                 submit_command, status_command, logs_command):
+for _command in (run_command, demo_command, weights_group, export_group, files_command, render_command, eval_command,
+                 bench_command, submit_command, status_command, logs_command):
     main.add_command(_command)

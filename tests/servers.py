@@ -366,3 +366,96 @@ def counting_proxy(upstream: str) -> Iterator[CountingProxy]:
     with _serving(Handler) as url:
         state.url = url
         yield state
+
+
+# --------------------------------------------------------------------------- a faulty proxy
+
+
+@dataclass
+class FaultProxy:
+    """What `fault_proxy` yields: its URL, a queue of errors to answer with, and the requests seen."""
+
+    url: str = ""
+    faults: list[tuple[str | None, int, str]] = field(default_factory=list)   # (method or None, status, S3 code)
+    failed: int = 0
+    requests: list[tuple[str, str]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def fail_next(self, times: int, status: int, code: str, method: str | None = None) -> None:
+        with self._lock:
+            self.faults += [(method, status, code)] * times
+
+    def _take(self, method: str) -> tuple[int, str] | None:
+        with self._lock:
+            for i, (m, status, code) in enumerate(self.faults):
+                if m is None or m == method:
+                    del self.faults[i]
+                    self.failed += 1
+                    return status, code
+        return None
+
+
+@contextlib.contextmanager
+def fault_proxy(upstream: str) -> Iterator[FaultProxy]:
+    """A loopback reverse proxy in front of `upstream` (a moto server) that answers the next requests
+    queued with `fail_next` with an S3 error (503 SlowDown, 500, 403 AccessDenied ...), as a throttled,
+    failing or forbidding store would, and passes the rest on."""
+    state = FaultProxy()
+    session = requests.Session()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def _body(self) -> bytes | None:
+            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":  # the AWS C++ SDK streams PUTs
+                data = b""
+                while True:
+                    size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                    if size == 0:
+                        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                            pass  # trailers
+                        return data
+                    data += self.rfile.read(size)
+                    self.rfile.readline()
+            length = int(self.headers.get("Content-Length") or 0)
+            return self.rfile.read(length) if length else None
+
+        def _forward(self) -> None:
+            body = self._body()
+            with state._lock:
+                state.requests.append((self.command, self.path))
+            fault = state._take(self.command)
+            if fault is not None:
+                status, code = fault
+                payload = (f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code>"
+                           f"<Message>injected {code}</Message></Error>").encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(payload)
+                return
+            headers = {k: v for k, v in self.headers.items()
+                       if k.lower() not in ("host", "connection", "expect", "transfer-encoding", "content-length")}
+            answer = session.request(self.command, upstream + self.path, headers=headers, data=body,
+                                     allow_redirects=False, stream=False)
+            payload = answer.content
+            self.send_response(answer.status_code)
+            for key, value in answer.headers.items():
+                if key.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
+                    self.send_header(key, value)
+            self.send_header("Content-Length", str(len(payload) if self.command != "HEAD" else
+                                                   answer.headers.get("Content-Length", "0")))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(payload)
+
+        do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+    with _serving(Handler) as url:
+        state.url = url
+        yield state

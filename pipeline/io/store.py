@@ -86,7 +86,8 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _PART = re.compile(r"part-\d+-\d+(?:-(?P<attempt>[0-9a-f]+))?\.parquet$")
 _TRANSIENT = re.compile(
     r"SLOW_DOWN|SlowDown|THROTTL|Throttl|REQUEST_TIMEOUT|RequestTimeout|NETWORK_CONNECTION|INTERNAL_FAILURE|"
-    r"SERVICE_UNAVAILABLE|ServiceUnavailable|HTTP response code: 5\d\d|curlCode|timed out|Timeout|Connection reset",
+    r"SERVICE_UNAVAILABLE|ServiceUnavailable|HTTP (?:response code|status):? (?:5\d\d|429)|curlCode|timed out|"
+    r"Timeout|Connection reset",
 )
 
 
@@ -476,15 +477,17 @@ class Store:
         self._unclean.clear()
         return name
 
-    def committed_parts(self, *, clean: bool = False, video_ids: Iterable[str] = ()) -> list[tuple[str, str]]:
+    def committed_parts(self, *, clean: bool = False, video_ids: Iterable[str] = (),
+                        protect: Iterable[str] = ()) -> list[tuple[str, str]]:
         """(video_id, path relative to OUTPUT) of every committed part, sorted by path.
 
         Parts are known from the index for videos whose row has not changed since it was written;
         the others' folders are listed (in parallel). With `clean`, the parts no row names in those
         folders, and in the folders of `video_ids`, are deleted (only when no writer is left: at the
-        end of a job).
+        end of a job), except in the folders of the keys in `protect` (a running job's).
         """
         videos = self._videos if self._videos is not None else self._scan()
+        protect = set(protect)
         relist = {video_key(v) for v in video_ids} | set(self._unclean)
         relist |= {k for k, v in videos.items() if v.parts is None or not v.from_index}
 
@@ -495,7 +498,7 @@ class Store:
             names = self.list_parquet(f"poses/{key}")
             if video is not None:
                 video.parts = [n for n in names if is_committed_part(n, keep)]
-            if not clean:
+            if not clean or key in protect:
                 return 0
             stale = [n for n in names if not is_committed_part(n, keep)]
             for name in stale:  # already on the pool's threads: one folder's few parts in turn
@@ -534,18 +537,25 @@ class Store:
         last index; then write `_committed.parquet` and a fresh index, and
         drop the intents it has settled. Returns the parts deleted."""
         stale_ns = time.time_ns() - int(INTENT_STALE_S * 1e9)
-        intents = [e.name for e in self._list_hidden(INDEX_DIR) if e.name.startswith("intent-")
-                   and (e.name == self._intent or e.mtime_ns < stale_ns)]  # not a running job's
-        keys: set[str] = set()
-        for name in intents:
-            try:
-                keys |= set(self.read_table(f"{INDEX_DIR}/{name}").column("video_key").to_pylist())
-            except StorageError as exc:
-                if not exc.missing:
-                    raise
+        found = [e for e in self._list_hidden(INDEX_DIR) if e.name.startswith("intent-")]
+        intents = [e.name for e in found if e.name == self._intent or e.mtime_ns < stale_ns]  # not a running job's
+
+        def keys_of(names: list[str]) -> set[str]:
+            keys: set[str] = set()
+            for name in names:
+                try:
+                    keys |= set(self.read_table(f"{INDEX_DIR}/{name}").column("video_key").to_pylist())
+                except StorageError as exc:
+                    if not exc.missing:
+                        raise
+            return keys
+
+        # A running job's videos are left alone even when their rows changed since the index: one
+        # of its finishes may still be writing a new attempt there.
+        running = keys_of([e.name for e in found if e.name not in intents])
         self._scan()  # the rows as committed now, this job's included
-        self._unclean |= keys
-        parts = self.committed_parts(clean=True, video_ids=video_ids)
+        self._unclean |= keys_of(intents)
+        parts = self.committed_parts(clean=True, video_ids=video_ids, protect=running)
         manifest = pa.table({"video_id": pa.array([p[0] for p in parts], pa.string()),
                              "path": pa.array([p[1] for p in parts], pa.string())})
         self.write_table(MANIFEST, manifest)
