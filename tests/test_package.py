@@ -1,0 +1,74 @@
+"""The installed package: a research repo's own `models/`, `pipeline/` or `jobs/` cannot shadow ours.
+
+ML code is often run from a repository root that has a `models/` folder; before posepipe installed
+under its own namespace, such a folder first on sys.path broke the CLI with an ImportError far from
+the cause. These run the real console script in a fresh process with decoys first on the path.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests import media
+
+REPO = Path(__file__).resolve().parents[1]
+POSEPIPE = str(Path(sys.executable).with_name("posepipe"))
+
+
+def decoys(folder: Path) -> Path:
+    """`models`, `pipeline` and `jobs` packages that fail loudly when imported."""
+    for name in ("models", "pipeline", "jobs"):
+        (folder / name).mkdir(parents=True)
+        (folder / name / "__init__.py").write_text(f"raise ImportError('the decoy {name} package was imported')\n")
+    return folder
+
+
+def shadowed_env(decoy: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(decoy), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+def test_cli_works_with_decoy_packages_first_on_the_path(tmp_path):
+    decoy = decoys(tmp_path / "research-repo")
+    # The decoys really are what a plain `import models` finds in this environment...
+    probe = subprocess.run([sys.executable, "-c", "import models"], cwd=decoy, env=shadowed_env(decoy),
+                           capture_output=True, text=True)
+    assert "the decoy models package was imported" in probe.stderr
+    # ...and posepipe does not care.
+    result = subprocess.run([POSEPIPE, "weights", "list", "--json"], cwd=decoy, env=shadowed_env(decoy),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert any(w["name"] == "hrnet_w32_coco_256x192" for w in json.loads(result.stdout))
+
+
+@pytest.mark.slow
+def test_a_job_runs_from_a_folder_with_decoys(tmp_path):
+    """Driver and Ray workers (which get the driver's working folder on their path) both import ours."""
+    decoy = decoys(tmp_path / "research-repo")
+    media.street_clip(tmp_path / "videos" / "walk.mp4", n=6)
+    result = subprocess.run([POSEPIPE, "run", str(tmp_path / "videos"), "--output", str(tmp_path / "out"),
+                             "--random-weights", "--max-persons", "1", "--no-flip-test", "--shard-frames", "6",
+                             "--num-workers", "1", "--json-summary"],
+                            cwd=decoy, env=shadowed_env(decoy), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout[result.stdout.index("{"):])
+    assert summary["ok"] == 1 and summary["failed"] == 0, summary
+
+
+def test_jobs_modules_import_no_circle():
+    """Each command module stands alone: none imports the command group (jobs/cli.py) back."""
+    for path in sorted((REPO / "jobs").glob("*.py")):
+        if path.name == "cli.py":
+            continue
+        imported = {node.module for node in ast.walk(ast.parse(path.read_text()))
+                    if isinstance(node, ast.ImportFrom) and node.module}
+        assert "posepipe.jobs.cli" not in imported, f"{path.name} imports posepipe.jobs.cli"
+        result = subprocess.run([sys.executable, "-c", f"import posepipe.jobs.{path.stem}"], capture_output=True, text=True)
+        assert result.returncode == 0, (path.name, result.stderr[-2000:])
