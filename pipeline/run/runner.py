@@ -71,6 +71,9 @@ EXIT_OK, EXIT_USAGE, EXIT_SOME_FAILED, EXIT_WEIGHTS, EXIT_STORAGE, EXIT_RAY_DIED
 # How often the driver checks that the local Ray it started is still alive (its raylet and GCS
 # processes). A dead raylet answers nothing: without this check the job waited WORKER_WAIT_S.
 RAY_CHECK_S = 2.0
+# A worker's death is first checked against the local Ray's for this long (a raylet going down
+# kills its workers before its own process has exited), so it is not reported as a lost worker.
+RAYLET_EXIT_S = 1.0
 # How long the driver waits, with work queued, for any worker to be ready (model loading, actor
 # restarts, an autoscaler adding nodes) before failing the remaining videos.
 WORKER_WAIT_S = 1800.0
@@ -531,6 +534,8 @@ class _Scheduler:
                 time.sleep(0.05)
                 continue
             ready, _ = ray.wait(list(self.inflight), num_returns=1, timeout=1.0)
+            if ready:  # results that a dying Ray fails ("local raylet died") must not fail videos
+                self._check_ray(ready)
             for obj in ready:
                 kind, payload, worker = self.inflight.pop(obj)
                 try:
@@ -789,15 +794,36 @@ class _Scheduler:
         self._ping(fresh)
         self.report("worker_replaced", {"worker": worker.index})
 
-    def _check_workers(self) -> None:
-        """Fail what is queued, rather than wait forever, when no worker is or will be ready."""
-        now = time.monotonic()
-        if now >= getattr(self, "next_ray_check", 0.0):
-            self.next_ray_check = now + RAY_CHECK_S
+    def _check_ray(self, ready: list[Any] | None = None) -> None:
+        """Stop the job (RayDiedError) if the local Ray it started died (checked every RAY_CHECK_S),
+        or if a `ready` result failed because this machine's raylet died: the raylet drops its
+        connections before its process exits, so such failures arrive first, and would otherwise
+        be recorded as the videos' own (a probe is not retried)."""
+        system_failure = False
+        for obj in ready or ():
+            try:
+                self.ray.get(obj, timeout=0)
+            except self.ray.exceptions.LocalRayletDiedError as exc:
+                raise RayDiedError(f"the local Ray died (this machine's raylet: {_short(exc)})") from None
+            except (self.ray.exceptions.ActorDiedError, self.ray.exceptions.WorkerCrashedError):
+                system_failure = True  # a worker died: by itself, or with the whole local Ray?
+            except Exception:
+                pass  # the handlers deal with every other outcome
+        deadline = time.monotonic() + (RAYLET_EXIT_S if system_failure else 0.0)
+        while system_failure and time.monotonic() < deadline:
+            if local_ray_death():
+                break
+            time.sleep(0.1)
+        if system_failure or time.monotonic() >= getattr(self, "next_ray_check", 0.0):
+            self.next_ray_check = time.monotonic() + RAY_CHECK_S
             died = local_ray_death()
             if died:
                 raise RayDiedError(f"the local Ray died ({died})")
             self.output.renew_job()  # this job still runs: other jobs ending leave its folders alone
+
+    def _check_workers(self) -> None:
+        """Fail what is queued, rather than wait forever, when no worker is or will be ready."""
+        self._check_ray()
         stuck = [pool for pool, queue in ((self.workers, self.shard_queue), (self.finishers, self.finish_queue))
                  if queue and not any(w.ready for w in pool)]
         if not stuck:
