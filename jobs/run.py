@@ -44,7 +44,11 @@ def parse_weights(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--num-workers", type=int, default=None, help="Model workers. Default: two per GPU, else one per 2 CPUs.")
 @click.option("--shard-frames", type=int, default=256, show_default=True, help="Frames per shard (unit of parallel work).")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N]")
-@click.option("--half/--no-half", default=None, help="fp16 autocast (default: on for CUDA, off for CPU).")
+@click.option("--half/--no-half", default=None,
+              help="Reduced-precision autocast: fp16 on CUDA (default on), bf16 on a CPU (default off; README, Precision).")
+@click.option("--device-path/--reference-path", "device_path", default=None,
+              help="Per-frame pre/post-processing (letterbox, NMS, crops, decoding) on the models' device, or "
+                   "on the host as the reference path does. Default: device on a GPU, reference on a CPU.")
 @click.option("--max-persons", type=int, default=10, show_default=True,
               help="At most K rows per frame, chosen after tracking: tracked people first, best box score first.")
 @click.option("--det-conf", type=float, default=0.3, show_default=True,
@@ -65,7 +69,7 @@ def parse_weights(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--explain-skip", is_flag=True, help="Say for every video why it was skipped or (re)done.")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details, and show Ray's worker output.")
 def run_command(input_uri: str, output: str, address: str | None, num_workers: int | None, shard_frames: int,
-                device: str, half: bool | None, max_persons: int, det_conf: float, det_nms: float, no_flip_test: bool,
+                device: str, half: bool | None, device_path: bool | None, max_persons: int, det_conf: float, det_nms: float, no_flip_test: bool,
                 frames_per_batch: int, decode_threads: int | None, detector: str, pose_model: str, lifter: str, weights: tuple[str, ...], random_weights: bool,
                 force: bool, json_summary: bool, explain_skip: bool, verbose: bool) -> None:
     """Detect, track and pose every person in every video under INPUT; write Parquet under --output."""
@@ -80,6 +84,7 @@ def options_from_run_params(params: Mapping[str, Any], *, address: str | None) -
     return JobOptions(
         input=params["input_uri"], output=params["output"], address=address, num_workers=params["num_workers"],
         shard_frames=params["shard_frames"], device=params["device"], half=params["half"],
+        device_path=params.get("device_path"),
         max_persons=params["max_persons"], det_conf=params["det_conf"], det_nms=params["det_nms"],
         flip_test=not params["no_flip_test"], frames_per_batch=params["frames_per_batch"],
         decode_threads=params["decode_threads"],

@@ -138,6 +138,24 @@ class PoseWorker:
     def ping(self) -> int:
         return self.pid
 
+    @property
+    def use_device_path(self) -> bool:
+        """Per-frame work on the models' device (pipeline.perframe.ondevice) rather than the host
+        reference path: `options.device_path`, by default on for a GPU, off for a CPU."""
+        from posepipe.pipeline.perframe.ondevice import supports_device_path
+
+        wanted = self.options.device_path
+        if wanted is None:
+            wanted = str(getattr(self.detector, "device", "cpu")).startswith("cuda")
+        return bool(wanted) and supports_device_path(self.detector, self.pose, self.mesh)
+
+    def device_windows(self) -> Any:
+        if getattr(self, "_device_windows", None) is None:
+            from posepipe.pipeline.perframe.ondevice import DeviceWindows
+
+            self._device_windows = DeviceWindows(self)
+        return self._device_windows
+
     def weight_hashes(self) -> dict[str, str | None]:
         return {m.weights.name: m.weights_sha256 for m in (self.detector, self.pose, self.mesh)}
 
@@ -158,15 +176,29 @@ class PoseWorker:
             # The next window decodes while the models run on this one; "decode" then times the
             # wait for frames, i.e. what decoding still costs the models.
             frames_iter = prefetched(video.frames(task.start, task.stop, window=opts.frames_per_batch))
+            on_device = self.device_windows() if self.use_device_path else None
+            pending = None
             with closing(frames_iter):  # stops the decode thread before the video closes
                 td = time.perf_counter()
                 for indices, frames, window_stamps in frames_iter:
                     timings["decode"] += time.perf_counter() - td
                     decoded += len(frames)
                     stamps.append(window_stamps)
-                    chunks.append(self._frames(frames, indices, window_stamps, info.width, info.height, timings))
+                    if on_device is None:
+                        chunks.append(self._frames(frames, indices, window_stamps, info.width, info.height, timings))
+                    else:  # queue this window's detection, then finish the previous one's (they overlap)
+                        queued = on_device.submit(frames, indices, window_stamps)
+                        if pending is not None:
+                            chunks.append(on_device.complete(pending, info.width, info.height))
+                        pending = queued
                     td = time.perf_counter()
+                if pending is not None:
+                    chunks.append(on_device.complete(pending, info.width, info.height))
             bytes_read = video.bytes_fetched
+        if on_device is not None:
+            timings.update({f"device_{k}": v for k, v in on_device.clock.device.items()})
+            timings.update({f"host_{k}": v for k, v in on_device.clock.host.items()})
+            on_device.clock = type(on_device.clock)()
         data = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]} if chunks else empty_rows()
         return ShardResult(video_id=task.video_id, start=task.start, stop=task.stop, frames_decoded=decoded, uri=task.uri,
                            frame_timestamps=np.concatenate(stamps) if stamps else np.zeros(0),

@@ -43,6 +43,7 @@ class JobOptions:
     shard_frames: int = 256
     device: str = "auto"                # auto | cpu | cuda
     half: bool | None = None            # None: fp16 autocast on CUDA, fp32 on CPU
+    device_path: bool | None = None     # per-frame work on the device (pipeline.perframe.ondevice); None: on a GPU
     max_persons: int = 10
     det_conf: float = 0.3               # unclaimed boxes below it are not rows (pipeline.temporal.association)
     det_nms: float = 0.7                # ByteTrack's NMS: boxes of people partly hidden by others survive it
@@ -109,12 +110,14 @@ class JobOptions:
         return TrackerConfig(high_threshold=high, new_track_threshold=new, low_threshold=min(self.track_low, high / 2))
 
     def precision(self, gpu: bool) -> str:
-        """The arithmetic the models run in: fp16 autocast by default on a GPU, fp32 elsewhere."""
+        """The arithmetic the models run in (fp16 autocast by default on a GPU, fp32 elsewhere; --half
+        on a CPU is bf16), and where per-frame pre/post-processing runs (the device path by default
+        on a GPU): both can move a keypoint by a fraction of a pixel, so both are in the fingerprint."""
         on_gpu = self.device.startswith("cuda") or (self.device == "auto" and gpu)
         half = on_gpu if self.half is None else bool(self.half)
-        if not half:
-            return "fp32"
-        return "fp16" if on_gpu else "cpu-reduced"  # --half on a CPU: its reduced-precision autocast
+        arithmetic = "fp32" if not half else "fp16" if on_gpu else "bf16"
+        on_device = on_gpu if self.device_path is None else bool(self.device_path)
+        return f"{arithmetic}+device-path" if on_device else arithmetic
 
     def fingerprint(self, weight_hashes: Mapping[str, str | None], *, precision: str = "fp32",
                     code: str | None = None) -> str:
