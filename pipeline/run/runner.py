@@ -25,6 +25,10 @@ Failures. Ray restarts a dead worker actor (`max_restarts`) but never retries it
   and lost only its reply; or --force), its commit row is withdrawn, so a driver killed mid-write
   never leaves an "ok" row over missing parts.
 * A killed driver takes its actors with it; a rerun skips the committed videos and redoes the rest.
+* A local Ray that dies under the job (its raylet or GCS exits: e.g. its dashboard agent was
+  killed) can never give workers back: the driver checks those processes every RAY_CHECK_S and
+  stops the job (`RayDiedError`, exit 6) instead of waiting WORKER_WAIT_S; tasks that the dying
+  raylet fails first are not recorded as the videos' failures.
 
 Ray. With `address` (or `RAY_ADDRESS`, as inside `ray job submit`) the job joins that cluster.
 Otherwise it starts a private local Ray (`address="local"`: never an unrelated `ray start`
