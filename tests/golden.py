@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 from collections import OrderedDict
 from pathlib import Path
 
@@ -15,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+# ../shared beside the checkout; POSEPIPE_SHARED where it travels elsewhere (infra/gpu/measure.sh).
+SHARED = Path(os.environ.get("POSEPIPE_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
 GOLDEN = SHARED / "golden"
 MEDIA = SHARED / "media"
 SPECIAL_HMR = {"init_pose": "mean_params/pose", "init_shape": "mean_params/shape", "init_cam": "mean_params/cam"}

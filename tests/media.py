@@ -53,11 +53,35 @@ def write_clip(path: Path, frames: list[np.ndarray], fps: float = 10.0, *, codec
     B-frames (decode order differs from display order), as most real footage has."""
     path.parent.mkdir(parents=True, exist_ok=True)
     h, w = frames[0].shape[:2]
+    try:
+        import imageio_ffmpeg  # noqa: F401
+    except ImportError:  # a machine with only PyAV (the GPU machine: infra/gpu/measure.sh)
+        return _write_clip_pyav(path, frames, fps, codec=codec, gop=gop)
     args = ["-c:v", "mpeg4", "-q:v", "3", "-bf", "0"] if codec == "mpeg4" else \
         ["-c:v", "libx264", "-preset", "veryfast", "-bf", "2", "-x264-params", "open-gop=0:scenecut=0"]
     subprocess.run([ffmpeg(), "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{w}x{h}",
                     "-r", str(fps), "-i", "-", *args, "-g", str(gop), "-keyint_min", str(gop), "-pix_fmt", "yuv420p",
                     str(path)], input=b"".join(np.ascontiguousarray(f).tobytes() for f in frames), check=True)
+    return path
+
+
+def _write_clip_pyav(path: Path, frames: list[np.ndarray], fps: float, *, codec: str, gop: int) -> Path:
+    """write_clip's encoding through PyAV's bundled FFmpeg (same codecs and keyframe spacing)."""
+    from fractions import Fraction
+
+    import av
+
+    h, w = frames[0].shape[:2]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4" if codec == "mpeg4" else "libx264", rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.codec_context.gop_size = gop
+        stream.codec_context.max_b_frames = 0 if codec == "mpeg4" else 2
+        if codec == "mpeg4":
+            stream.codec_context.qscale = 3
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="bgr24")))
+        container.mux(stream.encode())
     return path
 
 

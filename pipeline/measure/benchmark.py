@@ -7,7 +7,9 @@ loopback HTTP server sent for a probe plus every shard, and for a two-worker `ru
 file's size), `models` (each model alone,
 batched, after one warm-up call), `end_to_end_fps` (`PoseWorker.process_shard` + `finish_video`
 in-process, then `run_job` on a local Ray), `naive_sequential_fps` (the same models one frame and
-one box at a time, as a loop around a per-image API would run them) and `speedup`; opt-in:
+one box at a time, as a loop around a per-image API would run them), `per_frame_paths` (the
+shards' per-frame work on the reference and the device path: frames/s, host CPU ms per frame,
+per-stage device ms per frame) and `speedup`; opt-in:
 `workers` (run_job throughput per worker count) and `memory` (peak RSS of a worker process on a
 short and a 10x longer clip).
 
@@ -299,6 +301,53 @@ def bench_in_process(worker: Any, uri: str, info: dict[str, Any], shard_frames: 
             "stage_seconds": stages, **rate(frames, t2 - t0)}
 
 
+def bench_per_frame_paths(worker: Any, uri: str, info: dict[str, Any], shard_frames: int) -> dict[str, Any]:
+    """The shards' per-frame work (decode, detect, 2D, SMPL) on the reference path and on the device
+    path, one after the other on the same worker: frames/s, the host CPU it costs per frame, and
+    per-stage time on the device (CUDA events; wall time on a CPU device, where it is the compute).
+
+    `host_cpu_ms_per_frame`: CPU time of the thread that drives the models (time.thread_time: its
+    own work, kernel launches included, not its waits) per frame; `process_cpu_ms_per_frame`: every
+    thread of the process (decode and torch's own threads too). On a GPU the first is what limits a
+    worker: the device path exists to shrink it.
+    """
+    from posepipe.pipeline.perframe.ondevice import supports_device_path
+    from posepipe.pipeline.perframe.worker import ShardTask
+
+    n = info["num_frames"]
+    out: dict[str, Any] = {}
+    paths = [("reference", False)]
+    if supports_device_path(worker.detector, worker.pose, worker.mesh):
+        paths.append(("device", True))
+    saved = worker.options
+    try:
+        for label, on_device in paths:
+            worker.options = replace(saved, device_path=on_device)
+            worker.process_shard(ShardTask(VIDEO_ID, uri, 0, min(n, saved.frames_per_batch * 2)))  # warm-up
+            cpu0, thread0, wall0 = time.process_time(), time.thread_time(), time.perf_counter()
+            shards = [worker.process_shard(ShardTask(VIDEO_ID, uri, s, min(s + shard_frames, n)))
+                      for s in range(0, n, shard_frames)]
+            wall, thread, cpu = time.perf_counter() - wall0, time.thread_time() - thread0, time.process_time() - cpu0
+            frames = int(sum(s.frames_decoded for s in shards))
+            stages = {}
+            for s in shards:
+                for k, v in s.timings.items():
+                    stages[k] = stages.get(k, 0.0) + v
+            per_frame_ms = lambda seconds: round(1000.0 * seconds / max(frames, 1), 3)  # noqa: E731
+            out[label] = {
+                **rate(frames, wall), "rows": int(sum(len(s.frame_index) for s in shards)),
+                "host_cpu_ms_per_frame": per_frame_ms(thread), "process_cpu_ms_per_frame": per_frame_ms(cpu),
+                "stage_ms_per_frame": {k: per_frame_ms(v) for k, v in sorted(stages.items())},
+            }
+    finally:
+        worker.options = saved
+    if "device" in out:
+        out["device_over_reference_fps"] = ratio(out["device"]["fps"], out["reference"]["fps"])
+        out["host_cpu_reference_over_device"] = ratio(out["reference"]["host_cpu_ms_per_frame"],
+                                                      out["device"]["host_cpu_ms_per_frame"])
+    return out
+
+
 class _LiftOneByOne:
     """A lifter whose `lift_batch` lifts one track per call, as a naive loop would."""
 
@@ -409,7 +458,12 @@ def bench_workers(options: JobOptions, counts: Sequence[int], cpus: int) -> dict
         per = cpus_per_worker(cpus, w)
         _log(f"run_job with {w} worker(s), cpus_per_worker={per}")
         opts = replace(options, num_workers=w, cpus_per_worker=float(per), output=f"{options.output}-w{w}")
-        runs.append({"num_workers": w, "cpus_per_worker": per, **bench_run_job(opts)})
+        run = bench_run_job(opts)
+        steady = (run.get("steady") or {}).get("fps")
+        # This machine is the node: frames/s per node is the run's, per worker that over the workers.
+        run["per_node_fps"] = steady
+        run["per_worker_fps"] = round(steady / w, 2) if steady else None
+        runs.append({"num_workers": w, "cpus_per_worker": per, **run})
     base = runs[0]
     notes = []
     if min(run["shards"] for run in runs) < max(counts):
@@ -673,6 +727,8 @@ def run_benchmark(options: JobOptions, video: str | None, n_frames: int, *, work
         report["machine"]["model_load_seconds"] = round(load_seconds, 4)
         _log("timing each model, batched")
         report["models"] = bench_models(worker, frames)
+        _log("per-frame work: the reference path and the device path")
+        report["per_frame_paths"] = bench_per_frame_paths(worker, uri, info, shard)
         _log("end to end in-process (process_shard + finish_video)")
         report["end_to_end_fps"] = {"in_process": bench_in_process(worker, uri, info, shard, hashes, str(folder / "out-inproc"))}
         _log("naive per-frame loop")

@@ -188,20 +188,20 @@ def wait_for(condition, timeout_s: float, what: str, interval_s: float = 0.05):
 # -- tests ---------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_killed_workers_are_restarted_or_replaced_and_give_the_same_rows(reference, spawner, tmp_path):
-    """The one worker's process dies four times: as it starts a shard (three times) and after writing
-    a video's parts but before its commit row. Ray restarts it three times (`max_restarts`); after
-    the fourth death the runner replaces the dead actor. What died is redone and the output is
-    exactly the uninterrupted run's."""
+    """The one model worker's process dies four times as it starts a shard: Ray restarts it three
+    times (`max_restarts`); after the fourth death the runner replaces the dead actor. The finisher
+    dies once after writing a video's parts but before its commit row, and is restarted. What died is
+    redone and the output is exactly the uninterrupted run's."""
     markers = tmp_path / "markers"
     markers.mkdir()
     out, log = tmp_path / "out", tmp_path / "run.log"
-    points = "shard:a.mp4:0,shard:b.mp4:2,finish:b.mp4,shard:c.mp4:4"
+    points = "shard:a.mp4:0,shard:b.mp4:2,finish:b.mp4,shard:c.mp4:2,shard:c.mp4:4"
     env = posepipe_env(POSEPIPE_TEST_KILL_AT=points, POSEPIPE_TEST_KILL_DIR=str(markers))
     proc = spawner.start(posepipe_command(str(reference.clips), "--output", str(out), "--shard-frames", SHARD,
                                           "--num-workers", "1", *FAST), log, env)
     summary = wait_job(proc, log)
     text = log.read_text()
-    assert len(list(markers.iterdir())) == 4, f"a fault did not fire:\n{text[-3000:]}"
+    assert len(list(markers.iterdir())) == 5, f"a fault did not fire:\n{text[-3000:]}"
     assert summary["ok"] == len(CLIPS) and summary["failed"] == 0, text[-3000:]
     assert summary["frames"] == sum(CLIPS.values())  # a redone shard is counted once
     # Which task is blamed for a death can vary (a task's reply may die with the worker just after
