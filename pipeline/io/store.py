@@ -73,6 +73,8 @@ INDEX_MARGIN_NS = 2_000_000_000
 REINDEX_AFTER = 1000
 # Threads for latency-bound object-store calls (GETs, LISTs, DELETEs); local disks need few.
 REMOTE_THREADS = 64
+# Past this many video folders to look into, `committed_parts` lists all of poses/ once instead.
+LIST_WHOLE_AFTER = 500
 LOCAL_THREADS = 8
 S3_MAX_ATTEMPTS = 10   # AWS SDK standard mode: backoff 2^n x jitter, capped at 20 s a wait
 # A running job rewrites its intent every INTENT_RENEW_S (`Store.renew_job`, from the driver's loop).
@@ -353,7 +355,9 @@ class Store:
 
         Run before any model loads or video is touched, so a wrong --output costs seconds, not a job.
         """
-        probe = f".posepipe-write-check-{uuid.uuid4().hex}"
+        # In _index/: on object stores pyarrow leaves an empty "folder" marker object where a delete
+        # empties a folder, and this one is hidden among the driver's files, not at OUTPUT's top.
+        probe = f"{INDEX_DIR}/.posepipe-write-check-{uuid.uuid4().hex}"
         if self.local:
             root = self.path("")
             for folder, what in ((root, None), (f"{root}/poses", "poses"), (f"{root}/videos", "videos")):
@@ -384,19 +388,28 @@ class Store:
                 done[row["video_id"]] = row
         return done
 
-    def _scan(self) -> dict[str, _Video]:
+    def _scan(self, *, rescan: Iterable[str] | None = None) -> dict[str, _Video]:
+        """List videos/ and learn every row, from the index where it is current, else by reading.
+
+        With `rescan` (the job's own video keys, at its end), this store's previous scan stands in
+        for the index: only rows that changed since, or that the job wrote, are read again.
+        """
         started = time.perf_counter()
         stats = ScanStats()
         listed = {e.name[: -len(".parquet")]: e for e in self.list("videos", recursive=False)}
         stats.listed = len(listed)
-        index, index_mtime, stats.index = self._read_index()
+        if rescan is not None and self._videos is not None:
+            index, index_mtime, stats.index = self._videos, 2**63, self.stats.index
+            force = set(rescan)
+        else:
+            (index, index_mtime, stats.index), force = self._read_index(), set()
         videos: dict[str, _Video] = {}
         unread: list[Entry] = []
         for key, entry in listed.items():
             known = index.get(key)
-            if (known is not None and known.size == entry.size and known.mtime_ns == entry.mtime_ns
-                    and entry.mtime_ns <= index_mtime - INDEX_MARGIN_NS):
-                known.from_index = True
+            if (known is not None and key not in force and known.size == entry.size
+                    and known.mtime_ns == entry.mtime_ns and entry.mtime_ns <= index_mtime - INDEX_MARGIN_NS):
+                known.from_index = known.from_index or index is not self._videos
                 videos[key] = known
             else:
                 unread.append(entry)
@@ -490,12 +503,18 @@ class Store:
         protect = set(protect)
         relist = {video_key(v) for v in video_ids} | set(self._unclean)
         relist |= {k for k, v in videos.items() if v.parts is None or not v.from_index}
+        listed: dict[str, list[str]] | None = None
+        if len(relist) > LIST_WHOLE_AFTER:  # one paged listing of poses/ beats thousands of small ones
+            listed = {}
+            for name in self.list_parquet("poses"):
+                key, _, rest = name.partition("/")
+                listed.setdefault(key, []).append(rest)
 
         def settle(key: str) -> int:
             video = videos.get(key)
             row = video.rows[0] if video and video.rows else {}
             keep = row.get("commit_attempt") if row.get("status") == "ok" else "\0none"
-            names = self.list_parquet(f"poses/{key}")
+            names = listed.get(key, []) if listed is not None else self.list_parquet(f"poses/{key}")
             if video is not None:
                 video.parts = [n for n in names if is_committed_part(n, keep)]
             if not clean or key in protect:
@@ -553,7 +572,10 @@ class Store:
         # A running job's videos are left alone even when their rows changed since the index: one
         # of its finishes may still be writing a new attempt there.
         running = keys_of([e.name for e in found if e.name not in intents])
-        self._scan()  # the rows as committed now, this job's included
+        videos = self._scan(rescan={video_key(v) for v in video_ids})  # the rows as committed now, this job's included
+        if (not video_ids and not intents and all(v.from_index and v.parts is not None for v in videos.values())
+                and self.exists(MANIFEST)):
+            return 0  # a rerun that found everything done, after a job that ended: nothing to settle or write
         self._unclean |= keys_of(intents)
         parts = self.committed_parts(clean=True, video_ids=video_ids, protect=running)
         manifest = pa.table({"video_id": pa.array([p[0] for p in parts], pa.string()),
