@@ -8,7 +8,7 @@ first overflow switches that predictor to fp32 for good, with a warning.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -26,11 +26,23 @@ def strict_fp32(device: torch.device) -> None:
         torch.backends.cuda.matmul.allow_tf32 = False
 
 
+def fall_back_to_fp32(predictor: Any, what: str) -> None:
+    """Turn `predictor`'s fp16 off for good, with a warning (strict fp32 on its device from now on)."""
+    warnings.warn(
+        f"{what}: fp16 overflowed (inf/NaN in its output) with these weights; this worker runs it in "
+        "fp32 from now on. Pass --no-half to skip fp16 altogether.",
+        PrecisionWarning, stacklevel=3,
+    )
+    predictor.half = False
+    strict_fp32(predictor.device)
+
+
 def forward_half_guarded(predictor: Any, run: Callable[[], torch.Tensor], what: str) -> torch.Tensor:
     """`run()` under fp16 autocast when `predictor.half` on CUDA, else as is; float32 out.
 
     `predictor` needs `.half` (bool) and `.device`. If the fp16 output has a non-finite value, the
     predictor's `half` is turned off and `run()` repeats in fp32 (once per predictor, then fp32 on).
+    Checking reads the output on the host (a sync per pass); :func:`forward_half_flagged` does not.
     """
     if not (predictor.half and predictor.device.type == "cuda"):
         return run().float()
@@ -38,14 +50,27 @@ def forward_half_guarded(predictor: Any, run: Callable[[], torch.Tensor], what: 
         out = run()
     if bool(torch.isfinite(out).all()):
         return out.float()
-    warnings.warn(
-        f"{what}: fp16 overflowed (inf/NaN in its output) with these weights; this worker runs it in "
-        "fp32 from now on. Pass --no-half to skip fp16 altogether.",
-        PrecisionWarning, stacklevel=2,
-    )
-    predictor.half = False
-    strict_fp32(predictor.device)
+    fall_back_to_fp32(predictor, what)
     return run().float()
 
 
-__all__ = ["PrecisionWarning", "forward_half_guarded", "strict_fp32"]
+def forward_half_flagged(predictor: Any, run: Callable[[], torch.Tensor],
+                         rows: Sequence[slice] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`run()` as :func:`forward_half_guarded` runs it, without reading anything on the host.
+
+    Returns the float32 output and a () bool tensor on its device: True when this was an fp16 pass
+    and its output (only the batch `rows` given, e.g. not the padding) holds inf or NaN. The caller
+    reads the flag once per window (one sync for many passes); when it is set, it calls
+    :func:`fall_back_to_fp32` and runs that window again. Always False in fp32.
+    """
+    if not (predictor.half and predictor.device.type == "cuda"):
+        out = run().float()
+        return out, torch.zeros((), dtype=torch.bool, device=out.device)
+    with torch.autocast("cuda", dtype=torch.float16):
+        out = run()
+    parts = [out[r] for r in rows] if rows is not None else [out]
+    finite = torch.stack([torch.isfinite(p).all() for p in parts]).all()
+    return out.float(), ~finite
+
+
+__all__ = ["PrecisionWarning", "fall_back_to_fp32", "forward_half_guarded", "strict_fp32"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 import cv2
@@ -30,7 +31,7 @@ import torch
 from torch import nn
 
 from posepipe.models.checkpoint import CheckpointError, load_strict, preview, strip_prefix, tensors_only
-from posepipe.models.precision import forward_half_guarded
+from posepipe.models.precision import forward_half_flagged, forward_half_guarded
 from posepipe.models.weights import Weights
 
 BN_EPS = 1e-3        # set by the official Exp.get_model after construction
@@ -562,6 +563,287 @@ def postprocess(raw: np.ndarray, conf_threshold: float, nms_threshold: float, *,
     return np.ascontiguousarray(dets, dtype=np.float32)
 
 
+# --------------------------------------------------------------------------------------------------
+# The device path: uint8 frames already on the model's device -> fixed-shape detections, no host sync
+# --------------------------------------------------------------------------------------------------
+#
+# `YOLOXDetector.detect_frames` does on the device what `detect_batch` + `postprocess` do on the host,
+# with the same results: the letterbox reproduces cv2.resize(INTER_LINEAR) bit for bit (below), the
+# forward is the same, and the post-processing reproduces `postprocess` / `nms` exactly (float32 IoU,
+# strict >, stable score order, per-class). Every shape depends only on the batch and frame sizes and
+# the arguments, never on the data, and nothing reads a value back to the host (no .item(), .cpu(),
+# .tolist(), bool(tensor), nonzero()), so the caller can queue a whole window and read the results
+# once, and the path can later be CUDA-graphed or compiled. What static shapes cannot decide comes
+# back as device flags (`DeviceDetections.fallback`) that the caller reads once per window.
+
+_RESIZE_COEF_BITS = 11   # OpenCV's INTER_RESIZE_COEF_BITS: bilinear weights are multiples of 1/2048
+_TAPS: dict[tuple[int, int, bool, str], tuple[torch.Tensor, ...]] = {}
+_CLASS_TABLES: dict[tuple[tuple[int, ...], int, str], torch.Tensor] = {}
+
+
+def _linear_taps(src: int, dst: int, clamp_weights: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One axis of OpenCV's INTER_LINEAR (imgproc/src/resize.cpp, resizeGeneric_): for each output
+    index d, source indices s0, s1 and 11-bit weights w0, w1 of f = float32((d + 0.5) * (src / dst) - 0.5).
+
+    Columns (`clamp_weights`) clamp like OpenCV: left of the image f = 0 at the first pixel, right of
+    it f = 0 at the last. Rows keep the fractional weight and only clamp the source rows, so the
+    first and last output rows can mix a row with itself (it matters for the rounding below).
+    """
+    scale = 1.0 / (dst / src)   # OpenCV: inv_scale = (double)dst / src, scale = 1. / inv_scale
+    f = ((np.arange(dst) + 0.5) * scale - 0.5).astype(np.float32)
+    s = np.floor(f).astype(np.int64)
+    f = (f - s.astype(np.float32)).astype(np.float32)
+    if clamp_weights:
+        low, high = s < 0, s >= src - 1
+        f[low], s[low] = 0, 0
+        f[high], s[high] = 0, src - 1
+    one = 1 << _RESIZE_COEF_BITS
+    w0 = np.rint((np.float32(1) - f) * np.float32(one)).astype(np.int32)  # saturate_cast<short>: round half even
+    w1 = np.rint(f * np.float32(one)).astype(np.int32)
+    return np.clip(s, 0, src - 1), np.clip(s + 1, 0, src - 1), w0, w1
+
+
+def _taps(src: int, dst: int, columns: bool, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """`_linear_taps` as device tensors, made once per (size, device): a later call copies nothing to
+    the device (a copy from pageable host memory would wait for the stream, and CUDA graphs forbid it)."""
+    key = (src, dst, columns, str(device))
+    taps = _TAPS.get(key)
+    if taps is None:
+        if len(_TAPS) >= 256:
+            _TAPS.clear()
+        s0, s1, w0, w1 = _linear_taps(src, dst, columns)
+        shape = (1, 1, dst, 1) if columns else (1, dst, 1, 1)
+        taps = (torch.as_tensor(s0, device=device), torch.as_tensor(s1, device=device),
+                torch.as_tensor(w0, device=device).view(shape), torch.as_tensor(w1, device=device).view(shape))
+        _TAPS[key] = taps
+    return taps
+
+
+def resize_linear_uint8(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """cv2.resize(frame, (width, height), interpolation=cv2.INTER_LINEAR) for a (B, H, W, C) uint8
+    tensor, on its device, in integer arithmetic: bit-identical to OpenCV's 8-bit path.
+
+    OpenCV's 8-bit INTER_LINEAR is fixed point: 11-bit weights, a horizontal pass kept exact in int32,
+    then a vertical pass in its SIMD form ((row0 >> 4) * b0 >> 16) + ((row1 >> 4) * b1 >> 16), rounded
+    by (+2) >> 2. That is reproduced here; it matched cv2.resize of opencv-python-headless 5.0.0 (the
+    venv's) and 4.10.0.84 (the GPU image's) on every pixel of 309 size pairs, up and down, 2x and 3x
+    included (tests/models/test_yolox_device.py checks the installed one). A build without SIMD
+    would round the vertical pass once, (b0 * row0 + b1 * row1 + 2**21) >> 22, and differ by 1 on
+    ~10% of the pixels. So does the float alternative, F.interpolate(mode="bilinear",
+    align_corners=False, antialias=False) rounded to uint8: the same filter (no antialiasing,
+    half-pixel centres, edge clamp), but 1 off on ~11% of the pixels of a 768x576 -> 640x480
+    letterbox, which moves boxes by a fraction of a pixel and can flip a detection that sits on the
+    confidence or NMS threshold.
+    """
+    if frames.dtype != torch.uint8 or frames.ndim != 4:
+        raise ValueError(f"expected (B, H, W, C) uint8 frames, got {tuple(frames.shape)} {frames.dtype}")
+    src_h, src_w = int(frames.shape[1]), int(frames.shape[2])
+    if (src_h, src_w) == (height, width):
+        return frames
+    ys0, ys1, wy0, wy1 = _taps(src_h, height, False, frames.device)
+    xs0, xs1, wx0, wx1 = _taps(src_w, width, True, frames.device)
+
+    def columns(rows: torch.Tensor) -> torch.Tensor:  # exact int32 horizontal pass
+        return rows.index_select(2, xs0).int() * wx0 + rows.index_select(2, xs1).int() * wx1
+
+    top, bottom = columns(frames.index_select(1, ys0)), columns(frames.index_select(1, ys1))
+    out = (((top >> 4) * wy0) >> 16) + (((bottom >> 4) * wy1) >> 16)
+    return ((out + 2) >> 2).clamp_(0, 255).to(torch.uint8)
+
+
+def letterbox_frames(frames: torch.Tensor, input_size: tuple[int, int]) -> tuple[torch.Tensor, float]:
+    """`letterbox_uint8` for a batch of same-sized frames on a device: (B, H, W, 3) uint8 ->
+    (B, H_in, W_in, 3) uint8 canvas (the resize at the top-left, PAD_VALUE around it) and the ratio r.
+    Bit-identical to `letterbox_uint8` (see `resize_linear_uint8`)."""
+    if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"YOLOX expects (B, H, W, 3) uint8 BGR frames, got {tuple(frames.shape)} {frames.dtype}")
+    height, width = int(frames.shape[1]), int(frames.shape[2])
+    if height == 0 or width == 0:
+        raise ValueError(f"empty frames of shape {tuple(frames.shape)}")
+    in_h, in_w = input_size
+    r = min(in_h / height, in_w / width)
+    new_w, new_h = int(width * r), int(height * r)
+    resized = resize_linear_uint8(frames, new_h, new_w)
+    canvas = torch.nn.functional.pad(resized, (0, 0, 0, in_w - new_w, 0, in_h - new_h), value=PAD_VALUE)
+    return canvas, r
+
+
+def _class_table(classes: Iterable[int], num_classes: int, device: torch.device) -> torch.Tensor:
+    """(C,) bool, true at the wanted class ids; cached per device like `_taps`."""
+    wanted = tuple(sorted({int(c) for c in classes}))
+    key = (wanted, num_classes, str(device))
+    table = _CLASS_TABLES.get(key)
+    if table is None:
+        if len(_CLASS_TABLES) >= 256:
+            _CLASS_TABLES.clear()
+        table = torch.zeros(num_classes, dtype=torch.bool)
+        table[[c for c in wanted if 0 <= c < num_classes]] = True
+        table = _CLASS_TABLES[key] = table.to(device)
+    return table
+
+
+def _float32_at_most(value: float) -> float:
+    """The largest float32 <= value: for a float32 x, x > value (in double, as `nms` compares)
+    exactly when x > this (compared in float32)."""
+    v = np.float32(value)
+    if float(v) > value:
+        v = np.nextafter(v, np.float32(-np.inf))
+    return float(v)
+
+
+def pairwise_iou(boxes: torch.Tensor) -> torch.Tensor:
+    """(B, M, 4) xyxy float32 -> (B, M, M) IoU, computed as `nms` does (float32, areas without +1,
+    union = area_i + area_j - inter); 0/0 is NaN, which suppresses nothing."""
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    areas = (x2 - x1) * (y2 - y1)
+    # In place where it can be: at most three (B, M, M) float32 buffers at a time.
+    inter = torch.minimum(x2[:, :, None], x2[:, None, :]).sub_(torch.maximum(x1[:, :, None], x1[:, None, :])).clamp_(min=0)
+    h = torch.minimum(y2[:, :, None], y2[:, None, :]).sub_(torch.maximum(y1[:, :, None], y1[:, None, :])).clamp_(min=0)
+    inter.mul_(h)
+    union = torch.add(areas[:, :, None], areas[:, None, :], out=h).sub_(inter)
+    return inter.div_(union)
+
+
+def greedy_nms_static(boxes: torch.Tensor, valid: torch.Tensor, labels: torch.Tensor | None, iou_threshold: float,
+                      *, iterations: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy NMS over candidates already in visiting order (best first), batched, with static shapes.
+
+    boxes (B, M, 4) float32, valid (B, M) bool, labels (B, M) or None (class-agnostic). Returns
+    keep (B, M) bool, the greedy result exactly as `nms` (strict >, float32 IoU, per label) when
+    converged (B,) is true.
+
+    Greedy NMS is the unique solution of keep_i = valid_i and not any(keep_j and S_ij for j < i),
+    S_ij = "j would suppress i". It is found as a fixed point: starting from keep = valid, each
+    iteration recomputes every keep_i from the previous keep (one batched mat-vec). After t
+    iterations every box whose chain of suppressions is shorter than t is final; when an iteration
+    changes nothing the fixed point, i.e. the greedy result, is reached. The iterations are a fixed
+    number (no data-dependent loop, no sync); `converged` reports whether that was enough.
+
+    Why not torchvision.ops.batched_nms: its output size depends on the data (a sync), and PyPI's
+    torchvision wheels for Linux are CUDA builds that do not load beside the CPU torch wheel of the
+    development venv (libtorch_cuda.so missing: "operator torchvision::nms does not exist").
+    """
+    m = boxes.shape[1]
+    suppress = pairwise_iou(boxes) > _float32_at_most(iou_threshold)
+    earlier = torch.ones(m, m, dtype=torch.bool, device=boxes.device).tril_(-1)  # [i, j]: j visited before i
+    suppress &= earlier & valid[:, None, :]
+    if labels is not None:
+        suppress &= labels[:, :, None] == labels[:, None, :]
+    # 0/1 entries and a sum tested for > 0: a 16-bit mat-vec is exact for that (rounding never takes a
+    # positive sum of non-negative terms to 0) and moves half the bytes of float32.
+    dtype = torch.float16 if boxes.device.type == "cuda" else torch.bfloat16
+    s = suppress.to(dtype)
+
+    def step(keep: torch.Tensor) -> torch.Tensor:
+        hits = torch.bmm(s, keep.to(dtype).unsqueeze(-1)).squeeze(-1)
+        return valid & (hits == 0)
+
+    keep = valid
+    for _ in range(max(int(iterations), 0)):
+        keep = step(keep)
+    converged = (step(keep) == keep).all(dim=1)
+    return keep, converged
+
+
+def first_true(mask: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of the first `k` true entries of each row of `mask` (B, M), in order, padded with
+    other indices; and the count of true entries, capped at k. Static shapes (a stable sort)."""
+    m = mask.shape[1]
+    order = torch.argsort((~mask).to(torch.uint8), dim=1, stable=True)
+    if k > m:
+        order = torch.cat([order, order.new_zeros(order.shape[0], k - m)], dim=1)
+    return order[:, :k], mask.sum(dim=1).clamp(max=k)
+
+
+@dataclass
+class DeviceDetections:
+    """Detections of a batch of frames, fixed-shape, on the device. Row b holds frame b's detections
+    best first (score = obj * cls_conf, descending; ties in anchor order) in its first count[b] rows
+    (valid[b]); the other rows are zeros. Boxes are xyxy in original frame pixels, not clipped: row for
+    row what `YOLOXDetector.detect_batch` returns for the frame, when `fallback` is false.
+
+    `fallback` (a 0-d bool tensor) is what the caller reads once per window (one sync): true when
+    the fp16 forward overflowed (`overflow`; rerun in fp32 after `precision.fall_back_to_fp32`) or
+    the result is not certainly exact for some frame (`exact`: NMS not converged in its iterations,
+    or more candidates passed the threshold than were considered while fewer than max_detections
+    were kept); then rerun the window with more `candidates` / `nms_iterations`, or on the host.
+    """
+    boxes: torch.Tensor      # (B, K, 4) float32
+    obj: torch.Tensor        # (B, K) float32
+    cls_conf: torch.Tensor   # (B, K) float32
+    labels: torch.Tensor     # (B, K) int64
+    valid: torch.Tensor      # (B, K) bool, a prefix of each row
+    count: torch.Tensor      # (B,) int64
+    overflow: torch.Tensor   # () bool
+    exact: torch.Tensor      # (B,) bool
+
+    @property
+    def scores(self) -> torch.Tensor:
+        """(B, K) obj * cls_conf, the ranking score (0 in invalid rows)."""
+        return self.obj * self.cls_conf
+
+    @property
+    def fallback(self) -> torch.Tensor:
+        return self.overflow | ~self.exact.all()
+
+    def to_host(self) -> list[np.ndarray]:
+        """Per frame (N, 7) float32 [x1, y1, x2, y2, obj, cls_conf, cls]: `detect_batch`'s output (a sync)."""
+        rows = torch.cat([self.boxes, self.obj[..., None], self.cls_conf[..., None],
+                          self.labels[..., None].to(torch.float32)], dim=-1).cpu().numpy()
+        return [np.ascontiguousarray(r[:n]) for r, n in zip(rows, self.count.cpu().tolist())]
+
+
+def postprocess_device(raw: torch.Tensor, conf_threshold: float, nms_threshold: float, *,
+                       classes: Iterable[int] | None = None, max_detections: int | None = None,
+                       candidates: int = 1024, nms_iterations: int = 16) -> DeviceDetections:
+    """`postprocess` (class-aware) for a batch, on raw's device, static shapes: raw (B, A, 5 + C)
+    float32 -> DeviceDetections in network-input pixels (overflow false).
+
+    The `candidates` best-scored anchors that pass the threshold (stable order) go through NMS: exact
+    when all that passed fit, or when max_detections boxes were kept among them (a box's fate depends
+    only on better-scored ones); `exact` says which. K = max_detections, or `candidates` if None.
+    """
+    if raw.ndim != 3 or raw.shape[-1] < 6:
+        raise ValueError(f"raw output must be (B, A, 5 + num_classes), got {tuple(raw.shape)}")
+    raw = raw.float()
+    anchors, num_classes = raw.shape[1], raw.shape[2] - 5
+    m = min(int(candidates), anchors)
+    k = m if max_detections is None else max(int(max_detections), 0)
+    cls_scores = raw[..., 5:]
+    cls_id = cls_scores.argmax(dim=-1)                     # first maximum, as numpy's argmax
+    cls_conf = cls_scores.gather(-1, cls_id[..., None])[..., 0]
+    obj = raw[..., 4]
+    score = obj * cls_conf
+    passed = score >= float(np.float32(conf_threshold))
+    if classes is not None:
+        passed &= _class_table(classes, num_classes, raw.device)[cls_id]
+    # Visiting order: passed anchors by descending score, ties in anchor order (np.argsort(-s, "stable")).
+    key = torch.where(passed, score, torch.full_like(score, -torch.inf))
+    order = torch.sort(key, dim=1, descending=True, stable=True).indices[:, :m]
+    cand_passed = passed.gather(1, order)
+    cx, cy, w, h = (raw[..., i].gather(1, order) for i in range(4))
+    boxes = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1)
+    cand_labels = cls_id.gather(1, order)
+    keep, converged = greedy_nms_static(boxes, cand_passed, cand_labels, nms_threshold, iterations=nms_iterations)
+    pick, count = first_true(keep, k)
+    valid = torch.arange(k, device=raw.device)[None, :] < count[:, None]
+    anchor = order.gather(1, pick)
+    exact = converged & (passed.sum(dim=1) <= m)
+    if max_detections is not None:  # k kept among the candidates: the rest could not change them
+        exact |= converged & (keep.sum(dim=1) >= k)
+    zero = torch.zeros((), dtype=raw.dtype, device=raw.device)
+    return DeviceDetections(
+        boxes=torch.where(valid[..., None], boxes.gather(1, pick[..., None].expand(-1, -1, 4)), zero),
+        obj=torch.where(valid, obj.gather(1, anchor), zero),
+        cls_conf=torch.where(valid, cls_conf.gather(1, anchor), zero),
+        labels=torch.where(valid, cls_id.gather(1, anchor), torch.zeros_like(anchor)),
+        valid=valid,
+        count=count,
+        overflow=torch.zeros((), dtype=torch.bool, device=raw.device),
+        exact=exact,
+    )
+
+
 class YOLOXDetector:
     """A YOLOX model with the official pre/post-processing; images in, CPU numpy detections out.
 
@@ -621,6 +903,35 @@ class YOLOXDetector:
             for raw_i, ratio in zip(raw, ratios)
         ]
 
+    @torch.inference_mode()
+    def detect_frames(self, frames: torch.Tensor, *, conf_threshold: float = 0.25, nms_threshold: float = 0.45,
+                      classes: Iterable[int] | None = None, max_detections: int | None = None,
+                      candidates: int = 1024, nms_iterations: int = 16) -> DeviceDetections:
+        """`detect_batch` (class-aware NMS) for same-sized frames already on the model's device, all on
+        that device, without a host sync: (B, H, W, 3) uint8 BGR -> DeviceDetections (B rows of K =
+        max_detections, or `candidates` if None), boxes in frame pixels.
+
+        Letterbox bit-identical to `letterbox_uint8` (`resize_linear_uint8`), the same forward (fp16
+        autocast when `half` on CUDA), post-processing identical to `postprocess` + the division by the
+        ratio. Instead of `forward_half_guarded`'s per-forward check, `overflow` flags a non-finite fp16
+        output (`precision.forward_half_flagged`); read `fallback` once per window (see
+        DeviceDetections). At most `candidates` anchors go through NMS, with `nms_iterations`
+        fixed-point iterations (`greedy_nms_static`).
+        """
+        if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"YOLOX expects (B, H, W, 3) uint8 BGR frames, got {tuple(frames.shape)} {frames.dtype}")
+        frames = frames.to(self.device)  # a no-op when the caller uploaded them, as it should
+        canvas, ratio = letterbox_frames(frames, self.input_size)
+        x = canvas.permute(0, 3, 1, 2).float()  # channels_last memory, as detect_batch's input
+        raw, overflow = forward_half_flagged(self, lambda: self.model(x))
+        dets = postprocess_device(raw, conf_threshold, nms_threshold, classes=classes, max_detections=max_detections,
+                                  candidates=candidates, nms_iterations=nms_iterations)
+        # A division by a device scalar: CUDA turns a division by a Python number into a multiplication
+        # by its reciprocal, which can differ from numpy's division by one ulp.
+        dets.boxes = dets.boxes / torch.full((), float(np.float32(ratio)), dtype=torch.float32, device=raw.device)
+        dets.overflow = overflow
+        return dets
+
     def postprocess(self, raw: np.ndarray, ratio: float, conf_threshold: float = 0.25, nms_threshold: float = 0.45,
                     class_agnostic: bool = False, classes: Iterable[int] | None = None,
                     max_detections: int | None = None) -> np.ndarray:
@@ -669,6 +980,7 @@ def create(spec: Weights, state_dict: Mapping[str, torch.Tensor] | None, *, devi
 
 
 __all__ = [
-    "WEIGHTS", "YOLOX", "YOLOXDetector", "build_yolox", "checkpoint_format", "convert_checkpoint", "create", "letterbox", "letterbox_uint8", "nms",
-    "postprocess",
+    "WEIGHTS", "YOLOX", "DeviceDetections", "YOLOXDetector", "build_yolox", "checkpoint_format", "convert_checkpoint", "create",
+    "first_true", "greedy_nms_static", "letterbox", "letterbox_frames", "letterbox_uint8", "nms", "pairwise_iou", "postprocess",
+    "postprocess_device", "resize_linear_uint8",
 ]

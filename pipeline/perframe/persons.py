@@ -1,0 +1,62 @@
+"""A window's person boxes on the device: `worker.select_persons` for `YOLOXDetector.detect_frames`' output.
+
+Same rule, same numbers: person class only, boxes clipped to the frame, those under MIN_BOX_PX wide or
+high or not finite dropped, best first (score = obj * cls_conf), at most `max_persons`. Fixed shapes
+and no host sync, so the window's detections stay on the device until the caller reads them once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from posepipe.models.yolox import DeviceDetections, first_true
+
+# The worker's select_persons uses the same two numbers (tests/models/test_yolox_device.py checks it).
+PERSON_CLASS = 0
+MIN_BOX_PX = 2.0
+
+
+@dataclass
+class DevicePersons:
+    """Row b holds frame b's person boxes, best first, in its first count[b] rows (valid[b]); the
+    other rows are zeros. Boxes are xyxy in frame pixels, clipped to the frame."""
+    boxes: torch.Tensor   # (B, P, 4) float32
+    scores: torch.Tensor  # (B, P) float32, obj * cls_conf
+    valid: torch.Tensor   # (B, P) bool, a prefix of each row
+    count: torch.Tensor   # (B,) int64
+
+    def to_host(self) -> list[np.ndarray]:
+        """Per frame (N, 5) float32 [x1, y1, x2, y2, score]: what `select_persons` returns (a sync)."""
+        rows = torch.cat([self.boxes, self.scores[..., None]], dim=-1).cpu().numpy()
+        return [np.ascontiguousarray(r[:n]) for r, n in zip(rows, self.count.cpu().tolist())]
+
+
+def select_persons_device(dets: DeviceDetections, width: int, height: int, max_persons: int) -> DevicePersons:
+    """`select_persons` for every frame of `dets` at once, on their device: P = min(max_persons, K) rows.
+
+    `dets` rows are already best first (ties in anchor order), which is the order `select_persons`'
+    stable sort gives, so the kept rows are only moved up (a stable compaction), not re-sorted.
+    """
+    boxes = dets.boxes
+    x = boxes[..., 0::2].clamp(0, width)
+    y = boxes[..., 1::2].clamp(0, height)
+    boxes = torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], dim=-1)
+    scores = dets.obj * dets.cls_conf
+    keep = (dets.valid & (dets.labels == PERSON_CLASS)
+            & (boxes[..., 2] - boxes[..., 0] >= MIN_BOX_PX) & (boxes[..., 3] - boxes[..., 1] >= MIN_BOX_PX)
+            & torch.isfinite(boxes).all(dim=-1))
+    p = min(max(int(max_persons), 0), boxes.shape[1])
+    pick, count = first_true(keep, p)
+    valid = torch.arange(p, device=boxes.device)[None, :] < count[:, None]
+    zero = torch.zeros((), dtype=boxes.dtype, device=boxes.device)
+    return DevicePersons(
+        boxes=torch.where(valid[..., None], boxes.gather(1, pick[..., None].expand(-1, -1, 4)), zero),
+        scores=torch.where(valid, scores.gather(1, pick), zero),
+        valid=valid,
+        count=count,
+    )
+
+
+__all__ = ["MIN_BOX_PX", "PERSON_CLASS", "DevicePersons", "select_persons_device"]
