@@ -34,8 +34,8 @@ PERSON_CLASS = 0
 
 def supports_device_path(detector: Any, pose: Any, mesh: Any) -> bool:
     """Whether all three per-frame models have device methods (every family but some 2D ones do)."""
-    return all(hasattr(m, name) for m, name in ((detector, "detect_frames"), (pose, "predict_frames"),
-                                                 (mesh, "predict_frames")))
+    return all(hasattr(m, name) and getattr(m, "supports_device", True)
+               for m, name in ((detector, "detect_frames"), (pose, "predict_frames"), (mesh, "predict_frames")))
 
 
 @dataclass
@@ -142,7 +142,7 @@ class DeviceWindows:
             # fp16 overflowed in the detector, or its NMS could not promise exactness: this window
             # goes the reference way (and the detector runs in fp32 from now on if it overflowed).
             if worker.detector.half:
-                fall_back_to_fp32(worker.detector, "YOLOX", stacklevel=2)
+                fall_back_to_fp32(worker.detector, "YOLOX")
             self.clock.add_host("select", time.thread_time() - t_cpu)
             return worker._frames(list(pending.frames_host), pending.indices, pending.stamps, width, height,
                                   {"decode": 0.0, "detect": 0.0, "pose2d": 0.0, "smpl": 0.0})
@@ -193,21 +193,24 @@ class DeviceWindows:
         t_cpu = time.thread_time()
         mesh_out = mesh._asdict() if hasattr(mesh, "_asdict") else dict(mesh)
         overflow = pose.overflow | torch.as_tensor(mesh_out.pop("overflow", False), device=self.device)
+        # HMR's crop canvas has a static size bound; a box past it (never inside the frame) is redone on the host.
+        cut = torch.as_tensor(mesh_out.pop("cut", False), device=self.device)
         names = {"keypoints_2d": pose.keypoints, "keypoint_scores": pose.scores,
                  **{f"smpl_{c}": mesh_out[c] for c in ("global_orient", "body_pose", "betas", "camera")}}
         # One copy down for the window's results: everything packed into one float32 tensor.
-        flat = torch.cat([t.reshape(len(boxes_xyxy), -1).float() for t in names.values()] +
-                         [overflow.reshape(1, 1).expand(len(boxes_xyxy), 1).float()], dim=1)
+        flags = torch.stack([overflow, cut]).float().reshape(1, 2).expand(len(boxes_xyxy), 2)
+        flat = torch.cat([t.reshape(len(boxes_xyxy), -1).float() for t in names.values()] + [flags], dim=1)
         host = flat.to("cpu", non_blocking=self.cuda)
         done = self._event()
         if done is not None:
             done.synchronize()
         self.clock.settle()
         host = host.numpy()
-        if host[0, -1] > 0:
-            for model, what in ((worker.pose, "2D pose"), (worker.mesh, "HMR")):
-                if getattr(model, "half", False):
-                    fall_back_to_fp32(model, what, stacklevel=2)
+        if host[0, -2] > 0 or host[0, -1] > 0:
+            if host[0, -2] > 0:  # fp16 overflowed: those models run in fp32 from now on
+                for model, what in ((worker.pose, "2D pose"), (worker.mesh, "HMR")):
+                    if getattr(model, "half", False):
+                        fall_back_to_fp32(model, what)
             self.clock.add_host("unpack", time.thread_time() - t_cpu)
             return None
         out, at = {}, 0
