@@ -489,7 +489,12 @@ class Store:
                    for v in sorted(videos.values(), key=lambda v: v.key) for row in v.rows]
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         name = f"videos-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
-        self.write_table(f"{INDEX_DIR}/{name}", pa.Table.from_pylist(records, schema=schema))
+        try:
+            table = pa.Table.from_pylist(records, schema=schema)
+        except (pa.ArrowException, TypeError) as exc:  # a row of an older, odd shape: the index is only a shortcut
+            log.warning("not writing the videos index (%s); the next run reads every row", scrub(str(exc))[:200])
+            return ""
+        self.write_table(f"{INDEX_DIR}/{name}", table)
         for stale in old:
             self.remove(f"{INDEX_DIR}/{stale}")
         self._unclean.clear()
