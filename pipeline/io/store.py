@@ -331,9 +331,15 @@ class Store:
 
     # -- reading ----------------------------------------------------------------------------
     def read_table(self, relative: str, columns: Sequence[str] | None = None) -> pa.Table:
+        columns = list(columns) if columns is not None else None
         with _errors("read", self.where(relative)):
-            with self.fs.open_input_file(self.path(relative)) as f:
-                return pq.read_table(f, columns=list(columns) if columns is not None else None)
+            if self.local:
+                return pq.read_table(self.path(relative), columns=columns, filesystem=self.fs)
+            # Whole, then parsed in memory: one GET (after the layer's HEAD) instead of a ranged GET
+            # for the footer and another for the data; rows and parts are small.
+            with self.fs.open_input_stream(self.path(relative)) as stream:
+                data = stream.read()
+        return pq.read_table(pa.BufferReader(data), columns=columns)
 
     def read_tables(self, relatives: Sequence[str], columns: Sequence[str] | None = None) -> list[pa.Table]:
         return self.map(lambda r: self.read_table(r, columns), relatives)
