@@ -188,3 +188,17 @@ def test_committed_only_recipes_while_superseded_and_crashed_parts_lie_beside(tm
     assert _count(f"SELECT count(*) FROM read_parquet('{out}/poses/**/*.parquet')") == now
     manifest.execute(f"SET VARIABLE parts = (SELECT list('{out}/' || path) FROM '{out}/{MANIFEST}')")
     assert manifest.sql("SELECT count(*) FROM read_parquet(getvariable('parts'))").fetchall()[0][0] == now
+
+
+def test_files_command_says_what_is_wrong(tmp_path, proxied):
+    missing = CliRunner().invoke(main, ["files", str(tmp_path / "nope")])
+    assert missing.exit_code == 2 and "does not exist" in missing.output
+    proxy, store = proxied
+    store.write_table(f"videos/{video_key('a')}.parquet", _row("a"))
+    store.write_table(f"poses/{video_key('a')}/part-000000000-000000004-{'a' * 12}.parquet", pa.table({"x": [1]}))
+    listed = CliRunner().invoke(main, ["files", store.uri])
+    assert listed.exit_code == 0 and listed.output.splitlines() == [
+        f"{store.uri}/poses/{video_key('a')}/part-000000000-000000004-{'a' * 12}.parquet"]
+    proxy.fail_next(1, 403, "AccessDenied", method="GET")  # the listing is refused
+    denied = CliRunner().invoke(main, ["files", store.uri])
+    assert denied.exit_code == 5 and "ACCESS_DENIED" in denied.output and "Traceback" not in denied.output
