@@ -53,7 +53,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 from urllib.parse import urlsplit
 
@@ -186,10 +186,19 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
         attempts = int(env.get("AWS_MAX_ATTEMPTS") or S3_MAX_ATTEMPTS)
         with _errors("connect to", uri):
             return _s3(parts.netloc, endpoint, region, attempts), base
-    if scheme in ("gs", "az"):  # untested here (no emulator): pyarrow's own URI parsing and retries
+    # gs:// and az:// are untested here (no emulator). Both layers retry transient errors themselves
+    # (GCS: retry_time_limit; Azure: the SDK's default exponential retry policy).
+    if scheme == "gs":  # credentials: Application Default Credentials, as gsutil/gcloud use
         with _errors("connect to", uri):
-            fs, _ = pafs.FileSystem.from_uri(uri if scheme == "gs" else "abfs://" + uri[len("az://"):])
-        return fs, base
+            return pafs.GcsFileSystem(retry_time_limit=timedelta(minutes=2)), base
+    if scheme == "az":  # az://CONTAINER/PREFIX; the account and its key from the environment, as adlfs reads them
+        account = os.environ.get("AZURE_STORAGE_ACCOUNT_NAME") or os.environ.get("AZURE_STORAGE_ACCOUNT")
+        if not account:
+            raise OutputError(f"{redact(uri)}: set AZURE_STORAGE_ACCOUNT_NAME (and AZURE_STORAGE_ACCOUNT_KEY, "
+                              "or use a managed identity) to use az:// outputs")
+        with _errors("connect to", uri):
+            return pafs.AzureFileSystem(account_name=account,
+                                        account_key=os.environ.get("AZURE_STORAGE_ACCOUNT_KEY") or None), base
     raise OutputError(f"{redact(uri)}: {scheme}:// is not supported; use a local folder or s3://, gs://, az://")
 
 
