@@ -94,7 +94,8 @@ def load_model(
     `weights` is a local path or a file://, http(s):// or s3:// URI of the checkpoint as its
     authors publish it; None means the official URL, through the local cache. `random_weights`
     must be asked for by name and warns: it exists for plumbing checks only. `half` defaults to
-    True on CUDA (autocast) and False on CPU; fp32 on CUDA turns TF32 off (see `strict_fp32`).
+    True on CUDA (fp16 autocast) and False on CPU, where True means bf16 autocast if the CPU has it;
+    fp32 on CUDA turns TF32 off (see `strict_fp32`).
 
     Raises WeightsUnavailable (the file cannot be had) or CheckpointError (the file cannot be used),
     each with one paragraph naming the model and the file; never torch's, zipfile's or pickle's own.
@@ -120,7 +121,7 @@ def load_model(
             torch.manual_seed(0)
             predictor = family.create(spec, None, device=dev, half=use_half)
         predictor.weights_sha256 = None
-        return predictor
+        return _cpu_half(predictor, name, dev, use_half)
     from posepipe.models.download import WeightsUnavailable
 
     try:
@@ -137,6 +138,21 @@ def load_model(
     state, report = read_weights(name, path)
     predictor = _create(name, path, spec, state, device=dev, half=use_half)
     predictor.weights_sha256 = report.sha256
+    return _cpu_half(predictor, name, dev, use_half)
+
+
+def _cpu_half(predictor: Any, name: str, device: torch.device, half: bool) -> Any:
+    """`half` on a CPU: bf16 autocast where the CPU runs it natively, else fp32 with a warning (the
+    families' constructors take `half` for CUDA's fp16 only)."""
+    if not half or device.type != "cpu":
+        return predictor
+    from posepipe.models.precision import cpu_bf16_supported
+
+    if cpu_bf16_supported():
+        predictor.half = True
+    else:
+        warnings.warn(f"{name}: this CPU has no native bf16, so --half is ignored and it runs in fp32",
+                      PrecisionWarning, stacklevel=3)
     return predictor
 
 

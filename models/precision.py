@@ -4,6 +4,9 @@ fp16 holds values up to 65504. Trained pose networks stay far below that, but no
 it for every checkpoint (HRNet's fused branches reach ~1e5 with the golden test weights), and an
 overflow turns whole heatmaps into NaN keypoints silently. So the fp16 output is checked, and the
 first overflow switches that predictor to fp32 for good, with a warning.
+
+On a CPU, `half` means bf16 autocast (`--half`; off by default, README "Precision on a CPU"): bf16
+has fp32's range, so it cannot overflow, but it keeps 8 bits of mantissa to fp16's 11.
 """
 from __future__ import annotations
 
@@ -37,6 +40,14 @@ def fall_back_to_fp32(predictor: Any, what: str) -> None:
     strict_fp32(predictor.device)
 
 
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU runs bf16 convolutions natively (oneDNN's check: AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def forward_half_guarded(predictor: Any, run: Callable[[], torch.Tensor], what: str) -> torch.Tensor:
     """`run()` under fp16 autocast when `predictor.half` on CUDA, else as is; float32 out.
 
@@ -44,6 +55,9 @@ def forward_half_guarded(predictor: Any, run: Callable[[], torch.Tensor], what: 
     predictor's `half` is turned off and `run()` repeats in fp32 (once per predictor, then fp32 on).
     Checking reads the output on the host (a sync per pass); :func:`forward_half_flagged` does not.
     """
+    if predictor.half and predictor.device.type == "cpu":
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return run().float()
     if not (predictor.half and predictor.device.type == "cuda"):
         return run().float()
     with torch.autocast("cuda", dtype=torch.float16):
@@ -63,6 +77,10 @@ def forward_half_flagged(predictor: Any, run: Callable[[], torch.Tensor],
     reads the flag once per window (one sync for many passes); when it is set, it calls
     :func:`fall_back_to_fp32` and runs that window again. Always False in fp32.
     """
+    if predictor.half and predictor.device.type == "cpu":
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = run().float()
+        return out, torch.zeros((), dtype=torch.bool, device=out.device)
     if not (predictor.half and predictor.device.type == "cuda"):
         out = run().float()
         return out, torch.zeros((), dtype=torch.bool, device=out.device)
@@ -73,4 +91,4 @@ def forward_half_flagged(predictor: Any, run: Callable[[], torch.Tensor],
     return out.float(), ~finite
 
 
-__all__ = ["PrecisionWarning", "fall_back_to_fp32", "forward_half_guarded", "strict_fp32"]
+__all__ = ["PrecisionWarning", "cpu_bf16_supported", "fall_back_to_fp32", "forward_half_guarded", "strict_fp32"]
