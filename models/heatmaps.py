@@ -32,16 +32,22 @@ def _tensor(heatmaps: np.ndarray | torch.Tensor) -> torch.Tensor:
     return t.float()
 
 
-def flip_back(heatmaps_flipped: np.ndarray | torch.Tensor, flip_indices: Sequence[int]) -> torch.Tensor:
-    """Heatmaps of mirrored inputs (K, J, H, W) -> mirrored back, joint j taking joint flip_indices[j]."""
+def flip_back(heatmaps_flipped: np.ndarray | torch.Tensor, flip_indices: Sequence[int] | torch.Tensor) -> torch.Tensor:
+    """Heatmaps of mirrored inputs (K, J, H, W) -> mirrored back, joint j taking joint flip_indices[j].
+
+    `flip_indices` as a long tensor on the heatmaps' device keeps a CUDA stream free of host syncs (a
+    Python list is copied to the device, blocking, on every call)."""
     hm = _tensor(heatmaps_flipped)
     if len(flip_indices) != hm.shape[1]:
         raise ValueError(f"{len(flip_indices)} flip indices for {hm.shape[1]} heatmap channels")
+    if isinstance(flip_indices, torch.Tensor):
+        return hm.flip(-1).index_select(1, flip_indices)
     return hm.flip(-1)[:, list(flip_indices)]
 
 
 def average_flip(
-    heatmaps: np.ndarray | torch.Tensor, heatmaps_flipped: np.ndarray | torch.Tensor, flip_indices: Sequence[int],
+    heatmaps: np.ndarray | torch.Tensor, heatmaps_flipped: np.ndarray | torch.Tensor,
+    flip_indices: Sequence[int] | torch.Tensor,
     *, shift: bool = True,
 ) -> torch.Tensor:
     """The official flip test: flip back, shift right by one column (column 0 kept), ``(a + b) * 0.5``."""
@@ -103,7 +109,7 @@ def decode_heatmaps(heatmaps: np.ndarray | torch.Tensor, convention: str) -> tup
     coords, maxvals = heatmap_maxima(hm)
     if coords.numel() == 0:
         return coords, maxvals
-    quarter = torch.tensor(0.25, dtype=torch.float32, device=coords.device)
+    quarter = 0.25  # a Python scalar: a tensor made here would be a blocking host-to-device copy on CUDA
     if convention == "official":
         coords = coords * (maxvals > 0.0).unsqueeze(-1).float()
         px = torch.floor(coords[..., 0] + 0.5).long()

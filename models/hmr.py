@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from functools import partial
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
@@ -27,8 +28,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from posepipe.models import ondevice
 from posepipe.models.checkpoint import CheckpointError, load_strict, strip_prefix, tensors_only
-from posepipe.models.precision import forward_half_guarded
+from posepipe.models.precision import fall_back_to_fp32, forward_half_flagged, forward_half_guarded
 from posepipe.models.resnet import Bottleneck, make_res_layer
 from posepipe.models.skeletons import SMPL_JOINT_NAMES
 from posepipe.models.weights import Weights
@@ -511,8 +513,15 @@ class HMRPredictor:
 
     Outputs per box (float32 numpy on CPU): ``rotmat`` (24, 3, 3), ``betas`` (10,), ``camera``
     (3,) weak perspective [s, tx, ty] of the crop, ``pose_6d`` (144,), and the same pose as SMPL
-    axis-angle: ``global_orient`` (3,) and ``body_pose`` (23, 3).
+    axis-angle: ``global_orient`` (3,) and ``body_pose`` (23, 3). :meth:`predict_frames` gives the
+    same as device tensors for frames already on the device, with no host sync.
     """
+
+    @property
+    def supports_device(self) -> bool:
+        """predict_frames reproduces SPIN's crop, whose integer corners come from numpy's inv/dot: True
+        when the installed numpy's last bits are the ones emulated (probed once, on the host)."""
+        return ondevice.spin_corners_match_numpy()
 
     def __init__(self, model: HMR, weights: Weights, device: torch.device, *, half: bool = False):
         if weights.mean is None or weights.std is None:
@@ -539,9 +548,10 @@ class HMRPredictor:
             out[i] = crop(image, center, scale, self.input_res)[:, :, ::-1]  # every step is per channel
         return out
 
-    def normalize(self, crops_rgb: np.ndarray) -> torch.Tensor:
+    def normalize(self, crops_rgb: np.ndarray | torch.Tensor) -> torch.Tensor:
         """(N, H, W, 3) uint8 RGB -> (N, 3, H, W) float32 network input on the device."""
-        x = torch.from_numpy(np.ascontiguousarray(crops_rgb)).to(self.device).permute(0, 3, 1, 2).float()
+        x = crops_rgb if isinstance(crops_rgb, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(crops_rgb))
+        x = x.to(self.device).permute(0, 3, 1, 2).float()
         return (x / 255.0 - self._mean) / self._std
 
     def preprocess(self, image_bgr: np.ndarray, bboxes_xyxy: np.ndarray) -> torch.Tensor:
@@ -612,6 +622,71 @@ class HMRPredictor:
             results.append({k: merged[k][offset:offset + count] for k in OUTPUT_KEYS})
             offset += count
         return results
+
+
+    @torch.inference_mode()
+    def predict_frames(
+        self,
+        frames: torch.Tensor,
+        frame_of_box: torch.Tensor,
+        boxes_xyxy: torch.Tensor,
+        *,
+        bucket: int = ondevice.BUCKET,
+        batch_size: int = 64,
+        max_side: int | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """`predict_batch` on the device, with no host sync.
+
+        frames: (B, H, W, 3) uint8 BGR on the model's device; frame_of_box: (N,) int64; boxes_xyxy:
+        (N, 4) float [x1, y1, x2, y2] image pixels with x2 > x1 or y2 > y1 (not checked here: reading
+        them would be a sync). Returns device tensors: the ``OUTPUT_KEYS`` (``global_orient`` (N, 3),
+        ``body_pose`` (N, 23, 3), ``betas`` (N, 10), ``camera`` (N, 3), ``rotmat`` (N, 24, 3, 3),
+        ``pose_6d`` (N, 144), float32), ``overflow`` () bool (fp16 inf/NaN in a real crop's features:
+        call :meth:`fall_back_to_fp32` and run again) and ``cut`` () bool (a crop's canvas was larger
+        than `max_side`, so that crop is wrong; never with the default bound and boxes inside the frame).
+
+        The crops are SPIN's, byte for byte (:func:`~posepipe.models.ondevice.spin_crops`); `max_side`
+        is their static size bound (default: the frame's longer side + 2) and sets their cost. N is
+        padded up to a multiple of `bucket` and run `batch_size` crops per pass. ``supports_device``
+        is False (and this raises) where the installed numpy rounds the crop corners otherwise.
+        """
+        ondevice.check_inputs(frames, frame_of_box, boxes_xyxy, self.device, self.weights.name)
+        if not self.supports_device:
+            raise RuntimeError("the installed numpy's inv/dot round SPIN's crop corners differently from the "
+                               "emulation; use predict_batch")
+        n = boxes_xyxy.shape[0]
+        total = ondevice.padded_count(n, bucket)
+        step = max(bucket, batch_size // bucket * bucket)
+        fob, boxes = ondevice.pad_boxes(frame_of_box, boxes_xyxy, total, (0.0, 0.0, 1.0, 1.0))
+        chunks: list[dict[str, torch.Tensor]] = []
+        flags, cuts = [torch.zeros((), dtype=torch.bool, device=self.device)], []
+        for start in range(0, total, step):
+            stop = min(start + step, total)
+            real = max(0, min(n, stop) - start)
+            crops, cut = ondevice.spin_crops(frames, fob[start:stop], boxes[start:stop], res=self.input_res,
+                                             unit=BBOX_SCALE_UNIT, max_side=max_side)
+            x = self.normalize(crops.flip(-1))  # BGR -> RGB, as `crops`
+            if self.device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            features, overflow = forward_half_flagged(self, partial(self.model.features, x), [slice(0, real)])
+            pose_6d, betas, camera = self.model.regress(features)
+            rotmat = rot6d_to_rotmat(pose_6d.reshape(-1, NUM_JOINTS, 6))
+            axis_angle = rotmat_to_axis_angle(rotmat)
+            chunks.append({"rotmat": rotmat, "betas": betas, "camera": camera, "pose_6d": pose_6d,
+                           "global_orient": axis_angle[:, 0], "body_pose": axis_angle[:, 1:]})
+            flags.append(overflow)
+            cuts.append(cut[:real])
+        if not chunks:
+            out = {k: torch.zeros(v.shape, dtype=torch.float32, device=self.device) for k, v in _empty_result().items()}
+        else:
+            out = {k: torch.cat([c[k] for c in chunks])[:n].float() for k in OUTPUT_KEYS}
+        out["overflow"] = torch.stack(flags).any()
+        out["cut"] = torch.cat(cuts).any() if cuts else torch.zeros((), dtype=torch.bool, device=self.device)
+        return out
+
+    def fall_back_to_fp32(self) -> None:
+        """After ``predict_frames`` reported an overflow: fp32 from now on (then run that window again)."""
+        fall_back_to_fp32(self, "HMR")
 
 
 __all__ = [

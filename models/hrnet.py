@@ -20,6 +20,7 @@ the predictor. Conventions the predictor reproduces (see the golden README for t
 from __future__ import annotations
 
 from collections import OrderedDict
+from functools import partial
 from typing import Any, Callable, Mapping, Sequence
 
 import cv2
@@ -28,8 +29,9 @@ import torch
 from torch import nn
 
 from posepipe.models import heatmaps as heatmap_ops
+from posepipe.models import ondevice
 from posepipe.models.checkpoint import CheckpointError, load_strict, preview, strip_prefix, tensors_only
-from posepipe.models.precision import forward_half_guarded
+from posepipe.models.precision import fall_back_to_fp32, forward_half_flagged, forward_half_guarded
 from posepipe.models.resnet import BasicBlock, Block, Bottleneck, make_res_layer
 from posepipe.models.skeletons import COCO17_FLIP_PAIRS, COCO17_NAMES, COCO17_SKELETON
 from posepipe.models.topdown import check_image as _check_image
@@ -542,7 +544,14 @@ def pose_hrnet(*, width: int = 32, num_joints: int = 17, final_conv_kernel: int 
 
 
 class HRNetPose:
-    """Top-down keypoints for person boxes: crop, HRNet, (flip test), decode. Outputs CPU numpy."""
+    """Top-down keypoints for person boxes: crop, HRNet, (flip test), decode. Outputs CPU numpy;
+    :meth:`predict_frames` does the same on the device, for frames already there (device tensors out)."""
+
+    @property
+    def supports_device(self) -> bool:
+        """predict_frames reproduces the installed OpenCV's warpAffine (the reference crop): 5.x's float
+        kernel or 4.x's fixed point (probed once, on the host); with neither, only predict_batch."""
+        return ondevice.opencv_warp_kind() != "unknown"
 
     def __init__(self, model: PoseHighResolutionNet, weights: Weights, device: torch.device, half: bool = False):
         if weights.input_size is None:
@@ -557,6 +566,8 @@ class HRNetPose:
         self.num_joints = model.num_joints
         # Left/right pairs are known for the COCO-17 layout only; other layouts cannot flip-test.
         self.flip_pairs: tuple[tuple[int, int], ...] | None = COCO17_FLIP_PAIRS if model.num_joints == 17 else None
+        self._flip_index = (torch.tensor(_flip_indices(model.num_joints, self.flip_pairs), dtype=torch.long, device=device)
+                            if self.flip_pairs is not None else None)  # made once: no host copy per pass
         self.weights_sha256: str | None = None  # set by models.load_model
         mean, std = weights.mean or IMAGENET_MEAN, weights.std or IMAGENET_STD
         self._mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
@@ -648,6 +659,78 @@ class HRNetPose:
                 results[i][0][b] = kps[row]
                 results[i][1][b] = scores[row]
         return results
+
+
+    @torch.inference_mode()
+    def predict_frames(
+        self,
+        frames: torch.Tensor,
+        frame_of_box: torch.Tensor,
+        boxes_xywh: torch.Tensor,
+        *,
+        flip_test: bool = True,
+        bucket: int = ondevice.BUCKET,
+        batch_size: int = 64,
+    ) -> ondevice.PoseFrames:
+        """`predict_batch` on the device, with no host sync.
+
+        frames: (B, H, W, 3) uint8 BGR on the model's device; frame_of_box: (N,) int64, the frame of each
+        box; boxes_xywh: (N, 4) float [x, y, w, h] image pixels. Returns
+        :class:`~posepipe.models.ondevice.PoseFrames`: keypoints (N, 17, 2) float32 image px, scores
+        (N, 17) float32 (raw heatmap maxima), overflow () bool (fp16 inf/NaN in a real crop's heatmaps:
+        call :meth:`fall_back_to_fp32` and run again). N is padded up to a multiple of `bucket` and run
+        `batch_size` crops per pass (their mirrors in the same pass with `flip_test`).
+
+        The crops are the bytes the installed ``cv2.warpAffine`` gives the reference path (OpenCV 5:
+        :func:`~posepipe.models.ondevice.warp_affine_float`; 4.x: the fixed-point one; matrices from the
+        same LU solve; ``supports_device`` is False if neither matches), the flip
+        average and ``get_final_preds`` decoding are models/heatmaps.py's, the inverse affine the same
+        matrix applied in float64.
+        """
+        ondevice.check_inputs(frames, frame_of_box, boxes_xywh, self.device, self.weights.name)
+        warp_kind = ondevice.opencv_warp_kind()
+        if warp_kind == "unknown":
+            raise RuntimeError("the installed OpenCV's warpAffine matches neither emulation; use predict_batch")
+        if flip_test and self._flip_index is None:
+            raise ValueError(f"flip test needs left/right joint pairs, unknown for {self.num_joints} joints")
+        n, j = boxes_xywh.shape[0], self.num_joints
+        if n == 0:
+            empty = torch.zeros((0, j), dtype=torch.float32, device=self.device)
+            return ondevice.PoseFrames(empty.unsqueeze(-1).expand(0, j, 2).contiguous(), empty,
+                                       torch.zeros((), dtype=torch.bool, device=self.device))
+        height, width = self.input_size
+        hm_h, hm_w = self.heatmap_size
+        total = ondevice.padded_count(n, bucket)
+        step = max(bucket, batch_size // bucket * bucket)
+        fob, boxes = ondevice.pad_boxes(frame_of_box, boxes_xywh, total, (0.0, 0.0, 1.0, 1.0))
+        center, scale = ondevice.hrnet_center_scale(boxes, width / height, BOX_PADDING, PIXEL_STD)
+        to_crop = ondevice.hrnet_affine(center, scale, (width, height), PIXEL_STD)
+        to_image = ondevice.hrnet_affine(center, scale, (hm_w, hm_h), PIXEL_STD, inv=True)
+        keypoints, scores, flags = [], [], []
+        for start in range(0, total, step):
+            stop = min(start + step, total)
+            real = max(0, min(n, stop) - start)
+            warp = ondevice.warp_affine_float if warp_kind == "float" else ondevice.warp_affine_fixed_point
+            crops = warp(frames, fob[start:stop], to_crop[start:stop], (width, height))
+            if self.weights.color == "RGB":
+                crops = crops.flip(-1)
+            x = (crops.permute(0, 3, 1, 2).float() / 255.0 - self._mean) / self._std  # as `normalize`
+            m = x.shape[0]
+            inputs = torch.cat([x, torch.flip(x, dims=[3])]) if flip_test else x  # as `heatmaps`
+            if self.device.type == "cuda":
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            rows = [slice(0, real), slice(m, m + real)] if flip_test else [slice(0, real)]
+            out, overflow = forward_half_flagged(self, partial(self.model, inputs), rows)
+            hms = heatmap_ops.average_flip(out[:m], out[m:], self._flip_index) if flip_test else out
+            coords, maxvals = heatmap_ops.decode_heatmaps(hms, "official")
+            keypoints.append(ondevice.apply_affine(coords, to_image[start:stop]))
+            scores.append(maxvals)
+            flags.append(overflow)
+        return ondevice.PoseFrames(torch.cat(keypoints)[:n], torch.cat(scores)[:n], torch.stack(flags).any())
+
+    def fall_back_to_fp32(self) -> None:
+        """After ``predict_frames`` reported an overflow: fp32 from now on (then run that window again)."""
+        fall_back_to_fp32(self, "HRNet")
 
 
 def create(spec: Weights, state_dict: Mapping[str, torch.Tensor] | None, *, device: torch.device,

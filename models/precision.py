@@ -91,4 +91,5 @@ def forward_half_flagged(predictor: Any, run: Callable[[], torch.Tensor],
     return out.float(), ~finite
 
 
-__all__ = ["PrecisionWarning", "cpu_bf16_supported", "fall_back_to_fp32", "forward_half_guarded", "strict_fp32"]
+__all__ = ["PrecisionWarning", "cpu_bf16_supported", "fall_back_to_fp32", "forward_half_flagged", "forward_half_guarded",
+           "strict_fp32"]

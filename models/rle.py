@@ -169,7 +169,7 @@ class RLEPose(TopdownPredictor):
         flipped = raw_flipped.clone()
         flipped[:, :, 0] = 1.0 - flipped[:, :, 0]
         flipped[:, :, 0] -= 1.0 / self.input_size_wh[0]  # shift_coords
-        flipped = flipped[:, self.flip_indices]
+        flipped = flipped.index_select(1, self._flip_index)
         flipped[..., 2:] = flipped[..., 2:].sigmoid()
         return (self._post(raw) + flipped) * 0.5
 
@@ -178,6 +178,14 @@ class RLEPose(TopdownPredictor):
         keypoints = out[..., :2] * self._size          # float64
         scores = (1 - out[..., 2:4]).mean(axis=-1)     # float32
         return keypoints, scores.astype(np.float32)
+
+    def _decode_device(self, outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`_decode` on the device: mu * (W, H) in float64, scores mean(1 - sigma) in float32."""
+        w, h = self.input_size_wh
+        mu = outputs[..., :2].to(torch.float64)
+        keypoints = torch.stack([mu[..., 0] * w, mu[..., 1] * h], dim=-1)
+        rest = 1 - outputs[..., 2:4].float()
+        return keypoints, (rest[..., 0] + rest[..., 1]) / 2
 
     def regress(self, inputs: np.ndarray | torch.Tensor, flip_test: bool = False) -> np.ndarray:
         """Network input (N, 3, H, W) -> (N, J, 4) (mu, sigma): the no-flip or flip-averaged output."""

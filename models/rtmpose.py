@@ -30,7 +30,6 @@ from torch import nn
 
 from posepipe.models import mmpose
 from posepipe.models.checkpoint import load_strict
-from posepipe.models.precision import forward_half_guarded
 from posepipe.models.skeletons import COCO17_NAMES, COCO17_SKELETON
 from posepipe.models.topdown import TopdownPredictor, place
 from posepipe.models.weights import Weights
@@ -362,18 +361,17 @@ class RTMPosePredictor(TopdownPredictor):
         self.bins_x = model.bins_x
         self.split_ratio = model.simcc_split_ratio
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        return forward_half_guarded(self, lambda: torch.cat(self.model(x), dim=-1), self.label)
+    def _network(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat(self.model(x), dim=-1)
 
     def _merge_flip(self, raw: torch.Tensor, raw_flipped: torch.Tensor) -> torch.Tensor:
         # flip_vectors (tta.py:82-88): x[:, flip_indices].flip(-1); y[:, flip_indices].
-        fx = raw_flipped[:, self.flip_indices, : self.bins_x].flip(-1)
-        fy = raw_flipped[:, self.flip_indices, self.bins_x:]
+        swapped = raw_flipped.index_select(1, self._flip_index)
+        fx = swapped[..., : self.bins_x].flip(-1)
+        fy = swapped[..., self.bins_x:]
         return (raw + torch.cat([fx, fy], dim=-1)) * 0.5
 
-    def _decode(self, outputs: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def _decode_device(self, outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # get_simcc_maximum (post_processing.py:90-99), then keypoints /= simcc_split_ratio.
         simcc_x, simcc_y = outputs[..., : self.bins_x], outputs[..., self.bins_x:]
         x_locs, y_locs = simcc_x.argmax(dim=-1), simcc_y.argmax(dim=-1)
@@ -382,7 +380,7 @@ class RTMPosePredictor(TopdownPredictor):
         scores = torch.where(max_x > max_y, max_y, max_x)
         locs = torch.stack([x_locs, y_locs], dim=-1).float()
         locs = torch.where((scores <= 0.0).unsqueeze(-1), torch.full_like(locs, -1.0), locs)
-        return (locs / self.split_ratio).cpu().numpy(), scores.cpu().numpy()
+        return locs / self.split_ratio, scores
 
     def simcc(self, inputs: np.ndarray | torch.Tensor, flip_test: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Network input (N, 3, H, W) -> (x-logits (N, J, 2W), y-logits (N, J, 2H)): raw, or flip-averaged."""

@@ -178,11 +178,11 @@ class SimpleBaselinePose(TopdownPredictor):
         self._scale_factor = torch.from_numpy(factor.astype(np.float32)).to(self.device)
 
     def _merge_flip(self, raw: torch.Tensor, raw_flipped: torch.Tensor) -> torch.Tensor:
-        return heatmap_ops.average_flip(raw, raw_flipped, self.flip_indices, shift=True)
+        return heatmap_ops.average_flip(raw, raw_flipped, self._flip_index, shift=True)
 
-    def _decode(self, outputs: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def _decode_device(self, outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         coords, maxvals = heatmap_ops.decode_heatmaps(outputs, "mmpose")
-        return (coords * self._scale_factor).cpu().numpy(), maxvals.cpu().numpy()
+        return coords * self._scale_factor, maxvals
 
     def heatmaps(self, inputs: np.ndarray | torch.Tensor, flip_test: bool = False) -> np.ndarray:
         """Network input (N, 3, H, W) -> heatmaps (N, J, H/4, W/4) float32: raw, or flip-averaged."""

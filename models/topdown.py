@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from posepipe.models.precision import forward_half_guarded
+from posepipe.models import ondevice
+from posepipe.models.precision import fall_back_to_fp32, forward_half_flagged, forward_half_guarded
 from posepipe.models.skeletons import flip_indices
 from posepipe.models.weights import Weights
 
@@ -237,9 +238,14 @@ class TopdownPredictor:
     raw outputs) and ``_decode`` (outputs -> keypoints in crop pixels and scores). The interface is
     the same for every 2D family (HRNet's included): ``predict``, ``predict_batch``, ``weights``,
     ``weights_sha256``, ``input_size``, ``num_joints``. Outputs are CPU numpy float32.
+
+    :meth:`predict_frames` is the same prediction for frames and boxes already on the device, with
+    device tensors out and no host sync (``supports_device``); a family's ``_decode_device`` is what
+    makes it possible (``_decode`` is ``_decode_device`` brought to the host, or its numpy twin).
     """
 
     label = "top-down model"  # named in fp16 overflow warnings
+    supports_device = True    # predict_frames: crops, network, decoding and mapping back on the device
 
     def __init__(self, model: nn.Module, weights: Weights, device: torch.device, half: bool = False):
         if weights.input_size is None or weights.mean is None or weights.std is None:
@@ -252,6 +258,10 @@ class TopdownPredictor:
         self.num_joints = int(model.num_joints)
         # mmpose's flip_indices, from the record's joint names (left_x <-> right_x); none: no flip test.
         self.flip_indices: list[int] | None = flip_indices(weights.keypoint_names) if weights.keypoint_names else None
+        # The same permutation on the device, made once here (indexing with the list would copy it
+        # to the device, blocking, on every pass).
+        self._flip_index = (torch.tensor(self.flip_indices, dtype=torch.long, device=self.device)
+                            if self.flip_indices is not None else None)
         self.weights_sha256: str | None = None  # set by models.load_model
         self._bgr_to_rgb = weights.color == "RGB"
         self._mean = torch.tensor(weights.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
@@ -286,7 +296,7 @@ class TopdownPredictor:
         x = crops_bgr if isinstance(crops_bgr, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(crops_bgr))
         x = x.to(self.device).permute(0, 3, 1, 2)
         if self._bgr_to_rgb:
-            x = x[:, [2, 1, 0]]
+            x = x.flip(1)  # BGR -> RGB
         return (x.float() - self._mean) / self._std
 
     def crop_inputs(self, image_bgr: np.ndarray, centers: np.ndarray, scales: np.ndarray) -> np.ndarray:
@@ -294,11 +304,25 @@ class TopdownPredictor:
         return self.normalize(self.crop_images(image_bgr, centers, scales)).cpu().numpy()
 
     # -- network ----------------------------------------------------------------------------
+    def _network(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's output as one tensor; a family whose network returns several concatenates them."""
+        return self.model(x)
+
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        """One pass; a family whose network returns several tensors concatenates them here."""
+        """One pass (fp16 overflow checked on the host: the reference path)."""
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-        return forward_half_guarded(self, lambda: self.model(x), self.label)
+        return forward_half_guarded(self, lambda: self._network(x), self.label)
+
+    def _forward_flagged(self, x: torch.Tensor, rows: Sequence[slice]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pass and its fp16 overflow flag over `rows`, as a device tensor (the device path)."""
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        return forward_half_flagged(self, lambda: self._network(x), rows)
+
+    def fall_back_to_fp32(self) -> None:
+        """After ``predict_frames`` reported an overflow: fp32 from now on (then run that window again)."""
+        fall_back_to_fp32(self, self.label)
 
     def _post(self, raw: torch.Tensor) -> torch.Tensor:
         return raw
@@ -306,8 +330,14 @@ class TopdownPredictor:
     def _merge_flip(self, raw: torch.Tensor, raw_flipped: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
-    def _decode(self, outputs: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+    def _decode_device(self, outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover
+        """Outputs -> keypoints in crop pixels (N, J, 2) (float32, or float64 where mmpose keeps it) and
+        scores (N, J) float32, as tensors on the outputs' device."""
         raise NotImplementedError
+
+    def _decode(self, outputs: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        coords, scores = self._decode_device(outputs)
+        return coords.cpu().numpy(), scores.cpu().numpy()
 
     def _outputs(self, x: torch.Tensor, flip_test: bool) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != 3:
@@ -390,6 +420,62 @@ class TopdownPredictor:
                 results[i][0][b] = kps[row]
                 results[i][1][b] = scores[row]
         return results
+
+    @torch.inference_mode()
+    def predict_frames(
+        self,
+        frames: torch.Tensor,
+        frame_of_box: torch.Tensor,
+        boxes_xywh: torch.Tensor,
+        *,
+        flip_test: bool = True,
+        bucket: int = ondevice.BUCKET,
+        batch_size: int = 64,
+    ) -> ondevice.PoseFrames:
+        """`predict_batch` on the device, with no host sync.
+
+        frames: (B, H, W, 3) uint8 BGR on the model's device; frame_of_box: (N,) int64, the frame of each
+        box; boxes_xywh: (N, 4) float [x, y, w, h] image pixels (read as float32, as mmpose does). Returns
+        :class:`~posepipe.models.ondevice.PoseFrames`: keypoints (N, J, 2) float32 image px, scores (N, J)
+        float32, overflow () bool (fp16 inf/NaN: call :meth:`fall_back_to_fp32` and run again). N is
+        padded up to a multiple of `bucket` (dummy boxes, sliced off) and run `batch_size` crops (rounded
+        to the bucket) per pass, each pass holding their mirrors too with `flip_test`.
+        Same numbers as `predict_batch` on the same device: the crops are byte-identical
+        (:func:`~posepipe.models.ondevice.warp_affine_fixed_point`), the rest is the same arithmetic.
+        """
+        ondevice.check_inputs(frames, frame_of_box, boxes_xywh, self.device, self.weights.name)
+        if flip_test and self._flip_index is None:
+            raise ValueError(f"{self.weights.name}: the flip test needs the left/right joint pairs of its weights record")
+        n, j = boxes_xywh.shape[0], self.num_joints
+        if n == 0:
+            empty = torch.zeros((0, j), dtype=torch.float32, device=self.device)
+            return ondevice.PoseFrames(empty.unsqueeze(-1).expand(0, j, 2).contiguous(), empty,
+                                       torch.zeros((), dtype=torch.bool, device=self.device))
+        total = ondevice.padded_count(n, bucket)
+        step = max(bucket, batch_size // bucket * bucket)
+        fob, boxes = ondevice.pad_boxes(frame_of_box, boxes_xywh, total, (0.0, 0.0, 1.0, 1.0))
+        center, scale = ondevice.mmpose_center_scale(boxes, self.input_size_wh, BOX_PADDING)
+        matrices = ondevice.mmpose_warp_matrices(center, scale, self.input_size_wh)
+        keypoints, scores, flags = [], [], []
+        for start in range(0, total, step):
+            stop = min(start + step, total)
+            crops = ondevice.warp_affine_fixed_point(frames, fob[start:stop], matrices[start:stop], self.input_size_wh)
+            outputs, overflow = self._outputs_flagged(self.normalize(crops), flip_test, real=max(0, min(n, stop) - start))
+            coords, sc = self._decode_device(outputs)
+            keypoints.append(ondevice.crop_to_image(coords, center[start:stop], scale[start:stop], self.input_size_wh))
+            scores.append(sc.to(torch.float32))
+            flags.append(overflow)
+        return ondevice.PoseFrames(torch.cat(keypoints)[:n], torch.cat(scores)[:n], torch.stack(flags).any())
+
+    def _outputs_flagged(self, x: torch.Tensor, flip_test: bool, real: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`_outputs` for the device path: the fp16 check is a flag over the first `real` crops (and their mirrors)."""
+        m = x.shape[0]
+        if not flip_test:
+            raw, overflow = self._forward_flagged(x, [slice(0, real)])
+            return self._post(raw), overflow
+        both, overflow = self._forward_flagged(torch.cat([x, torch.flip(x, dims=[3])]),
+                                               [slice(0, real), slice(m, m + real)])
+        return self._merge_flip(both[:m], both[m:]), overflow
 
 
 def _by_image(chunk: Sequence[tuple[int, int]]) -> list[tuple[int, list[int]]]:

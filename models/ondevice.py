@@ -1,0 +1,571 @@
+"""Per-frame work on the model's device: batched crops, decoding and mapping back, with no host sync.
+
+The reference paths (``predict_batch`` of every 2D family and of HMR) crop on the host, one OpenCV or
+Pillow call per box, and hand numpy back. The ``predict_frames`` methods built on this module take
+uint8 frames that are already on the device, ``frame_of_box`` and the boxes as device tensors, and
+keep everything there: one batched sampling op crops all N boxes, the network sees the crops (and,
+with the flip test, their mirrors) in one batch, and decoding and mapping back to the image run as
+tensor ops. Nothing reads a device value on the host (no ``.item()``/``.cpu()``/``.tolist()``, no
+``nonzero``/boolean masks, no tensor built from host data after construction), so a CUDA stream never
+waits for the host; ``tests/models/test_ondevice.py`` proves it on the ``meta`` device.
+
+Each crop is an exact emulation of what the reference path calls, not an approximation with
+``grid_sample``: the reference numbers are the golden outputs, and a heatmap argmax moves by a whole
+heatmap pixel (0.3-3 px in the image) when an input pixel moves by one grey level near a tie. (A
+float32 ``grid_sample``, rounded, differs from OpenCV 5's crop on ~1e-4 of the bytes by one level,
+but from the fixed-point crop of the mmpose families by up to 5 levels on ~6% of them.) So:
+
+- mmpose families: OpenCV 4.x's fixed-point ``warpAffine`` (:func:`warp_affine_fixed_point`, the
+  batched form of ``topdown.warp_crops_fixed_point_torch``), with ``cv2.getAffineTransform``'s LU
+  solve reproduced operation for operation in float64 (:func:`affine_from_points`): the 1/1024-px
+  rounding of the map hits exact ties on ordinary float32 boxes, so a closed-form matrix is not enough;
+- HRNet: the ``cv2.warpAffine`` that is installed (:func:`opencv_warp_kind` probes it once): OpenCV
+  5.x's float32 kernel (:func:`warp_affine_float`: float32 coordinates from the float32-cast inverse
+  matrix, fused multiply-adds emulated in float64, round half to even; what its golden case was made
+  with), or 4.x's fixed point;
+- HMR: SPIN's crop (:func:`spin_crops`): the integer corners as numpy's ``inv`` and ``dot`` compute
+  them, the min-max ``bytescale`` as a per-crop lookup table, and Pillow's fixed-point two-pass
+  antialiased bilinear resize (22-bit coefficients, uint8 between the passes, Pillow 13's
+  vertical-first order where it applies: :func:`pillow_vertical_first`), in integer arithmetic.
+
+These are many small elementwise kernels over (N, h, w, 3) tensors (float64 for OpenCV 5's fma, int32
+for the rest): nothing on a GPU, but on a CPU far slower than OpenCV and Pillow's SIMD loops, so a CPU
+worker keeps ``predict_batch``. Shapes are static given (B, H, W) and N: callers pad N up to a
+multiple of :data:`BUCKET` with a dummy box (:func:`pad_boxes`) and slice the outputs back, so a new
+N only costs a new shape when it crosses a bucket.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+BUCKET = 8  # crops per batch are padded to a multiple of this (static shapes, cuDNN plans reused)
+
+
+class PoseFrames(NamedTuple):
+    """What a 2D model's ``predict_frames`` returns, all on the model's device.
+
+    keypoints: (N, J, 2) float32 image pixels; scores: (N, J) float32; overflow: () bool, True when an
+    fp16 pass of this call gave inf/NaN for a real (not padding) crop (see ``precision.forward_half_flagged``).
+    """
+
+    keypoints: torch.Tensor
+    scores: torch.Tensor
+    overflow: torch.Tensor
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs and padding
+# --------------------------------------------------------------------------------------------
+
+def check_inputs(frames: torch.Tensor, frame_of_box: torch.Tensor, boxes: torch.Tensor,
+                 device: torch.device, what: str) -> None:
+    """Shapes, dtypes and devices only (metadata: no device value is read)."""
+    if not isinstance(frames, torch.Tensor) or frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != torch.uint8:
+        desc = f"{frames.dtype} tensor of shape {tuple(frames.shape)}" if isinstance(frames, torch.Tensor) \
+            else type(frames).__name__
+        raise ValueError(f"{what}: frames must be a (B, H, W, 3) uint8 tensor, got {desc}")
+    if not isinstance(frame_of_box, torch.Tensor) or frame_of_box.ndim != 1 or frame_of_box.dtype not in (
+            torch.int64, torch.int32):
+        raise ValueError(f"{what}: frame_of_box must be an (N,) int64 tensor")
+    if not isinstance(boxes, torch.Tensor) or boxes.ndim != 2 or boxes.shape[1] != 4 or not boxes.dtype.is_floating_point:
+        raise ValueError(f"{what}: boxes must be an (N, 4) float tensor")
+    if boxes.shape[0] != frame_of_box.shape[0]:
+        raise ValueError(f"{what}: {boxes.shape[0]} boxes but {frame_of_box.shape[0]} frame_of_box entries")
+    for name, t in (("frames", frames), ("frame_of_box", frame_of_box), ("boxes", boxes)):
+        if t.device != device and not (t.device.type == device.type and device.index is None):
+            raise ValueError(f"{what}: {name} is on {t.device}, the model on {device}; move it there first")
+
+
+def padded_count(n: int, bucket: int = BUCKET) -> int:
+    """n rounded up to a multiple of `bucket` (0 stays 0)."""
+    return -(-n // bucket) * bucket if bucket > 1 else n
+
+
+def pad_boxes(frame_of_box: torch.Tensor, boxes: torch.Tensor, n_total: int,
+              dummy: tuple[float, float, float, float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Append `n_total - N` copies of the `dummy` box on frame 0 (device fills, no host data)."""
+    extra = n_total - boxes.shape[0]
+    if extra <= 0:
+        return frame_of_box.long(), boxes
+    pad = boxes.new_empty((extra, 4))
+    for i, v in enumerate(dummy):
+        pad[:, i] = v
+    return torch.cat([frame_of_box.long(), frame_of_box.new_zeros(extra, dtype=torch.long)]), torch.cat([boxes, pad])
+
+
+def _full(like: torch.Tensor, value: float) -> torch.Tensor:
+    """`value` as a device tensor shaped like `like` (a fill, no host data)."""
+    return torch.full_like(like, value)
+
+
+def _div(t: torch.Tensor, divisor: float) -> torch.Tensor:
+    """``t / divisor`` correctly rounded on every device. torch's ``t / python_float`` is ``t * (1 / d)``
+    on CUDA (and ``d / t`` is ``reciprocal(t) * d`` everywhere), which differs in the last bit for
+    divisors that are not powers of two; dividing by a 0-dim device tensor is a true division."""
+    return t / t.new_full((), divisor)
+
+
+# --------------------------------------------------------------------------------------------
+# cv2.getAffineTransform and warpAffine's matrix inversion, in float64 on the device
+# --------------------------------------------------------------------------------------------
+
+def affine_from_points(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """``cv2.getAffineTransform(src, dst)`` for N triangles at once: (N, 3, 2) float32 -> (N, 2, 3) float64.
+
+    OpenCV builds the 6x6 system with rows (x_i, y_i, 1, 0, 0, 0 | u_i) and (0, 0, 0, x_i, y_i, 1 | v_i)
+    and solves it with ``hal::LU64f`` (``LUImpl``: partial pivoting on the first largest |value|,
+    ``alpha = A[j, i] * (-1 / pivot)``, ``A[j, k] += alpha * A[i, k]`` without fused multiply-adds,
+    back substitution ``(b[i] - sum A[i, k] x[k]) / A[i, i]`` in column order). Every operation is
+    repeated here in the same order, so the matrix is the same to the bit (checked against the
+    installed OpenCV on thousands of boxes): the fixed-point warp rounds it to 1/1024 px, where exact
+    ties are common, so a closed-form matrix (equal to ~1e-13) is not enough.
+    """
+    n = src.shape[0]
+    s = src.to(torch.float64)
+    d = dst.to(torch.float64)
+    a = s.new_zeros((n, 6, 6))
+    b = s.new_zeros((n, 6))
+    for i in range(3):
+        a[:, 2 * i, 0], a[:, 2 * i, 1], a[:, 2 * i, 2] = s[:, i, 0], s[:, i, 1], 1.0
+        a[:, 2 * i + 1, 3], a[:, 2 * i + 1, 4], a[:, 2 * i + 1, 5] = s[:, i, 0], s[:, i, 1], 1.0
+        b[:, 2 * i], b[:, 2 * i + 1] = d[:, i, 0], d[:, i, 1]
+    rows = torch.arange(6, device=src.device).expand(n, 6)
+    for i in range(6):
+        k = a[:, i:, i].abs().argmax(dim=1) + i  # the first largest, as the strict '>' scan
+        perm = rows.clone()
+        perm[:, i] = k
+        perm.scatter_(1, k.unsqueeze(1), torch.full_like(k, i).unsqueeze(1))
+        a = a.gather(1, perm.unsqueeze(-1).expand(n, 6, 6))
+        b = b.gather(1, perm)
+        inv = _full(a[:, i, i], -1.0) / a[:, i, i]  # `-1/A[i,i]`
+        if i < 5:
+            alpha = a[:, i + 1:, i] * inv.unsqueeze(1)
+            a[:, i + 1:, i + 1:] = a[:, i + 1:, i + 1:] + alpha.unsqueeze(-1) * a[:, i:i + 1, i + 1:]
+            b[:, i + 1:] = b[:, i + 1:] + alpha * b[:, i:i + 1]
+    x = [None] * 6
+    for i in range(5, -1, -1):
+        acc = b[:, i]
+        for k in range(i + 1, 6):
+            acc = acc - a[:, i, k] * x[k]
+        x[i] = acc / a[:, i, i]
+    return torch.stack(x, dim=1).view(n, 2, 3)
+
+
+def invert_affine(m: torch.Tensor) -> torch.Tensor:
+    """``warpAffine``'s inversion of a (N, 2, 3) float64 image->crop matrix (crop->image), as OpenCV does it."""
+    m0, m1, m2 = m[:, 0, 0], m[:, 0, 1], m[:, 0, 2]
+    m3, m4, m5 = m[:, 1, 0], m[:, 1, 1], m[:, 1, 2]
+    det = m0 * m4 - m1 * m3
+    det = torch.where(det != 0, _full(det, 1.0) / torch.where(det != 0, det, _full(det, 1.0)), torch.zeros_like(det))
+    a11, a22 = m4 * det, m0 * det
+    a12, a21 = m1 * -det, m3 * -det
+    b1 = -a11 * m2 - a12 * m5
+    b2 = -a21 * m2 - a22 * m5
+    return torch.stack([a11, a12, b1, a21, a22, b2], dim=1).view(-1, 2, 3)
+
+
+# --------------------------------------------------------------------------------------------
+# Batched samplers
+# --------------------------------------------------------------------------------------------
+
+def _taps(frames: torch.Tensor, frame_of_box: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor
+          ) -> list[torch.Tensor]:
+    """The four bilinear neighbours (x, y), (x+1, y), (x, y+1), (x+1, y+1) of each sample, (N, h, w, 3)
+    uint8, 0 outside the frame (OpenCV's constant border)."""
+    _, height, width, _ = frames.shape
+    flat = frames.reshape(-1, 3)
+    base = (frame_of_box * (height * width)).view(-1, 1, 1)
+    out = []
+    for dy, dx in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        px, py = ix + dx, iy + dy
+        inside = (px >= 0) & (px < width) & (py >= 0) & (py < height)
+        index = base + py.clamp(0, height - 1) * width + px.clamp(0, width - 1)
+        value = flat.index_select(0, index.reshape(-1)).view(*index.shape, 3)
+        out.append(value * inside.unsqueeze(-1))
+    return out
+
+
+def warp_affine_fixed_point(frames: torch.Tensor, frame_of_box: torch.Tensor, matrices: torch.Tensor,
+                            output_size_wh: tuple[int, int]) -> torch.Tensor:
+    """OpenCV 4.x's ``warpAffine(INTER_LINEAR)`` (constant-0 border) of frame ``frame_of_box[k]`` by
+    image->crop ``matrices[k]`` (N, 2, 3) float64: (N, h, w, 3) uint8, the bytes of
+    ``topdown.warp_crops_fixed_point`` (positions in 1/32 px from per-row and per-column 1/1024-px
+    roundings, 15-bit weights)."""
+    width, height = output_size_wh
+    m = invert_affine(matrices)
+    dev = matrices.device
+    xs = torch.arange(width, dtype=torch.float64, device=dev)
+    ys = torch.arange(height, dtype=torch.float64, device=dev)
+    adelta = torch.round(m[:, 0, 0:1] * xs * 1024).long()
+    bdelta = torch.round(m[:, 1, 0:1] * xs * 1024).long()
+    x0 = torch.round((m[:, 0, 1:2] * ys + m[:, 0, 2:3]) * 1024).long() + 16
+    y0 = torch.round((m[:, 1, 1:2] * ys + m[:, 1, 2:3]) * 1024).long() + 16
+    x = (x0.unsqueeze(2) + adelta.unsqueeze(1)) >> 5
+    y = (y0.unsqueeze(2) + bdelta.unsqueeze(1)) >> 5
+    ax, ay = (x & 31).to(torch.int32), (y & 31).to(torch.int32)
+    p00, p01, p10, p11 = _taps(frames, frame_of_box, x >> 5, y >> 5)
+    total = torch.zeros((*x.shape, 3), dtype=torch.int32, device=dev)
+    for value, weight in ((p00, (32 - ax) * (32 - ay)), (p01, ax * (32 - ay)), (p10, (32 - ax) * ay), (p11, ax * ay)):
+        total += value.to(torch.int32) * (weight * 32).unsqueeze(-1)
+    return ((total + (1 << 14)) >> 15).clamp(0, 255).to(torch.uint8)
+
+
+def _fma32(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """float32 fused multiply-add: the product is exact in float64, the sum is rounded to float64 and
+    then to float32. That is the fused result unless the float64 sum lands exactly on a float32
+    midpoint (only when |c| is ~2^-29 of |a * b| or smaller): never seen in the byte-exact checks."""
+    return (a.to(torch.float64) * b.to(torch.float64) + c.to(torch.float64)).to(torch.float32)
+
+
+def warp_affine_float(frames: torch.Tensor, frame_of_box: torch.Tensor, matrices: torch.Tensor,
+                      output_size_wh: tuple[int, int]) -> torch.Tensor:
+    """OpenCV 5.x's ``warpAffine(INTER_LINEAR)`` (constant-0 border; ``warp_kernels.simd.hpp``) of frame
+    ``frame_of_box[k]`` by image->crop ``matrices[k]``: (N, h, w, 3) uint8, byte for byte.
+
+    The inverted matrix is cast to float32; per row ``M_x = float(y * M1) + M2`` (two float32
+    roundings), per pixel ``sx = fma(M0, x, M_x)``; ``floor`` and the fraction; then
+    ``v0 = fma(a, p01 - p00, p00)``, ``v1 = fma(a, p11 - p10, p10)``, ``v = fma(b, v1 - v0, v0)`` in
+    float32 and round half to even.
+    """
+    width, height = output_size_wh
+    m = invert_affine(matrices).to(torch.float32)
+    dev = matrices.device
+    xs = torch.arange(width, dtype=torch.float32, device=dev).view(1, 1, -1)
+    ys = torch.arange(height, dtype=torch.float32, device=dev).view(1, -1, 1)
+
+    def row(k: int) -> torch.Tensor:
+        return m[:, k // 3, k % 3].view(-1, 1, 1)
+
+    mx = ys * row(1) + row(2)  # float32: the product is rounded before the sum (no contraction)
+    my = ys * row(4) + row(5)
+    sx = _fma32(row(0), xs, mx)
+    sy = _fma32(row(3), xs, my)
+    fx, fy = torch.floor(sx), torch.floor(sy)
+    ax, ay = (sx - fx).unsqueeze(-1), (sy - fy).unsqueeze(-1)
+    p00, p01, p10, p11 = (p.to(torch.float32) for p in _taps(frames, frame_of_box, fx.long(), fy.long()))
+    v0 = _fma32(ax, p01 - p00, p00)
+    v1 = _fma32(ax, p11 - p10, p10)
+    v = _fma32(ay, v1 - v0, v0)
+    return torch.round(v).clamp(0, 255).to(torch.uint8)
+
+
+_OPENCV_WARP: str | None = None
+
+
+def opencv_warp_kind() -> str:
+    """Which emulation reproduces the installed ``cv2.warpAffine(INTER_LINEAR)``: ``"float"`` (OpenCV 5's
+    kernel, :func:`warp_affine_float`), ``"fixed"`` (OpenCV 4.x's, :func:`warp_affine_fixed_point`) or
+    ``"unknown"``. HRNet's reference crop calls the installed OpenCV, so its device path follows this.
+    Probed once, on the host, on a noise image with a sub-pixel zoom (where the two kernels differ)."""
+    global _OPENCV_WARP
+    if _OPENCV_WARP is None:
+        import cv2
+
+        img = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+        m = np.array([[0.7310546875, 0.0, 3.3712], [0.0, 0.7310546875, -2.9093]])
+        want = cv2.warpAffine(img, m, (40, 52), flags=cv2.INTER_LINEAR)
+        kind = "unknown"
+        with torch.device("cpu"), torch.inference_mode():  # whatever default device a caller has set
+            cpu = torch.device("cpu")
+            args = (torch.from_numpy(img[None]), torch.zeros(1, dtype=torch.long, device=cpu),
+                    torch.from_numpy(m[None]), (40, 52))
+            for name, warp in (("float", warp_affine_float), ("fixed", warp_affine_fixed_point)):
+                if np.array_equal(warp(*args)[0].numpy(), want):
+                    kind = name
+                    break
+        _OPENCV_WARP = kind
+    return _OPENCV_WARP
+
+
+# --------------------------------------------------------------------------------------------
+# mmpose 1.x geometry (models/topdown.py), on tensors
+# --------------------------------------------------------------------------------------------
+
+def mmpose_center_scale(boxes_xywh: torch.Tensor, input_size_wh: tuple[int, int], padding: float
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``topdown.box_to_center_scale``: float32 throughout (x2 = x + w, centre, x1.25, 3:4 fix)."""
+    b = boxes_xywh.to(torch.float32)
+    x1y1 = b[:, :2]
+    x2y2 = b[:, 2:] + b[:, :2]
+    center = (x2y2 + x1y1) * 0.5
+    scale = (x2y2 - x1y1) * padding
+    aspect = input_size_wh[0] / input_size_wh[1]
+    w, h = scale[:, 0:1], scale[:, 1:2]
+    scale = torch.where(w > h * aspect, torch.cat([w, _div(w, aspect)], 1), torch.cat([h * aspect, h], 1))
+    return center, scale
+
+
+def _with_third_point(p0: torch.Tensor, p1: torch.Tensor) -> torch.Tensor:
+    """(N, 3, 2) float32 points [p0, p1, p1 + rot90(p0 - p1)] (``_third_point``, float32 arithmetic)."""
+    d = p0 - p1
+    p2 = p1 + torch.stack([-d[:, 1], d[:, 0]], dim=1)
+    return torch.stack([p0, p1, p2], dim=1)
+
+
+def _constant_points(like: torch.Tensor, points: list[tuple[float, float]]) -> torch.Tensor:
+    out = like.new_empty((like.shape[0], len(points), 2), dtype=torch.float32)
+    for i, (x, y) in enumerate(points):
+        out[:, i, 0], out[:, i, 1] = x, y
+    return out
+
+
+def mmpose_warp_matrices(center: torch.Tensor, scale: torch.Tensor, output_size_wh: tuple[int, int],
+                         *, inv: bool = False) -> torch.Tensor:
+    """``topdown.get_warp_matrix`` for N boxes: (N, 2, 3) float64, image -> crop (crop -> image with `inv`)."""
+    dst_w, dst_h = output_size_wh
+    src1 = torch.stack([center[:, 0] + scale[:, 0] * -0.5, center[:, 1]], dim=1)  # float32 sum, rounded once
+    src = _with_third_point(center, src1)
+    dst = _with_third_point(*_constant_points(center, [(dst_w * 0.5, dst_h * 0.5), (0.0, dst_h * 0.5)]).unbind(1))
+    return affine_from_points(dst, src) if inv else affine_from_points(src, dst)
+
+
+def crop_to_image(coords: torch.Tensor, center: torch.Tensor, scale: torch.Tensor,
+                  input_size_wh: tuple[int, int]) -> torch.Tensor:
+    """``topdown.crop_to_image``: ``kp / input_size * scale + center - 0.5 * scale`` in float64 -> float32."""
+    w, h = input_size_wh
+    kp = coords.to(torch.float64)
+    kp = torch.stack([_div(kp[..., 0], w), _div(kp[..., 1], h)], dim=-1)
+    s = scale.to(torch.float64).unsqueeze(1)
+    out = kp * s + center.to(torch.float64).unsqueeze(1) - (scale * 0.5).to(torch.float64).unsqueeze(1)
+    return out.to(torch.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# HRNet's official geometry (models/hrnet.py), on tensors
+# --------------------------------------------------------------------------------------------
+
+def hrnet_center_scale(boxes_xywh: torch.Tensor, aspect_ratio: float, padding: float, pixel_std: float
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``hrnet.box_to_center_scale``: float64 arithmetic, float32 results (then x padding in float32)."""
+    b = boxes_xywh.to(torch.float64)
+    x, y, w, h = b.unbind(1)
+    center = torch.stack([x + w * 0.5, y + h * 0.5], dim=1).to(torch.float32)
+    wider = w > aspect_ratio * h
+    taller = w < aspect_ratio * h
+    h = torch.where(wider, _div(w * 1.0, aspect_ratio), h)
+    w = torch.where(taller, h * aspect_ratio, w)
+    scale = torch.stack([_div(w * 1.0, pixel_std), _div(h * 1.0, pixel_std)], dim=1).to(torch.float32)
+    return center, scale * padding
+
+
+def hrnet_affine(center: torch.Tensor, scale: torch.Tensor, output_size_wh: tuple[int, int], pixel_std: float,
+                 *, inv: bool = False) -> torch.Tensor:
+    """``hrnet.get_affine_transform`` for N boxes: (N, 2, 3) float64, image -> output (output -> image with `inv`)."""
+    dst_w, dst_h = output_size_wh
+    src_w = scale[:, 0] * pixel_std  # float32
+    src1 = torch.stack([center[:, 0], (center[:, 1].double() + (src_w * -0.5).double()).float()], dim=1)
+    src = _with_third_point(center, src1)
+    dst = _with_third_point(*_constant_points(
+        center, [(dst_w * 0.5, dst_h * 0.5), (dst_w * 0.5, dst_h * 0.5 + dst_w * -0.5)]).unbind(1))
+    return affine_from_points(dst, src) if inv else affine_from_points(src, dst)
+
+
+def apply_affine(points: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
+    """(N, J, 2) points through (N, 2, 3) matrices in float64: ``x * m0 + y * m1 + m2`` -> float32."""
+    p = points.to(torch.float64)
+    m = matrices.unsqueeze(1)
+    x = p[..., 0] * m[..., 0, 0] + p[..., 1] * m[..., 0, 1] + m[..., 0, 2]
+    y = p[..., 0] * m[..., 1, 0] + p[..., 1] * m[..., 1, 1] + m[..., 1, 2]
+    return torch.stack([x, y], dim=-1).to(torch.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# SPIN's crop (models/hmr.py: crop_corners, bytescale, Pillow's resize), on tensors
+# --------------------------------------------------------------------------------------------
+
+_PILLOW_VERTICAL_FIRST: bool | None = None
+_PRECISION_BITS = 22  # Pillow's 8-bit resample: 32 - 8 - 2
+
+
+def pillow_vertical_first() -> bool:
+    """Whether the installed Pillow resizes a shrinking, tall image vertical pass first (Pillow 13's
+    ``ImagingResampleInner``: when ``in_h - out_h > 0`` and ``> 2 * (in_w - out_w)``); older Pillows
+    always go horizontal first. Probed once, on a 30x500 noise image, on the host (at construction)."""
+    global _PILLOW_VERTICAL_FIRST
+    if _PILLOW_VERTICAL_FIRST is None:
+        from PIL import Image
+
+        img = np.random.default_rng(0).integers(0, 256, (500, 30, 3), dtype=np.uint8)
+        direct = np.asarray(Image.fromarray(img).resize((224, 224), Image.Resampling.BILINEAR))
+        transposed = np.asarray(Image.fromarray(np.ascontiguousarray(img.transpose(1, 0, 2))).resize(
+            (224, 224), Image.Resampling.BILINEAR)).transpose(1, 0, 2)
+        _PILLOW_VERTICAL_FIRST = bool(np.array_equal(direct, transposed))
+    return _PILLOW_VERTICAL_FIRST
+
+
+def spin_corners(boxes_xyxy: torch.Tensor, res: int, unit: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``hmr.bbox_xyxy_to_center_scale`` + ``hmr.crop_corners``: (N, 2) int64 ``ul`` and ``br`` (x, y).
+
+    float32 centre/scale and transform entries, then numpy's ``inv`` of the 3x3 (OpenBLAS: 1/a, then
+    ``-(t * (1/a))``) and ``dot`` (``inv00 * res + inv02``, two roundings), truncated toward zero.
+    """
+    b = boxes_xyxy.to(torch.float32)
+    wh = b[:, 2:] - b[:, :2]
+    center = b[:, :2] + 0.5 * wh
+    scale = _div(wh.amax(dim=1), unit)
+    h = unit * scale
+    a = (_full(h, float(res)) / h).double()
+    t = (float(res) * (-center / h.unsqueeze(1) + 0.5)).double()
+    ia = (_full(a, 1.0) / a).unsqueeze(1)
+    i02 = -(t * ia)
+    ul = torch.trunc(i02).long()
+    br = torch.trunc(ia * float(res) + i02).long()
+    return ul, br
+
+
+_SPIN_CORNERS_OK: bool | None = None
+
+
+def spin_corners_match_numpy() -> bool:
+    """Whether :func:`spin_corners` gives ``hmr.crop_corners``'s integers with the numpy installed (its
+    ``inv`` and ``dot`` go through the BLAS, whose kernels decide the last bit that the truncation can
+    see). Probed once, on the host, on 600 boxes of the kinds a worker sees (float, on whole pixels,
+    clipped to a 768x576 frame)."""
+    global _SPIN_CORNERS_OK
+    if _SPIN_CORNERS_OK is None:
+        from posepipe.models import hmr
+
+        rng = np.random.default_rng(0)
+        xy = rng.uniform(-20, 700, (600, 2))
+        boxes = np.concatenate([xy, xy + rng.uniform(3, 500, (600, 2))], axis=1).astype(np.float32)
+        boxes[200:400] = np.round(boxes[200:400])
+        boxes[400:] = np.clip(boxes[400:], 0, [768, 576, 768, 576])
+        boxes = boxes[((boxes[:, 2:] - boxes[:, :2]) > 1).all(axis=1)]
+        centers, scales = hmr.bbox_xyxy_to_center_scale(boxes)
+        want = np.array([np.concatenate(hmr.crop_corners(c, s)) for c, s in zip(centers, scales)])
+        with torch.device("cpu"), torch.inference_mode():
+            ul, br = spin_corners(torch.from_numpy(boxes), hmr.INPUT_RES, hmr.BBOX_SCALE_UNIT)
+        _SPIN_CORNERS_OK = bool(np.array_equal(torch.cat([ul, br], dim=1).numpy(), want))
+    return _SPIN_CORNERS_OK
+
+
+def _pillow_coefficients(in_size: torch.Tensor, out_size: int, taps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pillow's ``precompute_coeffs`` (bilinear, support 1) + ``normalize_coeffs_8bpc`` for N input sizes:
+    first source index (N, out) int64 and integer weights (N, out, taps) int32 (0 past each window)."""
+    scale = _div(in_size.to(torch.float64), out_size)
+    filterscale = scale.clamp(min=1.0)
+    support = filterscale * 1.0
+    inv_fs = (_full(filterscale, 1.0) / filterscale).unsqueeze(1)
+    o = torch.arange(out_size, dtype=torch.float64, device=in_size.device)
+    center = 0.0 + (o + 0.5) * scale.unsqueeze(1)
+    xmin = torch.trunc(center - support.unsqueeze(1) + 0.5).long().clamp(min=0)
+    xmax = torch.minimum(torch.trunc(center + support.unsqueeze(1) + 0.5).long(), in_size.unsqueeze(1)) - xmin
+    ws = []
+    ww = torch.zeros_like(center)
+    for t in range(taps):
+        u = (((t + xmin).to(torch.float64) - center) + 0.5) * inv_fs
+        u = u.abs()
+        w = torch.where((u < 1.0) & (t < xmax), 1.0 - u, torch.zeros_like(u))
+        ww = ww + w  # in tap order, as the C loop
+        ws.append(w)
+    k = torch.stack(ws, dim=-1)
+    k = torch.where((ww != 0).unsqueeze(-1), k / torch.where(ww != 0, ww, _full(ww, 1.0)).unsqueeze(-1), k)
+    return xmin, torch.trunc(0.5 + k * float(1 << _PRECISION_BITS)).to(torch.int32)
+
+
+def _clip8(acc: torch.Tensor) -> torch.Tensor:
+    return ((acc + (1 << (_PRECISION_BITS - 1))) >> _PRECISION_BITS).clamp(0, 255)
+
+
+def spin_crops(frames: torch.Tensor, frame_of_box: torch.Tensor, boxes_xyxy: torch.Tensor, *, res: int = 224,
+               unit: float = 200.0, max_side: int | None = None, vertical_first_rule: bool | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``hmr.crop`` for N boxes of B frames: (N, res, res, 3) uint8 in the frames' channel order, and a
+    (N,) bool that is True where a canvas side exceeded `max_side` (that crop is then wrong).
+
+    Each crop's canvas (the frame inside [ul, br), black outside) is min-max stretched through a
+    per-crop lookup table (``bytescale``) and shrunk with Pillow's fixed-point antialiased bilinear
+    filter, without building the canvases: the first pass (along x, or along y for Pillow 13's tall
+    crops) reads the frame through the canvas window with ``2 * ceil(max_side / res) + 1`` integer
+    taps per output for each of `max_side` canvas lines, the second pass reads the first's uint8
+    output. `max_side` is the static bound on a canvas side, so it sets the cost (linear in it):
+    default the frame's longer side + 2, enough for any box inside the frame (the worker clips
+    boxes to it); a caller that knows its boxes can pass a smaller bound.
+    """
+    if vertical_first_rule is None:
+        vertical_first_rule = pillow_vertical_first()
+    n = boxes_xyxy.shape[0]
+    _, height, width, _ = frames.shape
+    dev = frames.device
+    side = int(max_side) if max_side else max(height, width) + 2
+    taps = 2 * math.ceil(side / res) + 1
+    ul, br = spin_corners(boxes_xyxy, res, unit)
+    size = br - ul  # (N, 2) canvas (w, h)
+    fob = frame_of_box.long()
+
+    # bytescale: min and max of the canvas (the frame inside the window, and 0 if it reaches outside),
+    # then each crop's own copy of its frame through its lookup table (fewer lookups than per tap).
+    own = frames.index_select(0, fob)                      # (N, H, W, 3)
+    x0, y0 = ul[:, 0:1].clamp(0, width), ul[:, 1:2].clamp(0, height)
+    x1, y1 = br[:, 0:1].clamp(0, width), br[:, 1:2].clamp(0, height)
+    cols = torch.arange(width, device=dev)
+    rows = torch.arange(height, device=dev)
+    colmask = ((cols >= x0) & (cols < x1)).unsqueeze(1)    # (N, 1, W)
+    rowmask = (rows >= y0) & (rows < y1)                    # (N, H)
+    lo = torch.where(rowmask, torch.where(colmask, own.amin(dim=-1), 255).amin(dim=2), 255).amin(dim=1)
+    hi = torch.where(rowmask, torch.where(colmask, own.amax(dim=-1), 0).amax(dim=2), 0).amax(dim=1)
+    outside = (ul[:, 0] < 0) | (ul[:, 1] < 0) | (br[:, 0] > width) | (br[:, 1] > height)
+    lo = torch.where(outside, torch.zeros_like(lo), lo).to(torch.float64)
+    span = hi.to(torch.float64) - lo
+    factor = (_full(span, 255.0) / torch.where(span != 0, span, _full(span, 1.0))).unsqueeze(1)
+    levels = torch.arange(256, dtype=torch.float64, device=dev)
+    lut = (((levels - lo.unsqueeze(1)) * factor).clamp(0, 255) + 0.5).to(torch.uint8)  # (N, 256)
+    lut_base = (torch.arange(n, device=dev, dtype=torch.int32) * 256).view(n, 1, 1, 1)
+    own = lut.reshape(-1).index_select(0, (lut_base + own.to(torch.int32)).reshape(-1))
+    # One black pixel past the end: where a tap falls outside the frame or the canvas (LUT(0) = 0).
+    flat = torch.cat([own.view(-1, 3), own.new_zeros((1, 3))])
+    outside_index = n * height * width
+
+    # Pass order (Pillow 13): vertical first when the height shrinks more than twice the width does.
+    # The first pass resamples axis P (x, or y for vertical-first crops) for every canvas line of Q.
+    if vertical_first_rule:
+        vfirst = (size[:, 1] - res > 0) & (size[:, 1] - res > (size[:, 0] - res) * 2)
+    else:
+        vfirst = torch.zeros(n, dtype=torch.bool, device=dev)
+    p_axis = vfirst.long().unsqueeze(1)  # index into (x, y)
+    p_start, p_weights = _pillow_coefficients(size.gather(1, p_axis).squeeze(1), res, taps)
+    q_start, q_weights = _pillow_coefficients(size.gather(1, 1 - p_axis).squeeze(1), res, taps)
+    p_origin, q_origin = ul.gather(1, p_axis), ul.gather(1, 1 - p_axis)
+    swap = vfirst.view(n, 1)
+    p_stride, q_stride = torch.where(swap, width, 1), torch.where(swap, 1, width)
+    p_limit, q_limit = torch.where(swap, height, width), torch.where(swap, width, height)
+
+    line = torch.arange(side, device=dev).view(1, side)
+    q_img = q_origin + line                                  # (N, side) frame coordinate along Q
+    q_ok = (line < size.gather(1, 1 - p_axis)) & (q_img >= 0) & (q_img < q_limit)
+    far = -(outside_index + 1)                               # any sum with it is negative
+    q_part = torch.where(q_ok, torch.arange(n, device=dev).view(n, 1) * (height * width) + q_img * q_stride,
+                         far).unsqueeze(2)                   # (N, side, 1)
+    first = torch.zeros((n, side, res, 3), dtype=torch.int32, device=dev)
+    for t in range(taps):
+        p_img = p_origin + p_start + t                       # (N, res)
+        p_part = torch.where((p_img >= 0) & (p_img < p_limit), p_img * p_stride, far).unsqueeze(1)
+        index = q_part + p_part                              # (N, side, res)
+        index = torch.where(index < 0, outside_index, index)
+        px = flat.index_select(0, index.reshape(-1)).view(n, side, res, 3)
+        first += px.to(torch.int32) * p_weights[:, :, t].view(n, 1, res, 1)
+    first = _clip8(first)                                     # (N, side lines along Q, res along P, 3)
+
+    second = torch.zeros((n, res, res, 3), dtype=torch.int32, device=dev)
+    first_rows = first.reshape(n * side, res, 3)
+    row_base = (torch.arange(n, device=dev) * side).view(n, 1)
+    for t in range(taps):
+        src_row = (row_base + (q_start + t).clamp(max=side - 1)).reshape(-1)
+        second += first_rows.index_select(0, src_row).view(n, res, res, 3) * q_weights[:, :, t].view(n, res, 1, 1)
+    out = _clip8(second).to(torch.uint8)                      # (N, res along Q, res along P, 3)
+    cut = (size > side).any(dim=1)
+    # contiguous: `where` may take the transposed operand's strides, and the network's kernels follow layout
+    return torch.where(vfirst.view(n, 1, 1, 1), out.transpose(1, 2), out).contiguous(), cut
+
+
+__all__ = [
+    "BUCKET", "PoseFrames", "affine_from_points", "apply_affine", "check_inputs", "crop_to_image",
+    "hrnet_affine", "hrnet_center_scale", "invert_affine", "mmpose_center_scale", "mmpose_warp_matrices",
+    "opencv_warp_kind", "pad_boxes", "padded_count", "pillow_vertical_first", "spin_corners",
+    "spin_corners_match_numpy", "spin_crops",
+    "warp_affine_fixed_point", "warp_affine_float",
+]
