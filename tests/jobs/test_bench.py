@@ -81,6 +81,15 @@ def test_bench_reports_every_section(clip, tmp_path):
     assert naive["frames"] == FRAMES and naive["crops"] == FRAMES
     assert set(naive["stage_seconds"]) == {"decode", "detect", "pose2d", "smpl", "track", "lift"}
     assert report["speedup"] == pytest.approx(in_process["fps"] / naive["fps"], rel=0.01)
+    # The per-frame work on both paths, with what each costs the host per frame and each stage.
+    paths = report["per_frame_paths"]
+    assert {"reference", "device"} <= set(paths), sorted(paths)
+    for label in ("reference", "device"):
+        positive_rate(paths[label])
+        assert paths[label]["frames"] == FRAMES and paths[label]["rows"] == FRAMES
+        assert paths[label]["host_cpu_ms_per_frame"] > 0 and paths[label]["process_cpu_ms_per_frame"] > 0
+    assert {"device_detect", "device_pose2d", "device_smpl", "host_select"} <= set(paths["device"]["stage_ms_per_frame"])
+    assert paths["device_over_reference_fps"] == pytest.approx(paths["device"]["fps"] / paths["reference"]["fps"], rel=0.01)
 
 
 def test_workers_option_and_cpu_split():
