@@ -84,7 +84,7 @@ def options_from_run_params(params: Mapping[str, Any], *, address: str | None) -
     return JobOptions(
         input=params["input_uri"], output=params["output"], address=address, num_workers=params["num_workers"],
         shard_frames=params["shard_frames"], device=params["device"], half=params["half"],
-        device_path=params.get("device_path"),
+        device_path=params["device_path"],
         max_persons=params["max_persons"], det_conf=params["det_conf"], det_nms=params["det_nms"],
         flip_test=not params["no_flip_test"], frames_per_batch=params["frames_per_batch"],
         decode_threads=params["decode_threads"],
