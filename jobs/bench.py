@@ -30,7 +30,7 @@ def parse_workers(value: str | None) -> list[int]:
 @click.option("--frames", "n_frames", type=click.IntRange(min=1), default=64, show_default=True, help="Frames to time (N).")
 @click.option("--max-persons", type=click.IntRange(min=1), default=3, show_default=True, help="People kept per frame (K).")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N]")
-@click.option("--half/--no-half", default=None, help="fp16 autocast (default: on for CUDA, off for CPU).")
+@click.option("--half/--no-half", default=None, help="Reduced-precision autocast: fp16 on CUDA (default on), bf16 on a CPU (default off).")
 @click.option("--frames-per-batch", type=click.IntRange(min=1), default=None,
               help="Frames per model batch (default: the job's).")
 @click.option("--pose-model", default=None, help="2D keypoint weights name to time (default: the job's).")

@@ -9,10 +9,10 @@ parts, which makes reruns skip finished videos and never duplicate rows.
 
 Failures. Ray restarts a dead worker actor (`max_restarts`) but never retries its tasks
 (`max_task_retries=0`): the driver decides what to redo.
-* A shard or finish task whose worker died (`RayActorError`: `ActorDiedError`,
-  `ActorUnavailableError`; or the node went) is queued again, up to `retries` more times, for
-  whichever worker is ready. Shards are pure, and `finish_video` rewrites a video's parts from
-  scratch before its commit row, so a redo never duplicates rows.
+* A shard task whose model worker died, or a finish whose finisher died (`RayActorError`:
+  `ActorDiedError`, `ActorUnavailableError`; or the node went), is queued again, up to `retries`
+  more times, for whichever worker or finisher is ready. Shards are pure, and each finish writes its
+  parts under names of its own attempt, which its commit row names, so a redo never duplicates rows.
 * A worker whose task failed gets no work until a ping answers from its restarted process. One
   that can never come back (restarts spent, killed) is replaced by a fresh actor, within a budget;
   one whose restart cannot be placed (its node gone, no room elsewhere) just stays out of the
@@ -21,9 +21,9 @@ Failures. Ray restarts a dead worker actor (`max_restarts`) but never retries it
 * A shard's rows live in the object store of the node that computed them until the video is
   written. If that node is lost first, `finish_video` fails with a `RayTaskError` whose cause is
   an `ObjectLostError`; the video's shards are then computed again (up to `retries` times).
-* Before a video's parts are rewritten (a redone finish, whose first attempt may have committed
-  and lost only its reply; or --force), its commit row is withdrawn, so a driver killed mid-write
-  never leaves an "ok" row over missing parts.
+* No attempt deletes another's parts: readers follow the commit row's attempt, and the driver's
+  end of job (pipeline.io.store.finish_job, once no worker can still write) removes the parts no
+  row names. A driver killed mid-write leaves an earlier commit valid with all its parts.
 * A killed driver takes its actors with it; a rerun skips the committed videos and redoes the rest.
 * A local Ray that dies under the job (its raylet or GCS exits: e.g. its dashboard agent was
   killed) can never give workers back: the driver checks those processes every RAY_CHECK_S and
