@@ -25,6 +25,12 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+# This venv has no posepipe installed: the checkout's folders are its packages, as the install maps them.
+if "posepipe" not in sys.modules:
+    import types
+
+    sys.modules["posepipe"] = types.ModuleType("posepipe")
+    sys.modules["posepipe"].__path__ = [str(ROOT)]
 
 from posepipe.pipeline.temporal.tracking import TrackerConfig, iou_matrix, track_video  # noqa: E402
 from tests.pipeline.crowds import FPS, SCENARIOS, mot_metrics  # noqa: E402
