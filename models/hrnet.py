@@ -11,7 +11,9 @@ Order of this file: building blocks, the model, the weights table, the public bu
 the predictor. Conventions the predictor reproduces (see the golden README for the proof):
 
 - box -> centre/scale: 3:4 aspect fix, x1.25 padding, pixel_std 200, float32;
-- affine crop with ``cv2.warpAffine`` (INTER_LINEAR, black border), RGB, /255, ImageNet mean/std;
+- affine crop as ``cv2.warpAffine`` (INTER_LINEAR, black border) of OpenCV 5.0 computes it (the
+  golden case's OpenCV; :data:`CROP_KERNEL`, computed by :mod:`posepipe.models.warp`, never by the
+  installed OpenCV), RGB, /255, ImageNet mean/std;
 - flip test: flip the input, flip the output back, swap left/right channels, shift right by one
   column (column 0 kept), average;
 - ``get_final_preds``: argmax, maxval <= 0 -> (0, 0), quarter-pixel step only for
@@ -23,23 +25,25 @@ from collections import OrderedDict
 from functools import partial
 from typing import Any, Callable, Mapping, Sequence
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
 
 from posepipe.models import heatmaps as heatmap_ops
-from posepipe.models import ondevice
+from posepipe.models import ondevice, warp
 from posepipe.models.checkpoint import CheckpointError, load_strict, preview, strip_prefix, tensors_only
 from posepipe.models.precision import fall_back_to_fp32, forward_half_flagged, forward_half_guarded
 from posepipe.models.resnet import BasicBlock, Block, Bottleneck, make_res_layer
 from posepipe.models.skeletons import COCO17_FLIP_PAIRS, COCO17_NAMES, COCO17_SKELETON
 from posepipe.models.topdown import check_image as _check_image
-from posepipe.models.topdown import warp_crops
 from posepipe.models.weights import Weights
 
 BN_MOMENTUM = 0.1
 PIXEL_STD = 200.0   # box size unit of the official code
+# The official evaluation path crops with cv2.warpAffine; its reference outputs (shared/golden) were made
+# under OpenCV 5.0, whose float32 kernel they reproduce byte for byte. OpenCV 4.x's fixed-point crop
+# differs by up to 3 grey levels and moves the heatmaps by 4e-4 of their range (40x the tolerance).
+CROP_KERNEL: warp.Kernel = "float"
 BOX_PADDING = 1.25  # the official detection-box loader enlarges every box by this factor
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB, 0..1 scale
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -429,7 +433,7 @@ def get_affine_transform(
     dst[1] = np.array([dst_w * 0.5, dst_h * 0.5]) + np.array([0.0, dst_w * -0.5], dtype=np.float32)
     src[2] = _third_point(src[0], src[1])
     dst[2] = _third_point(dst[0], dst[1])
-    return cv2.getAffineTransform(dst, src) if inv else cv2.getAffineTransform(src, dst)
+    return warp.affine_transform(dst, src) if inv else warp.affine_transform(src, dst)
 
 
 def crop_images(
@@ -448,7 +452,7 @@ def crop_images(
     centers = np.asarray(centers, dtype=np.float32).reshape(-1, 2)
     scales = np.asarray(scales, dtype=np.float32).reshape(-1, 2)
     trans = [get_affine_transform(center, scale, (width, height)) for center, scale in zip(centers, scales)]
-    out = warp_crops(image_bgr, trans, (width, height))
+    out = warp.warp_crops(image_bgr, trans, (width, height), CROP_KERNEL)
     return np.ascontiguousarray(out[..., ::-1]) if color == "RGB" else out  # per-channel warp: BGR->RGB after is identical
 
 
@@ -547,11 +551,7 @@ class HRNetPose:
     """Top-down keypoints for person boxes: crop, HRNet, (flip test), decode. Outputs CPU numpy;
     :meth:`predict_frames` does the same on the device, for frames already there (device tensors out)."""
 
-    @property
-    def supports_device(self) -> bool:
-        """predict_frames reproduces the installed OpenCV's warpAffine (the reference crop): 5.x's float
-        kernel or 4.x's fixed point (probed once, on the host); with neither, only predict_batch."""
-        return ondevice.opencv_warp_kind() != "unknown"
+    supports_device = True  # predict_frames: the same crop kernel, network and decoding on the device
 
     def __init__(self, model: PoseHighResolutionNet, weights: Weights, device: torch.device, half: bool = False):
         if weights.input_size is None:
@@ -681,16 +681,12 @@ class HRNetPose:
         call :meth:`fall_back_to_fp32` and run again). N is padded up to a multiple of `bucket` and run
         `batch_size` crops per pass (their mirrors in the same pass with `flip_test`).
 
-        The crops are the bytes the installed ``cv2.warpAffine`` gives the reference path (OpenCV 5:
-        :func:`~posepipe.models.ondevice.warp_affine_float`; 4.x: the fixed-point one; matrices from the
-        same LU solve; ``supports_device`` is False if neither matches), the flip
+        The crops are the reference path's (:data:`CROP_KERNEL` of :mod:`~posepipe.models.warp`, matrices
+        from the same LU solve), the flip
         average and ``get_final_preds`` decoding are models/heatmaps.py's, the inverse affine the same
         matrix applied in float64.
         """
         ondevice.check_inputs(frames, frame_of_box, boxes_xywh, self.device, self.weights.name)
-        warp_kind = ondevice.opencv_warp_kind()
-        if warp_kind == "unknown":
-            raise RuntimeError("the installed OpenCV's warpAffine matches neither emulation; use predict_batch")
         if flip_test and self._flip_index is None:
             raise ValueError(f"flip test needs left/right joint pairs, unknown for {self.num_joints} joints")
         n, j = boxes_xywh.shape[0], self.num_joints
@@ -710,8 +706,7 @@ class HRNetPose:
         for start in range(0, total, step):
             stop = min(start + step, total)
             real = max(0, min(n, stop) - start)
-            warp = ondevice.warp_affine_float if warp_kind == "float" else ondevice.warp_affine_fixed_point
-            crops = warp(frames, fob[start:stop], to_crop[start:stop], (width, height))
+            crops = warp.warp(CROP_KERNEL)(frames, fob[start:stop], to_crop[start:stop], (width, height))
             if self.weights.color == "RGB":
                 crops = crops.flip(-1)
             x = (crops.permute(0, 3, 1, 2).float() / 255.0 - self._mean) / self._std  # as `normalize`

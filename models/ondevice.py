@@ -9,28 +9,23 @@ tensor ops. Nothing reads a device value on the host (no ``.item()``/``.cpu()``/
 ``nonzero``/boolean masks, no tensor built from host data after construction), so a CUDA stream never
 waits for the host; ``tests/models/test_ondevice.py`` proves it on the ``meta`` device.
 
-Each crop is an exact emulation of what the reference path calls, not an approximation with
-``grid_sample``: the reference numbers are the golden outputs, and a heatmap argmax moves by a whole
-heatmap pixel (0.3-3 px in the image) when an input pixel moves by one grey level near a tie. (A
-float32 ``grid_sample``, rounded, differs from OpenCV 5's crop on ~1e-4 of the bytes by one level,
-but from the fixed-point crop of the mmpose families by up to 5 levels on ~6% of them.) So:
+Each crop is the reference path's own crop, not an approximation with ``grid_sample``: the reference
+numbers are the golden outputs, and a heatmap argmax moves by a whole heatmap pixel (0.3-3 px in the
+image) when an input pixel moves by one grey level near a tie. (A float32 ``grid_sample``, rounded,
+differs from OpenCV 5's crop on ~1e-4 of the bytes by one level, but from the fixed-point crop of the
+mmpose families by up to 5 levels on ~6% of them.) So:
 
-- mmpose families: OpenCV 4.x's fixed-point ``warpAffine`` (:func:`warp_affine_fixed_point`, the
-  batched form of ``topdown.warp_crops_fixed_point_torch``), with ``cv2.getAffineTransform``'s LU
-  solve reproduced operation for operation in float64 (:func:`affine_from_points`): the 1/1024-px
-  rounding of the map hits exact ties on ordinary float32 boxes, so a closed-form matrix is not enough;
-- HRNet: the ``cv2.warpAffine`` that is installed (:func:`opencv_warp_kind` probes it once): OpenCV
-  5.x's float32 kernel (:func:`warp_affine_float`: float32 coordinates from the float32-cast inverse
-  matrix, fused multiply-adds emulated in float64, round half to even; what its golden case was made
-  with), or 4.x's fixed point;
+- mmpose families and HRNet: the affine kernels of :mod:`posepipe.models.warp`, which both paths use
+  (OpenCV 4.x's fixed point for mmpose, OpenCV 5.0's float32 kernel for HRNet; never the installed
+  OpenCV), with the matrices from ``cv2.getAffineTransform``'s LU solve replayed in float64;
 - HMR: SPIN's crop (:func:`spin_crops`): the integer corners as numpy's ``inv`` and ``dot`` compute
   them, the min-max ``bytescale`` as a per-crop lookup table, and Pillow's fixed-point two-pass
   antialiased bilinear resize (22-bit coefficients, uint8 between the passes, Pillow 13's
   vertical-first order where it applies: :func:`pillow_vertical_first`), in integer arithmetic.
 
 These are many small elementwise kernels over (N, h, w, 3) tensors (float64 for OpenCV 5's fma, int32
-for the rest): nothing on a GPU, but on a CPU far slower than OpenCV and Pillow's SIMD loops, so a CPU
-worker keeps ``predict_batch``. Shapes are static given (B, H, W) and N: callers pad N up to a
+for the rest): nothing on a GPU. On a CPU, a worker keeps ``predict_batch`` (per-frame crops, Pillow's
+SIMD resize for HMR). Shapes are static given (B, H, W) and N: callers pad N up to a
 multiple of :data:`BUCKET` with a dummy box (:func:`pad_boxes`) and slice the outputs back, so a new
 N only costs a new shape when it crosses a bucket.
 """
@@ -41,6 +36,9 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+
+from posepipe.models.warp import (affine_from_points, fill_like, invert_affine, true_divide, warp_affine_fixed_point,
+                                 warp_affine_float)
 
 BUCKET = 8  # crops per batch are padded to a multiple of this (static shapes, cuDNN plans reused)
 
@@ -97,190 +95,6 @@ def pad_boxes(frame_of_box: torch.Tensor, boxes: torch.Tensor, n_total: int,
     return torch.cat([frame_of_box.long(), frame_of_box.new_zeros(extra, dtype=torch.long)]), torch.cat([boxes, pad])
 
 
-def _full(like: torch.Tensor, value: float) -> torch.Tensor:
-    """`value` as a device tensor shaped like `like` (a fill, no host data)."""
-    return torch.full_like(like, value)
-
-
-def _div(t: torch.Tensor, divisor: float) -> torch.Tensor:
-    """``t / divisor`` correctly rounded on every device. torch's ``t / python_float`` is ``t * (1 / d)``
-    on CUDA (and ``d / t`` is ``reciprocal(t) * d`` everywhere), which differs in the last bit for
-    divisors that are not powers of two; dividing by a 0-dim device tensor is a true division."""
-    return t / t.new_full((), divisor)
-
-
-# --------------------------------------------------------------------------------------------
-# cv2.getAffineTransform and warpAffine's matrix inversion, in float64 on the device
-# --------------------------------------------------------------------------------------------
-
-def affine_from_points(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
-    """``cv2.getAffineTransform(src, dst)`` for N triangles at once: (N, 3, 2) float32 -> (N, 2, 3) float64.
-
-    OpenCV builds the 6x6 system with rows (x_i, y_i, 1, 0, 0, 0 | u_i) and (0, 0, 0, x_i, y_i, 1 | v_i)
-    and solves it with ``hal::LU64f`` (``LUImpl``: partial pivoting on the first largest |value|,
-    ``alpha = A[j, i] * (-1 / pivot)``, ``A[j, k] += alpha * A[i, k]`` without fused multiply-adds,
-    back substitution ``(b[i] - sum A[i, k] x[k]) / A[i, i]`` in column order). Every operation is
-    repeated here in the same order, so the matrix is the same to the bit (checked against the
-    installed OpenCV on thousands of boxes): the fixed-point warp rounds it to 1/1024 px, where exact
-    ties are common, so a closed-form matrix (equal to ~1e-13) is not enough.
-    """
-    n = src.shape[0]
-    s = src.to(torch.float64)
-    d = dst.to(torch.float64)
-    a = s.new_zeros((n, 6, 6))
-    b = s.new_zeros((n, 6))
-    for i in range(3):
-        a[:, 2 * i, 0], a[:, 2 * i, 1], a[:, 2 * i, 2] = s[:, i, 0], s[:, i, 1], 1.0
-        a[:, 2 * i + 1, 3], a[:, 2 * i + 1, 4], a[:, 2 * i + 1, 5] = s[:, i, 0], s[:, i, 1], 1.0
-        b[:, 2 * i], b[:, 2 * i + 1] = d[:, i, 0], d[:, i, 1]
-    rows = torch.arange(6, device=src.device).expand(n, 6)
-    for i in range(6):
-        k = a[:, i:, i].abs().argmax(dim=1) + i  # the first largest, as the strict '>' scan
-        perm = rows.clone()
-        perm[:, i] = k
-        perm.scatter_(1, k.unsqueeze(1), torch.full_like(k, i).unsqueeze(1))
-        a = a.gather(1, perm.unsqueeze(-1).expand(n, 6, 6))
-        b = b.gather(1, perm)
-        inv = _full(a[:, i, i], -1.0) / a[:, i, i]  # `-1/A[i,i]`
-        if i < 5:
-            alpha = a[:, i + 1:, i] * inv.unsqueeze(1)
-            a[:, i + 1:, i + 1:] = a[:, i + 1:, i + 1:] + alpha.unsqueeze(-1) * a[:, i:i + 1, i + 1:]
-            b[:, i + 1:] = b[:, i + 1:] + alpha * b[:, i:i + 1]
-    x = [None] * 6
-    for i in range(5, -1, -1):
-        acc = b[:, i]
-        for k in range(i + 1, 6):
-            acc = acc - a[:, i, k] * x[k]
-        x[i] = acc / a[:, i, i]
-    return torch.stack(x, dim=1).view(n, 2, 3)
-
-
-def invert_affine(m: torch.Tensor) -> torch.Tensor:
-    """``warpAffine``'s inversion of a (N, 2, 3) float64 image->crop matrix (crop->image), as OpenCV does it."""
-    m0, m1, m2 = m[:, 0, 0], m[:, 0, 1], m[:, 0, 2]
-    m3, m4, m5 = m[:, 1, 0], m[:, 1, 1], m[:, 1, 2]
-    det = m0 * m4 - m1 * m3
-    det = torch.where(det != 0, _full(det, 1.0) / torch.where(det != 0, det, _full(det, 1.0)), torch.zeros_like(det))
-    a11, a22 = m4 * det, m0 * det
-    a12, a21 = m1 * -det, m3 * -det
-    b1 = -a11 * m2 - a12 * m5
-    b2 = -a21 * m2 - a22 * m5
-    return torch.stack([a11, a12, b1, a21, a22, b2], dim=1).view(-1, 2, 3)
-
-
-# --------------------------------------------------------------------------------------------
-# Batched samplers
-# --------------------------------------------------------------------------------------------
-
-def _taps(frames: torch.Tensor, frame_of_box: torch.Tensor, ix: torch.Tensor, iy: torch.Tensor
-          ) -> list[torch.Tensor]:
-    """The four bilinear neighbours (x, y), (x+1, y), (x, y+1), (x+1, y+1) of each sample, (N, h, w, 3)
-    uint8, 0 outside the frame (OpenCV's constant border)."""
-    _, height, width, _ = frames.shape
-    flat = frames.reshape(-1, 3)
-    base = (frame_of_box * (height * width)).view(-1, 1, 1)
-    out = []
-    for dy, dx in ((0, 0), (0, 1), (1, 0), (1, 1)):
-        px, py = ix + dx, iy + dy
-        inside = (px >= 0) & (px < width) & (py >= 0) & (py < height)
-        index = base + py.clamp(0, height - 1) * width + px.clamp(0, width - 1)
-        value = flat.index_select(0, index.reshape(-1)).view(*index.shape, 3)
-        out.append(value * inside.unsqueeze(-1))
-    return out
-
-
-def warp_affine_fixed_point(frames: torch.Tensor, frame_of_box: torch.Tensor, matrices: torch.Tensor,
-                            output_size_wh: tuple[int, int]) -> torch.Tensor:
-    """OpenCV 4.x's ``warpAffine(INTER_LINEAR)`` (constant-0 border) of frame ``frame_of_box[k]`` by
-    image->crop ``matrices[k]`` (N, 2, 3) float64: (N, h, w, 3) uint8, the bytes of
-    ``topdown.warp_crops_fixed_point`` (positions in 1/32 px from per-row and per-column 1/1024-px
-    roundings, 15-bit weights)."""
-    width, height = output_size_wh
-    m = invert_affine(matrices)
-    dev = matrices.device
-    xs = torch.arange(width, dtype=torch.float64, device=dev)
-    ys = torch.arange(height, dtype=torch.float64, device=dev)
-    adelta = torch.round(m[:, 0, 0:1] * xs * 1024).long()
-    bdelta = torch.round(m[:, 1, 0:1] * xs * 1024).long()
-    x0 = torch.round((m[:, 0, 1:2] * ys + m[:, 0, 2:3]) * 1024).long() + 16
-    y0 = torch.round((m[:, 1, 1:2] * ys + m[:, 1, 2:3]) * 1024).long() + 16
-    x = (x0.unsqueeze(2) + adelta.unsqueeze(1)) >> 5
-    y = (y0.unsqueeze(2) + bdelta.unsqueeze(1)) >> 5
-    ax, ay = (x & 31).to(torch.int32), (y & 31).to(torch.int32)
-    p00, p01, p10, p11 = _taps(frames, frame_of_box, x >> 5, y >> 5)
-    total = torch.zeros((*x.shape, 3), dtype=torch.int32, device=dev)
-    for value, weight in ((p00, (32 - ax) * (32 - ay)), (p01, ax * (32 - ay)), (p10, (32 - ax) * ay), (p11, ax * ay)):
-        total += value.to(torch.int32) * (weight * 32).unsqueeze(-1)
-    return ((total + (1 << 14)) >> 15).clamp(0, 255).to(torch.uint8)
-
-
-def _fma32(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """float32 fused multiply-add: the product is exact in float64, the sum is rounded to float64 and
-    then to float32. That is the fused result unless the float64 sum lands exactly on a float32
-    midpoint (only when |c| is ~2^-29 of |a * b| or smaller): never seen in the byte-exact checks."""
-    return (a.to(torch.float64) * b.to(torch.float64) + c.to(torch.float64)).to(torch.float32)
-
-
-def warp_affine_float(frames: torch.Tensor, frame_of_box: torch.Tensor, matrices: torch.Tensor,
-                      output_size_wh: tuple[int, int]) -> torch.Tensor:
-    """OpenCV 5.x's ``warpAffine(INTER_LINEAR)`` (constant-0 border; ``warp_kernels.simd.hpp``) of frame
-    ``frame_of_box[k]`` by image->crop ``matrices[k]``: (N, h, w, 3) uint8, byte for byte.
-
-    The inverted matrix is cast to float32; per row ``M_x = float(y * M1) + M2`` (two float32
-    roundings), per pixel ``sx = fma(M0, x, M_x)``; ``floor`` and the fraction; then
-    ``v0 = fma(a, p01 - p00, p00)``, ``v1 = fma(a, p11 - p10, p10)``, ``v = fma(b, v1 - v0, v0)`` in
-    float32 and round half to even.
-    """
-    width, height = output_size_wh
-    m = invert_affine(matrices).to(torch.float32)
-    dev = matrices.device
-    xs = torch.arange(width, dtype=torch.float32, device=dev).view(1, 1, -1)
-    ys = torch.arange(height, dtype=torch.float32, device=dev).view(1, -1, 1)
-
-    def row(k: int) -> torch.Tensor:
-        return m[:, k // 3, k % 3].view(-1, 1, 1)
-
-    mx = ys * row(1) + row(2)  # float32: the product is rounded before the sum (no contraction)
-    my = ys * row(4) + row(5)
-    sx = _fma32(row(0), xs, mx)
-    sy = _fma32(row(3), xs, my)
-    fx, fy = torch.floor(sx), torch.floor(sy)
-    ax, ay = (sx - fx).unsqueeze(-1), (sy - fy).unsqueeze(-1)
-    p00, p01, p10, p11 = (p.to(torch.float32) for p in _taps(frames, frame_of_box, fx.long(), fy.long()))
-    v0 = _fma32(ax, p01 - p00, p00)
-    v1 = _fma32(ax, p11 - p10, p10)
-    v = _fma32(ay, v1 - v0, v0)
-    return torch.round(v).clamp(0, 255).to(torch.uint8)
-
-
-_OPENCV_WARP: str | None = None
-
-
-def opencv_warp_kind() -> str:
-    """Which emulation reproduces the installed ``cv2.warpAffine(INTER_LINEAR)``: ``"float"`` (OpenCV 5's
-    kernel, :func:`warp_affine_float`), ``"fixed"`` (OpenCV 4.x's, :func:`warp_affine_fixed_point`) or
-    ``"unknown"``. HRNet's reference crop calls the installed OpenCV, so its device path follows this.
-    Probed once, on the host, on a noise image with a sub-pixel zoom (where the two kernels differ)."""
-    global _OPENCV_WARP
-    if _OPENCV_WARP is None:
-        import cv2
-
-        img = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
-        m = np.array([[0.7310546875, 0.0, 3.3712], [0.0, 0.7310546875, -2.9093]])
-        want = cv2.warpAffine(img, m, (40, 52), flags=cv2.INTER_LINEAR)
-        kind = "unknown"
-        with torch.device("cpu"), torch.inference_mode():  # whatever default device a caller has set
-            cpu = torch.device("cpu")
-            args = (torch.from_numpy(img[None]), torch.zeros(1, dtype=torch.long, device=cpu),
-                    torch.from_numpy(m[None]), (40, 52))
-            for name, warp in (("float", warp_affine_float), ("fixed", warp_affine_fixed_point)):
-                if np.array_equal(warp(*args)[0].numpy(), want):
-                    kind = name
-                    break
-        _OPENCV_WARP = kind
-    return _OPENCV_WARP
-
-
 # --------------------------------------------------------------------------------------------
 # mmpose 1.x geometry (models/topdown.py), on tensors
 # --------------------------------------------------------------------------------------------
@@ -295,7 +109,7 @@ def mmpose_center_scale(boxes_xywh: torch.Tensor, input_size_wh: tuple[int, int]
     scale = (x2y2 - x1y1) * padding
     aspect = input_size_wh[0] / input_size_wh[1]
     w, h = scale[:, 0:1], scale[:, 1:2]
-    scale = torch.where(w > h * aspect, torch.cat([w, _div(w, aspect)], 1), torch.cat([h * aspect, h], 1))
+    scale = torch.where(w > h * aspect, torch.cat([w, true_divide(w, aspect)], 1), torch.cat([h * aspect, h], 1))
     return center, scale
 
 
@@ -328,7 +142,7 @@ def crop_to_image(coords: torch.Tensor, center: torch.Tensor, scale: torch.Tenso
     """``topdown.crop_to_image``: ``kp / input_size * scale + center - 0.5 * scale`` in float64 -> float32."""
     w, h = input_size_wh
     kp = coords.to(torch.float64)
-    kp = torch.stack([_div(kp[..., 0], w), _div(kp[..., 1], h)], dim=-1)
+    kp = torch.stack([true_divide(kp[..., 0], w), true_divide(kp[..., 1], h)], dim=-1)
     s = scale.to(torch.float64).unsqueeze(1)
     out = kp * s + center.to(torch.float64).unsqueeze(1) - (scale * 0.5).to(torch.float64).unsqueeze(1)
     return out.to(torch.float32)
@@ -346,9 +160,9 @@ def hrnet_center_scale(boxes_xywh: torch.Tensor, aspect_ratio: float, padding: f
     center = torch.stack([x + w * 0.5, y + h * 0.5], dim=1).to(torch.float32)
     wider = w > aspect_ratio * h
     taller = w < aspect_ratio * h
-    h = torch.where(wider, _div(w * 1.0, aspect_ratio), h)
+    h = torch.where(wider, true_divide(w * 1.0, aspect_ratio), h)
     w = torch.where(taller, h * aspect_ratio, w)
-    scale = torch.stack([_div(w * 1.0, pixel_std), _div(h * 1.0, pixel_std)], dim=1).to(torch.float32)
+    scale = torch.stack([true_divide(w * 1.0, pixel_std), true_divide(h * 1.0, pixel_std)], dim=1).to(torch.float32)
     return center, scale * padding
 
 
@@ -406,11 +220,11 @@ def spin_corners(boxes_xyxy: torch.Tensor, res: int, unit: float) -> tuple[torch
     b = boxes_xyxy.to(torch.float32)
     wh = b[:, 2:] - b[:, :2]
     center = b[:, :2] + 0.5 * wh
-    scale = _div(wh.amax(dim=1), unit)
+    scale = true_divide(wh.amax(dim=1), unit)
     h = unit * scale
-    a = (_full(h, float(res)) / h).double()
+    a = (fill_like(h, float(res)) / h).double()
     t = (float(res) * (-center / h.unsqueeze(1) + 0.5)).double()
-    ia = (_full(a, 1.0) / a).unsqueeze(1)
+    ia = (fill_like(a, 1.0) / a).unsqueeze(1)
     i02 = -(t * ia)
     ul = torch.trunc(i02).long()
     br = torch.trunc(ia * float(res) + i02).long()
@@ -446,10 +260,10 @@ def spin_corners_match_numpy() -> bool:
 def _pillow_coefficients(in_size: torch.Tensor, out_size: int, taps: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Pillow's ``precompute_coeffs`` (bilinear, support 1) + ``normalize_coeffs_8bpc`` for N input sizes:
     first source index (N, out) int64 and integer weights (N, out, taps) int32 (0 past each window)."""
-    scale = _div(in_size.to(torch.float64), out_size)
+    scale = true_divide(in_size.to(torch.float64), out_size)
     filterscale = scale.clamp(min=1.0)
     support = filterscale * 1.0
-    inv_fs = (_full(filterscale, 1.0) / filterscale).unsqueeze(1)
+    inv_fs = (fill_like(filterscale, 1.0) / filterscale).unsqueeze(1)
     o = torch.arange(out_size, dtype=torch.float64, device=in_size.device)
     center = 0.0 + (o + 0.5) * scale.unsqueeze(1)
     xmin = torch.trunc(center - support.unsqueeze(1) + 0.5).long().clamp(min=0)
@@ -463,7 +277,7 @@ def _pillow_coefficients(in_size: torch.Tensor, out_size: int, taps: int) -> tup
         ww = ww + w  # in tap order, as the C loop
         ws.append(w)
     k = torch.stack(ws, dim=-1)
-    k = torch.where((ww != 0).unsqueeze(-1), k / torch.where(ww != 0, ww, _full(ww, 1.0)).unsqueeze(-1), k)
+    k = torch.where((ww != 0).unsqueeze(-1), k / torch.where(ww != 0, ww, fill_like(ww, 1.0)).unsqueeze(-1), k)
     return xmin, torch.trunc(0.5 + k * float(1 << _PRECISION_BITS)).to(torch.int32)
 
 
@@ -511,7 +325,7 @@ def spin_crops(frames: torch.Tensor, frame_of_box: torch.Tensor, boxes_xyxy: tor
     outside = (ul[:, 0] < 0) | (ul[:, 1] < 0) | (br[:, 0] > width) | (br[:, 1] > height)
     lo = torch.where(outside, torch.zeros_like(lo), lo).to(torch.float64)
     span = hi.to(torch.float64) - lo
-    factor = (_full(span, 255.0) / torch.where(span != 0, span, _full(span, 1.0))).unsqueeze(1)
+    factor = (fill_like(span, 255.0) / torch.where(span != 0, span, fill_like(span, 1.0))).unsqueeze(1)
     levels = torch.arange(256, dtype=torch.float64, device=dev)
     lut = (((levels - lo.unsqueeze(1)) * factor).clamp(0, 255) + 0.5).to(torch.uint8)  # (N, 256)
     lut_base = (torch.arange(n, device=dev, dtype=torch.int32) * 256).view(n, 1, 1, 1)
@@ -565,7 +379,7 @@ def spin_crops(frames: torch.Tensor, frame_of_box: torch.Tensor, boxes_xyxy: tor
 __all__ = [
     "BUCKET", "PoseFrames", "affine_from_points", "apply_affine", "check_inputs", "crop_to_image",
     "hrnet_affine", "hrnet_center_scale", "invert_affine", "mmpose_center_scale", "mmpose_warp_matrices",
-    "opencv_warp_kind", "pad_boxes", "padded_count", "pillow_vertical_first", "spin_corners",
+    "pad_boxes", "padded_count", "pillow_vertical_first", "spin_corners",
     "spin_corners_match_numpy", "spin_crops",
     "warp_affine_fixed_point", "warp_affine_float",
 ]

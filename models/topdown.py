@@ -1,7 +1,7 @@
 """Top-down 2D pose as mmpose 1.x runs it: person boxes -> affine crops -> network -> image keypoints.
 
-Shared by every 2D family trained with mmpose (RTMPose, SimpleBaseline, RLE); HRNet shares the
-crop itself (:func:`warp_crops`) with its own box convention. Each family file supplies the
+Shared by every 2D family trained with mmpose (RTMPose, SimpleBaseline, RLE); HRNet has its own box
+convention and crop kernel (both crops are :mod:`posepipe.models.warp`'s). Each family file supplies the
 network and how its outputs are flip-averaged and decoded; everything here is the mmpose 1.3.2
 inference path (``apis/inference.py`` ``inference_topdown``), reproduced to the bit where the
 golden READMEs (``shared/golden/<name>/README.md``) say it is:
@@ -11,7 +11,8 @@ golden READMEs (``shared/golden/<name>/README.md``) say it is:
 - ``TopdownAffine``: the 3:4 (input w/h) aspect fix, ``get_warp_matrix`` (the centre and the point
   half a scale-width to its left, ``cv2.getAffineTransform`` on float32 points) and
   ``cv2.warpAffine(INTER_LINEAR)`` with a black border, byte for byte as OpenCV 4.x computes it
-  (:func:`warp_crops_fixed_point`; OpenCV 5's warp differs); the crop stays BGR uint8;
+  (:func:`warp_crops_fixed_point`, computed by :mod:`posepipe.models.warp`, whatever OpenCV is
+  installed); the crop stays BGR uint8;
 - ``PoseDataPreprocessor``: BGR -> RGB, ``float()``, ``(x - mean) / std`` on 0..255 values with the
   weights record's mean/std (done in torch, on the model's device);
 - flip test: a second pass on ``inputs.flip(-1)`` (here in the same batch);
@@ -22,12 +23,11 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
 
-from posepipe.models import ondevice
+from posepipe.models import ondevice, warp
 from posepipe.models.precision import fall_back_to_fp32, forward_half_flagged, forward_half_guarded
 from posepipe.models.skeletons import flip_indices
 from posepipe.models.weights import Weights
@@ -114,52 +114,7 @@ def get_warp_matrix(center: np.ndarray, scale: np.ndarray, output_size_wh: tuple
     dst[1] = np.array([dst_w * 0.5, dst_h * 0.5]) + dst_dir
     src[2] = _third_point(src[0], src[1])
     dst[2] = _third_point(dst[0], dst[1])
-    return cv2.getAffineTransform(dst, src) if inv else cv2.getAffineTransform(src, dst)
-
-
-def warp_crops(image_bgr: np.ndarray, matrices: Sequence[np.ndarray], output_size_wh: tuple[int, int]) -> np.ndarray:
-    """``cv2.warpAffine`` (INTER_LINEAR, constant-0 border) of one frame by each (2, 3) matrix, with the
-    OpenCV that is installed: (K, H, W, 3) uint8 in the frame's channel order (HRNet's crop)."""
-    check_image(image_bgr)
-    image_bgr = np.ascontiguousarray(image_bgr)  # OpenCV refuses negative strides (e.g. image[:, ::-1])
-    width, height = output_size_wh
-    out = np.empty((len(matrices), height, width, 3), dtype=np.uint8)
-    for k, trans in enumerate(matrices):
-        out[k] = cv2.warpAffine(image_bgr, trans, (width, height), flags=cv2.INTER_LINEAR)
-    return out
-
-
-# OpenCV 4.x's fixed-point warpAffine (imgproc/src/imgwarp.cpp): source coordinates in 1/1024 px
-# (AB_BITS = 10), rounded to 1/32 px (INTER_BITS = 5), bilinear weights in 1/32768 (15 bits).
-_AB_SCALE = 1024
-_ROUND_DELTA = 16  # AB_SCALE / INTER_TAB_SIZE / 2
-
-
-def fixed_point_maps(matrix: np.ndarray, output_size_wh: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Where each crop pixel samples the frame, as OpenCV 4.x's ``warpAffine`` computes it: (H, W) int64
-    source positions X and Y in 1/32 pixel (pixel = v >> 5, fraction = v & 31).
-
-    The matrix is inverted in float64 as OpenCV does; each row's offset and each column's step are
-    rounded to 1/1024 px separately (``cvRound``: half to even), then added and shifted.
-    """
-    m = np.asarray(matrix, dtype=np.float64).reshape(6).copy()
-    det = m[0] * m[4] - m[1] * m[3]
-    det = 1.0 / det if det != 0 else 0.0
-    a11, a22 = m[4] * det, m[0] * det
-    m[0] = a11
-    m[1] *= -det
-    m[3] *= -det
-    m[4] = a22
-    b1 = -m[0] * m[2] - m[1] * m[5]
-    b2 = -m[3] * m[2] - m[4] * m[5]
-    m[2], m[5] = b1, b2
-    width, height = output_size_wh
-    xs, ys = np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64)
-    adelta = np.rint(m[0] * xs * _AB_SCALE).astype(np.int64)
-    bdelta = np.rint(m[3] * xs * _AB_SCALE).astype(np.int64)
-    x0 = np.rint((m[1] * ys + m[2]) * _AB_SCALE).astype(np.int64) + _ROUND_DELTA
-    y0 = np.rint((m[4] * ys + m[5]) * _AB_SCALE).astype(np.int64) + _ROUND_DELTA
-    return (x0[:, None] + adelta[None, :]) >> 5, (y0[:, None] + bdelta[None, :]) >> 5
+    return warp.affine_transform(dst, src) if inv else warp.affine_transform(src, dst)
 
 
 def warp_crops_fixed_point(image_bgr: np.ndarray, matrices: Sequence[np.ndarray],
@@ -168,48 +123,12 @@ def warp_crops_fixed_point(image_bgr: np.ndarray, matrices: Sequence[np.ndarray]
     (constant-0 border): (K, H, W, 3) uint8 in the frame's channel order.
 
     mmpose's reference outputs were made with OpenCV 4.10, whose bilinear warp works in fixed point
-    (1/32 px positions, 15-bit weights). OpenCV 5 computes ``warpAffine`` differently (up to 3 grey
-    levels apart, on thousands of pixels of a crop), so it cannot be called for parity. 4.x's warp
-    is its own coordinate rounding (:func:`fixed_point_maps`) followed by ``remap`` with fixed-point
-    maps, which OpenCV still implements with the same tables: so that is what runs here, and it gives
-    4.x's bytes whatever OpenCV is installed.
+    (1/32 px positions, 15-bit weights); OpenCV 5.0 and 5.1 compute ``warpAffine`` in other ways (up to
+    3 grey levels apart, on thousands of pixels of a crop). So the crop is :mod:`posepipe.models.warp`'s
+    integer arithmetic, the same function the device path runs, whatever OpenCV is installed.
     """
     check_image(image_bgr)
-    image_bgr = np.ascontiguousarray(image_bgr)
-    width, height = output_size_wh
-    out = np.empty((len(matrices), height, width, 3), dtype=np.uint8)
-    for k, trans in enumerate(matrices):
-        x, y = fixed_point_maps(trans, output_size_wh)
-        xy = np.stack([x >> 5, y >> 5], axis=-1).clip(-32768, 32767).astype(np.int16)  # saturate_cast<short>
-        fraction = ((y & 31) * 32 + (x & 31)).astype(np.uint16)                       # interpolation table row
-        out[k] = cv2.remap(image_bgr, xy, fraction, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    return out
-
-
-def warp_crops_fixed_point_torch(frame: torch.Tensor, matrices: Sequence[np.ndarray],
-                                 output_size_wh: tuple[int, int]) -> torch.Tensor:
-    """:func:`warp_crops_fixed_point` in integer torch arithmetic on the frame's device (used on GPUs,
-    where the frame is uploaded once and the crops never visit the host): (K, H, W, 3) uint8, the same
-    bytes. Only the (H + W) coordinate roundings per crop run in float64 numpy."""
-    device = frame.device
-    height_src, width_src = frame.shape[:2]
-    width, height = output_size_wh
-    if not matrices:
-        return torch.zeros((0, height, width, 3), dtype=torch.uint8, device=device)
-    maps = [fixed_point_maps(m, output_size_wh) for m in matrices]
-    x = torch.from_numpy(np.stack([mx for mx, _ in maps])).to(device)
-    y = torch.from_numpy(np.stack([my for _, my in maps])).to(device)
-    sx, sy, ax, ay = x >> 5, y >> 5, (x & 31).to(torch.int32), (y & 31).to(torch.int32)
-    flat = frame.reshape(-1, 3).to(torch.int32)
-    total = torch.zeros((*sx.shape, 3), dtype=torch.int32, device=device)
-    for dx, dy, weight in ((0, 0, (32 - ax) * (32 - ay)), (1, 0, ax * (32 - ay)),
-                           (0, 1, (32 - ax) * ay), (1, 1, ax * ay)):
-        px, py = sx + dx, sy + dy
-        inside = (px >= 0) & (px < width_src) & (py >= 0) & (py < height_src)
-        index = py.clamp(0, height_src - 1) * width_src + px.clamp(0, width_src - 1)
-        value = flat[index] * inside.unsqueeze(-1).to(torch.int32)  # outside: the border value 0
-        total += value * (weight * 32).unsqueeze(-1)
-    return ((total + (1 << 14)) >> 15).clamp(0, 255).to(torch.uint8)
+    return warp.warp_crops(image_bgr, matrices, output_size_wh, "fixed_point")
 
 
 def crop_to_image(keypoints: np.ndarray, centers: np.ndarray, scales: np.ndarray,
@@ -285,10 +204,15 @@ class TopdownPredictor:
         return warp_crops_fixed_point(image_bgr, self.warp_matrices(centers, scales), self.input_size_wh)
 
     def _crops(self, image: np.ndarray | torch.Tensor, centers: np.ndarray, scales: np.ndarray) -> torch.Tensor:
-        """The crops on the device: OpenCV on the host for a CPU model, integer torch on the GPU's frame."""
+        """The crops on the model's device: cropped where the frame is (a device frame stays there)."""
         matrices = self.warp_matrices(centers, scales)
         if isinstance(image, torch.Tensor):
-            return warp_crops_fixed_point_torch(image, matrices, self.input_size_wh)
+            if not matrices:
+                w, h = self.input_size_wh
+                return torch.zeros((0, h, w, 3), dtype=torch.uint8, device=image.device)
+            m = torch.from_numpy(np.stack(matrices)).to(image.device)
+            fob = torch.zeros(len(matrices), dtype=torch.long, device=image.device)
+            return warp.warp_affine_fixed_point(image.unsqueeze(0), fob, m, self.input_size_wh)
         return torch.from_numpy(warp_crops_fixed_point(image, matrices, self.input_size_wh)).to(self.device)
 
     def normalize(self, crops_bgr: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -499,6 +423,5 @@ def place(model: nn.Module, device: torch.device) -> nn.Module:
 
 __all__ = [
     "BOX_PADDING", "TopdownPredictor", "as_boxes_xywh", "bbox_center_scale", "box_to_center_scale", "check_image",
-    "crop_to_image", "fix_aspect_ratio", "fixed_point_maps", "get_warp_matrix", "place", "warp_crops",
-    "warp_crops_fixed_point", "warp_crops_fixed_point_torch",
+    "crop_to_image", "fix_aspect_ratio", "get_warp_matrix", "place", "warp_crops_fixed_point",
 ]

@@ -25,7 +25,6 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -475,12 +474,22 @@ def letterbox_uint8(image_bgr: np.ndarray, input_size: tuple[int, int]) -> tuple
     input is exactly this as float32 (channels first), so a GPU can convert after a 4x smaller copy."""
     image = np.asarray(image_bgr)
     height, width = image.shape[:2]
+    r, (new_h, new_w) = letterbox_size((height, width), input_size)
+    canvas = np.full((input_size[0], input_size[1], 3), PAD_VALUE, dtype=np.uint8)
+    frame = torch.from_numpy(np.ascontiguousarray(image)).unsqueeze(0)
+    with torch.inference_mode():
+        canvas[:new_h, :new_w] = resize_linear_uint8(frame, new_h, new_w)[0].numpy()
+    return canvas, r
+
+
+def letterbox_size(frame_hw: tuple[int, int], input_size: tuple[int, int]) -> tuple[float, tuple[int, int]]:
+    """ValTransform's ratio r = min(H_in/H, W_in/W) and the resized (height, width), truncated by int()
+    as the official code does, but never below 1 px: a 4096x2 frame (r = 0.156) would resize to a height
+    of 0, where the official cv2.resize asserts; it gets one row instead."""
+    height, width = frame_hw
     in_h, in_w = input_size
     r = min(in_h / height, in_w / width)
-    new_w, new_h = int(width * r), int(height * r)
-    canvas = np.full((in_h, in_w, 3), PAD_VALUE, dtype=np.uint8)
-    canvas[:new_h, :new_w] = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    return canvas, r
+    return r, (max(1, int(height * r)), max(1, int(width * r)))
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, labels: np.ndarray | None = None,
@@ -661,8 +670,7 @@ def letterbox_frames(frames: torch.Tensor, input_size: tuple[int, int]) -> tuple
     if height == 0 or width == 0:
         raise ValueError(f"empty frames of shape {tuple(frames.shape)}")
     in_h, in_w = input_size
-    r = min(in_h / height, in_w / width)
-    new_w, new_h = int(width * r), int(height * r)
+    r, (new_h, new_w) = letterbox_size((height, width), input_size)
     resized = resize_linear_uint8(frames, new_h, new_w)
     canvas = torch.nn.functional.pad(resized, (0, 0, 0, in_w - new_w, 0, in_h - new_h), value=PAD_VALUE)
     return canvas, r
@@ -981,6 +989,6 @@ def create(spec: Weights, state_dict: Mapping[str, torch.Tensor] | None, *, devi
 
 __all__ = [
     "WEIGHTS", "YOLOX", "DeviceDetections", "YOLOXDetector", "build_yolox", "checkpoint_format", "convert_checkpoint", "create",
-    "first_true", "greedy_nms_static", "letterbox", "letterbox_frames", "letterbox_uint8", "nms", "pairwise_iou", "postprocess",
+    "first_true", "greedy_nms_static", "letterbox", "letterbox_frames", "letterbox_size", "letterbox_uint8", "nms", "pairwise_iou", "postprocess",
     "postprocess_device", "resize_linear_uint8",
 ]

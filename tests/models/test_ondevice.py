@@ -1,8 +1,8 @@
 """The device paths (``predict_frames``: uint8 frames and boxes on the device in, device tensors out)
 against the reference paths (``predict_batch``), on real frames and the golden weights.
 
-- crops: every matrix and every crop byte for byte against what the reference calls (OpenCV's
-  getAffineTransform and warpAffine, the fixed-point warp, SPIN's crop with Pillow), on a few hundred
+- crops: every matrix and every crop byte for byte against what the reference path computes (the
+  kernels of models/warp.py one crop at a time, SPIN's crop with Pillow), on a few hundred
   boxes of every kind (inside, partly outside, clipped to the frame, on integer pixels, tall, tiny);
 - predictions: keypoints, scores and SMPL parameters against ``predict_batch`` on the same boxes, with
   the measured differences printed (``pytest -s``); the crops being identical, what is left is the
@@ -135,24 +135,12 @@ def test_mmpose_and_hrnet_crops_are_the_reference_bytes(street, clip):
                                                          (192, 256)) for f, cc, ss in zip(fob, c, s)])
     m = ondevice.mmpose_warp_matrices(*ondevice.mmpose_center_scale(torch.from_numpy(xywh), (192, 256), 1.25), (192, 256))
     np.testing.assert_array_equal(ondevice.warp_affine_fixed_point(frames, tfob, m, (192, 256)).numpy(), ref)
-    # HRNet: the installed cv2.warpAffine
-    kind = ondevice.opencv_warp_kind()
-    assert kind != "unknown", f"cv2 {cv2.__version__}: warpAffine matches neither emulation"
+    # HRNet: OpenCV 5.0's float kernel (its golden case's)
     c, s = hrnet.box_to_center_scale(xywh, 192 / 256)
     ref = np.concatenate([hrnet.crop_images(street[f], cc[None], ss[None], input_size=(256, 192), color="BGR")
                           for f, cc, ss in zip(fob, c, s)])
     m = ondevice.hrnet_affine(torch.from_numpy(c), torch.from_numpy(s), (192, 256), hrnet.PIXEL_STD)
-    warp = ondevice.warp_affine_float if kind == "float" else ondevice.warp_affine_fixed_point
-    np.testing.assert_array_equal(warp(frames, tfob, m, (192, 256)).numpy(), ref)
-
-
-def test_the_two_opencv_warps_differ_and_one_is_installed():
-    """The probe can tell them apart (else it would pick the wrong one silently)."""
-    img = torch.from_numpy(np.random.default_rng(3).integers(0, 256, (1, 40, 50, 3), dtype=np.uint8))
-    m = torch.tensor([[[0.61, 0.0, 2.3], [0.0, 0.61, -1.7]]], dtype=torch.float64)
-    args = (img, torch.zeros(1, dtype=torch.long), m, (32, 40))
-    assert not torch.equal(ondevice.warp_affine_float(*args), ondevice.warp_affine_fixed_point(*args))
-    assert ondevice.opencv_warp_kind() in ("float", "fixed")
+    np.testing.assert_array_equal(ondevice.warp_affine_float(frames, tfob, m, (192, 256)).numpy(), ref)
 
 
 def _spin_reference(frames: list[np.ndarray], fob: np.ndarray, xyxy: np.ndarray) -> np.ndarray:
@@ -397,7 +385,7 @@ def test_no_host_sync_on_the_meta_device(name, monkeypatch):
     else:
         module = POSE_FAMILIES[name]
         model = module.create(module.WEIGHTS[name], None, device=meta)
-    ondevice.pillow_vertical_first(), ondevice.opencv_warp_kind(), ondevice.spin_corners_match_numpy()  # host probes, cached
+    ondevice.pillow_vertical_first(), ondevice.spin_corners_match_numpy()  # host probes, cached
     frames = torch.empty((4, 96, 128, 3), dtype=torch.uint8, device=meta)
     fob = torch.empty(11, dtype=torch.long, device=meta)
     boxes = torch.empty((11, 4), dtype=torch.float32, device=meta)
