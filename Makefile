@@ -20,4 +20,4 @@ demo: install
 	$(BIN)/posepipe demo --output out/demo
 
 test: install
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -p no:cacheprovider

@@ -2,10 +2,27 @@
 from __future__ import annotations
 
 import os
+from importlib import metadata
 
 import pytest
 
 from tests.servers import S3_ENV_UNSET, moto_s3_server, s3_env
+
+
+# What a fresh install resolved: printed at the top of every run (CI's log included), so a failure that
+# a new release causes names the release.
+VERSIONS = ("torch", "numpy", "pyarrow", "av", "ray", "opencv-python-headless", "pillow", "scipy", "smart-open",
+            "boto3", "duckdb", "polars", "pandas", "moto", "decord", "pycocotools")
+
+
+def pytest_report_header(config):
+    found = []
+    for name in VERSIONS:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{name} absent")
+    return "resolved: " + ", ".join(found)
 
 
 @pytest.fixture(scope="session")
