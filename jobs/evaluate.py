@@ -16,6 +16,7 @@ from posepipe.pipeline.downstream.evaluation import (
     DEFAULT_ALPHA, GT_2D_SUFFIXES, GT_3D_SUFFIXES, METRICS_2D, METRICS_3D, THRESHOLD_METRICS, EvalInputError, Score,
     check_selection, evaluate_2d, evaluate_3d, open_output, read_gt_2d, read_gt_3d, read_predictions,
 )
+from posepipe.pipeline.downstream.metrics import pycocotools_problem
 from posepipe.pipeline.io.sources import redact
 from posepipe.pipeline.run.terminal import console, plain
 
@@ -40,14 +41,14 @@ def _print_table(title: str, scores: Sequence[Score], counts: dict[str, int]) ->
     table.add_column("value", justify="right")
     table.add_column("setting")
     for score in scores:
-        table.add_row(Text(score.name), Text(_format(score)), Text(score.setting))
+        table.add_row(Text(plain(score.name)), Text(_format(score)), Text(plain(score.setting)))
     out = console(stderr=False)
     out.print(table)
-    out.print(Text(", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in counts.items())))
+    out.print(Text(plain(", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in counts.items()))))
 
 
 def _score(output: str, gt_path: Path, is_3d: bool, metric: str, alphas: dict[str, float], norm: str,
-           videos: Sequence[str], min_iou: float) -> tuple[list[Score], dict[str, int], list[str]]:
+           videos: Sequence[str], min_iou: float, unavailable: dict[str, str]) -> tuple[list[Score], dict[str, int], list[str]]:
     if is_3d:
         gt3 = read_gt_3d(gt_path, videos)
         reader = open_output(output)
@@ -63,10 +64,12 @@ def _score(output: str, gt_path: Path, is_3d: bool, metric: str, alphas: dict[st
         if metric == "pckh" and not has_head:
             raise click.UsageError(plain(f"--metric pckh needs head sizes: add 'head_size' (pixels) or 'head_bbox' "
                                          f"([x, y, w, h]) to the annotations of {gt_path.name}, or use --metric pck"))
-        wanted = [m for m in METRICS_2D if m != "pckh" or has_head] if metric == "all" else [metric]
+        wanted = [m for m in METRICS_2D if (m != "pckh" or has_head) and m not in unavailable] if metric == "all" else [metric]
         selected = sorted({v for v, _ in gt2.image_ids})
         pred = read_predictions(reader, selected, need_2d=True, need_3d=False)
         scores, counts = evaluate_2d(gt2, pred, wanted, alphas, norm, min_iou)
+        if metric == "all":  # said in the table itself, not only in a note that scrolls away
+            scores += [Score(name, math.nan, "ap", f"not computed: {why}") for name, why in unavailable.items()]
     counts["videos_without_predictions"] = len(set(selected) - {v for v, _ in pred.keys})
     return scores, counts, selected
 
@@ -99,6 +102,13 @@ def eval_command(output: str, gt_path: Path, metric: str, alpha: float | None, n
 
     Persons are paired within each frame by box IoU (Hungarian). Full format
     notes: `pydoc pipeline.downstream.evaluation`.
+
+    \b
+    COCO AP needs pycocotools (pip install 'posepipe[eval]'): without it,
+    --metric coco-ap stops with exit code 2; --metric all computes the
+    other metrics and shows coco-ap as not computed, saying why.
+    Exit codes: 0 scored, 2 a bad option, GT or OUTPUT (not a posepipe
+    OUTPUT, or none of the GT's frames in it).
     """
     suffix = gt_path.suffix.lower()
     if suffix not in GT_2D_SUFFIXES + GT_3D_SUFFIXES:
@@ -115,17 +125,29 @@ def eval_command(output: str, gt_path: Path, metric: str, alpha: float | None, n
         raise click.UsageError(f"--alpha only applies to {', '.join(THRESHOLD_METRICS)}; drop it for "
                                f"--metric {metric} with this ground truth")
     alphas = {m: alpha if alpha is not None else a for m, a in DEFAULT_ALPHA.items()}
+    # pycocotools is optional (posepipe[eval]): asked for by name, its absence is an error before any
+    # work; under 'all' the other metrics are computed and the table says why COCO AP is not.
+    unavailable: dict[str, str] = {}
+    if not is_3d and metric in ("coco-ap", "all"):
+        problem = pycocotools_problem()
+        if problem is not None and metric == "coco-ap":
+            raise click.BadParameter(plain(problem), param_hint="'--metric'")
+        if problem is not None:
+            unavailable["coco-ap"] = problem
 
     try:
-        scores, counts, selected = _score(output, gt_path, is_3d, metric, alphas, norm, videos, min_iou)
+        scores, counts, selected = _score(output, gt_path, is_3d, metric, alphas, norm, videos, min_iou, unavailable)
     except EvalInputError as exc:
         raise click.BadParameter(plain(exc), param_hint=f"'{exc.option}'") from None
+    for why in unavailable.values():
+        click.echo(plain(f"note: {why}"), err=True)
 
     if as_json:
         report = {"output": redact(output), "gt": str(gt_path), "ground_truth": "3d" if is_3d else "2d",
                   "videos": selected,
                   "metrics": {s.name: (s.value if math.isfinite(s.value) else None) for s in scores},
-                  "settings": {s.name: s.setting for s in scores}, "counts": counts}
-        click.echo(json.dumps(report, indent=2))
+                  "settings": {s.name: s.setting for s in scores}, "counts": counts,
+                  "not_computed": unavailable}
+        click.echo(json.dumps(report, indent=2, ensure_ascii=True))  # JSON escapes every control character
     else:
         _print_table(f"posepipe eval: {redact(output)} vs {gt_path.name}", scores, counts)

@@ -7,12 +7,28 @@ import sys
 import click
 
 from posepipe.pipeline.io.redaction import has_secrets, redact
-from posepipe.pipeline.io.store import OutputError, StorageError, Store
+from posepipe.pipeline.io.readback import NotAnOutputError, ReadbackError, open_store
+from posepipe.pipeline.io.store import StorageError
 from posepipe.pipeline.run.terminal import plain
 
 
 def _sql_string(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
+    """`text` as a SQL string expression that reads back exactly and that `plain` leaves as it is:
+    a quoted literal, with every character `plain` would escape (a newline, ESC, a bidi override)
+    spliced in as ``chr(N)``."""
+    pieces: list[str] = []
+    literal = ""
+    for ch in text:
+        if plain(ch) == ch:
+            literal += ch
+            continue
+        if literal:
+            pieces.append("'" + literal.replace("'", "''") + "'")
+            literal = ""
+        pieces.append(f"chr({ord(ch)})")
+    if literal or not pieces:
+        pieces.append("'" + literal.replace("'", "''") + "'")
+    return pieces[0] if len(pieces) == 1 else "(" + " || ".join(pieces) + ")"
 
 
 @click.command("files")
@@ -29,31 +45,32 @@ def files_command(output: str, fmt: str) -> None:
         duckdb -c "$(posepipe files OUT --format duckdb)"
         pl.read_parquet(json.loads(subprocess.check_output(["posepipe", "files", OUT, "--format", "json"])))
 
-    Exit codes: 0 ok, 2 OUTPUT is not usable, 5 the store failed (outage, access).
+    Exit codes: 0 ok, 2 OUTPUT is not a posepipe OUTPUT (missing, a file, a folder no run wrote),
+    5 the store failed (outage, access).
     """
     if has_secrets(output):
         raise click.BadParameter(plain(f"{redact(output)} was given with credentials or a query string; give them "
                                        "through the environment (AWS_ACCESS_KEY_ID, AWS_PROFILE, ...)"),
                                  param_hint="OUTPUT")
     try:
-        store = Store(output)
-        if store.local and not store.exists(""):
-            raise click.BadParameter(plain(f"{output} does not exist; pass the --output of a posepipe run"),
-                                     param_hint="OUTPUT")
+        store = open_store(output)  # exit 2 for what is not an OUTPUT: an empty answer would read as "no parts"
         parts = store.committed_parts()
-    except OutputError as exc:
+    except NotAnOutputError as exc:
         raise click.BadParameter(plain(exc), param_hint="OUTPUT") from None
-    except StorageError as exc:
+    except (ReadbackError, StorageError) as exc:
         click.echo(f"Error: {plain(exc)}", err=True)
         sys.exit(5)
     paths = [store.where(path) for _, path in parts]
-    if fmt == "json":
-        click.echo(json.dumps(paths))
+    if fmt == "json":  # exact: JSON escapes every control and non-ASCII character itself
+        click.echo(json.dumps(paths, ensure_ascii=True))
     elif fmt == "duckdb":
         if not paths:  # read_parquet([]) is an error in DuckDB; an empty result keeps scripts simple
-            click.echo("SELECT NULL AS video_id WHERE false;")
+            click.echo(plain("SELECT NULL AS video_id WHERE false;"))
         else:
-            click.echo("SELECT * FROM read_parquet([" + ",\n  ".join(_sql_string(p) for p in paths) + "]);")
-    else:
+            strings = [_sql_string(p) for p in paths]
+            lines = [f"  {s}," for s in strings[:-1]] + [f"  {strings[-1]}"]
+            for line in ["SELECT * FROM read_parquet([", *lines, "]);"]:
+                click.echo(plain(line))
+    else:  # one per line, as shown (a name with a hidden character shows it escaped: use --format json)
         for path in paths:
-            click.echo(path)
+            click.echo(plain(path))

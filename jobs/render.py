@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from posepipe.pipeline.io.readback import ReadbackError, UnknownVideoError
+from posepipe.pipeline.io.readback import NotAnOutputError, ReadbackError, UnknownVideoError
 from posepipe.pipeline.downstream.render import RenderError, RenderOptionError, SourceMismatchError, render_frame, render_video
 from posepipe.pipeline.run.terminal import plain
 
@@ -28,6 +28,9 @@ def render_command(output: str, video_id: str, out: Path, frame_index: int | Non
 
     The source video (the run's, or --source) must match the video's record in OUTPUT: same frame
     count, size, fps and, for --source, file name; otherwise the command stops with exit code 2.
+    Frames of another size (a stream whose resolution changes) are scaled to fit the first
+    frame's size, with black bars. The count printed is the frames the written file holds.
+    --out may not lie in OUTPUT's own folders (videos/, poses/, _index/, ...).
     """
     if frame_index is not None and (start is not None or stop is not None):
         raise click.UsageError("--frame renders one frame; --start/--stop are for a video render")
@@ -38,6 +41,8 @@ def render_command(output: str, video_id: str, out: Path, frame_index: int | Non
             return
         result = render_video(output, video_id, out, with_3d=with_3d, start=start, stop=stop, source=source,
                               force_source=force_source)
+    except NotAnOutputError as exc:
+        raise click.BadParameter(plain(exc), param_hint="OUTPUT") from None
     except UnknownVideoError as exc:
         raise click.BadParameter(plain(exc), param_hint="--video") from None
     except RenderOptionError as exc:
@@ -50,3 +55,7 @@ def render_command(output: str, video_id: str, out: Path, frame_index: int | Non
         raise click.ClickException(plain(f"cannot write {exc.filename or out}: {exc.strerror or exc}")) from None
     width, height = result.size
     click.echo(plain(f"wrote {result.path}: {result.frames} frames, {width}x{height} at {result.fps:g} fps"))
+    if result.scaled:
+        sizes = ", ".join(f"{w}x{h}" for w, h in result.other_sizes)
+        click.echo(plain(f"the video's frame size changes mid-stream: {result.scaled} frame(s) of {sizes} were scaled "
+                         f"to fit {width}x{height} (aspect ratio kept, black bars)"))

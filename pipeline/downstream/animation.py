@@ -1,8 +1,14 @@
 """Animation exports of an OUTPUT's tracks: AMASS-style SMPL ``.npz`` files, or BVH skeletons.
 
 ``posepipe export smpl OUT --out DIR`` writes one file per confirmed track (``track_id >= 0``)
-with at least ``min_frames`` rows, named ``<video_id without extension>/track_<id>.npz`` (or
-``.bvh``) under DIR.
+with at least ``min_frames`` rows, named ``<video key>/track_<id>.npz`` (or ``.bvh``) under DIR,
+and ``tracks_smpl.csv`` (``tracks_bvh.csv``) listing them: ``video_id,track_id,file,frames,fps``.
+The video key is the one OUTPUT's own ``poses/<video key>/`` uses (`pipeline.io.output.video_key`:
+the id made file-name safe and cut to 80 characters, then ``-`` and a hash of the whole id), so
+two videos never share a folder: not ``Clip.mp4`` and ``clip.mp4`` on a case-insensitive disk,
+not ``a.mp4`` and ``a.mov``, not the S3 keys ``a//b.mp4`` and ``a/b.mp4``. Names are claimed before
+anything is written and the files are counted on disk afterwards (`pipeline.downstream.destinations`):
+the summary counts what is there, and DIR may not lie in OUTPUT's own folders.
 
 **SMPL (.npz, AMASS's layout)**, what AMASS loaders (``human_body_prior``, aitviewer, the SMPL
 Blender add-on) read with ``numpy.load``:
@@ -42,8 +48,9 @@ lifter's bones, whose lengths vary a little, are reproduced in direction. Channe
 """
 from __future__ import annotations
 
+import csv
+import io
 import os
-import posixpath
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +62,9 @@ from scipy.spatial.transform import Rotation, Slerp
 
 from posepipe.models.skeletons import H36M17_NAMES, H36M17_PARENTS
 from posepipe.pipeline.downstream.camera import full_frame_translation
-from posepipe.pipeline.io.readback import OutputReader
+from posepipe.pipeline.downstream.destinations import Claims, count_on_disk, refuse_inside_output
+from posepipe.pipeline.io.output import video_key
+from posepipe.pipeline.io.readback import OutputReader, UnknownVideoError
 
 Format = Literal["smpl", "bvh"]
 DEFAULT_MIN_FRAMES = 10
@@ -79,16 +88,31 @@ class AnimationError(ValueError):
     """The export cannot be made as asked (an unknown video, nothing to export)."""
 
 
+SUFFIX = {"smpl": ".npz", "bvh": ".bvh"}
+
+
+def manifest_name(fmt: str) -> str:
+    """The CSV beside the track files that lists them (one per format: both can share DIR)."""
+    return f"tracks_{fmt}.csv"
+
+
+def track_path(out_dir: str | os.PathLike[str], video_id: str, track_id: int, fmt: str) -> Path:
+    """Where one track's file goes under DIR: ``<video key>/track_<id>`` (see the module)."""
+    return Path(out_dir) / video_key(video_id) / f"track_{track_id:04d}{SUFFIX[fmt]}"
+
+
 @dataclass
 class AnimationReport:
     output_uri: str
     fmt: str
-    written: list[Path] = field(default_factory=list)
+    written: list[Path] = field(default_factory=list)     # track files on disk after writing, in order
     skipped: list[tuple[str, int, str]] = field(default_factory=list)   # (video_id, track_id, why)
     videos: int = 0
+    manifest: Path | None = None
 
     def summary_lines(self) -> list[str]:
-        lines = [f"{len(self.written)} track file(s) ({self.fmt}) from {self.videos} video(s)"]
+        lines = [f"{len(self.written)} track file(s) ({self.fmt}) from {self.videos} video(s)"
+                 + (f", listed in {self.manifest}" if self.manifest is not None else "")]
         if self.skipped:
             lines.append(f"{len(self.skipped)} track(s) left out: " + "; ".join(
                 f"{v} track {t}: {why}" for v, t, why in self.skipped[:5]) + (" …" if len(self.skipped) > 5 else ""))
@@ -278,17 +302,30 @@ def skeleton_motion(rows: pa.Table, fps: float, width: int, height: int, focal: 
 def export_animation(output_uri: str, out_dir: str | os.PathLike[str], *, fmt: Format = "smpl",
                      video_ids: list[str] | None = None, min_frames: int = DEFAULT_MIN_FRAMES,
                      focal: float | None = None) -> AnimationReport:
-    """Write one file per confirmed track of OUTPUT's committed videos (or `video_ids`) under `out_dir`."""
+    """Write one file per confirmed track of OUTPUT's committed videos (or `video_ids`) under `out_dir`.
+
+    `AnimationError` if a file written is not on disk at the end (the report counts what is);
+    `DestinationError` if `out_dir` lies in OUTPUT's own folders or two files would share a name."""
     if fmt not in ("smpl", "bvh"):
         raise AnimationError(f"format {fmt!r}: choose 'smpl' or 'bvh'")
     if min_frames < 1:
         raise AnimationError(f"min_frames {min_frames}: must be at least 1")
     reader = OutputReader(output_uri)
+    out_dir = Path(out_dir)
+    refuse_inside_output(out_dir, reader.uri)
+    known = reader.video_ids()
+    wanted = list(dict.fromkeys(known if video_ids is None else video_ids))
+    missing = sorted(set(wanted) - set(known))
+    if missing:
+        raise UnknownVideoError(missing, known, reader.uri)
+    claims = Claims()
+    manifest = claims.claim(out_dir / manifest_name(fmt), "the list of track files")
+    for video_id in wanted:  # one folder per video, all claimed before the first file is written
+        claims.claim(out_dir / video_key(video_id), f"the tracks of {video_id!r}", option=None)
     report = AnimationReport(output_uri=output_uri, fmt=fmt)
-    wanted = reader.video_ids() if video_ids is None else video_ids
     columns = ["frame_index", "timestamp_s", "track_id", "bbox_xyxy", "smpl_camera"]
     columns += ["smpl_global_orient", "smpl_body_pose", "smpl_betas"] if fmt == "smpl" else ["keypoints_3d"]
-    out_dir = Path(out_dir)
+    written: list[tuple[str, int, Path, int, float]] = []   # video_id, track_id, path, frames, fps
     for video_id, table in reader.iter_poses(wanted, columns):
         row = reader.video_row(video_id)
         if row["status"] != "ok":
@@ -304,16 +341,32 @@ def export_animation(output_uri: str, out_dir: str | os.PathLike[str], *, fmt: F
             if rows.num_rows < min_frames:
                 report.skipped.append((video_id, track_id, f"{rows.num_rows} row(s) < --min-frames {min_frames}"))
                 continue
-            parts = [p for p in posixpath.splitext(video_id)[0].split("/") if p not in ("", ".", "..")]
-            stem = out_dir.joinpath(*parts) / f"track_{track_id:04d}"
+            path = claims.claim(track_path(out_dir, video_id, track_id, fmt), f"track {track_id} of {video_id!r}",
+                                option=None)
             if fmt == "smpl":
                 arrays = smpl_motion(rows, fps, int(row["width"]), int(row["height"]), focal)
-                path = _write(stem.with_suffix(".npz"), lambda tmp: np.savez(tmp, **arrays))
+                _write(path, lambda tmp: np.savez(tmp, **arrays))
+                frames = len(arrays["poses"])
             else:
                 joints = skeleton_motion(rows, fps, int(row["width"]), int(row["height"]), focal)
                 text = bvh_text(joints, fps)
-                path = _write(stem.with_suffix(".bvh"), lambda tmp: tmp.write_text(text))
-            report.written.append(path)
+                _write(path, lambda tmp: tmp.write_text(text))
+                frames = len(joints)
+            written.append((video_id, track_id, path, frames, fps))
+    present, lost = count_on_disk(entry[2] for entry in written)
+    report.written = present
+    if lost:
+        raise AnimationError(f"{len(written)} track file(s) were written and {len(present)} are on disk under "
+                             f"{out_dir}: {', '.join(map(str, lost[:3]))}{' …' if len(lost) > 3 else ''} did not "
+                             "survive (replaced or deleted while the export ran)")
+    if written:
+        table_text = io.StringIO(newline="")
+        out = csv.writer(table_text, lineterminator="\n")
+        out.writerow(["video_id", "track_id", "file", "frames", "fps"])
+        for video_id, track_id, path, frames, fps in written:
+            out.writerow([video_id, track_id, path.relative_to(out_dir).as_posix(), frames, f"{fps:g}"])
+        text = table_text.getvalue()
+        report.manifest = _write(manifest, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return report
 
 

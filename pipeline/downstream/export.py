@@ -6,8 +6,8 @@ holding ``{'split': {name: [frame_dir, ...]}, 'annotations': [annotation, ...]}`
 ``split[name]``. Each annotation is a plain dict:
 
 ==================  ==========================================================================
-``frame_dir``       str, unique: the video_id without its extension (``'jump/clip01'``); where two
-                    videos differ only by extension, those keep the full video_id
+``frame_dir``       str, unique: the video_id without its extension (``'jump/clip01'``); where that
+                    is another video's too (ids that differ only by extension), those keep the full video_id
 ``label``           int, index into the label map written beside the pickle
 ``img_shape``       (height, width) of the displayed frame, from the videos table
 ``original_shape``  the same (height, width); posepipe does not resize
@@ -56,6 +56,11 @@ split named ``'all'``.
 Videos that are not exported (failed, no confirmed person, no 3D, no label, no split) are listed with
 the reason in the report; nothing is skipped silently.
 
+The files an export writes (`posec3d_files`: the pickle, ``<out stem>.labels.txt``, and for 3D
+``<out stem>.mmaction2.py`` and ``posepipe_h36m.py``) are checked before anything is built
+(`check_posec3d_files`): none may lie in OUTPUT's own folders, be an input CSV, or share a name
+with another on a case-insensitive disk (`pipeline.downstream.destinations`).
+
 `write_posec3d` writes pickle protocol 4 holding only dicts, lists, tuples, str/int and numeric
 arrays, pickled so that NumPy 1.x and 2.x both load them (see `_PortablePickler`).
 """
@@ -71,13 +76,14 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from posepipe.models.skeletons import COCO17_NAMES, H36M17_NAMES
+from posepipe.pipeline.downstream.destinations import Claims, DestinationError, refuse_inside_output
 from posepipe.pipeline.io.readback import OutputReader
 from posepipe.pipeline.io.schema import NUM_KP2D, NUM_KP3D
 
@@ -298,11 +304,20 @@ def _stem(video_id: str) -> str:
 
 
 def frame_dirs(video_ids: list[str]) -> dict[str, str]:
-    """video_id -> frame_dir: the id without extension, or the full id where stems collide."""
-    stems: dict[str, int] = {}
-    for video_id in video_ids:
-        stems[_stem(video_id)] = stems.get(_stem(video_id), 0) + 1
-    return {v: _stem(v) if stems[_stem(v)] == 1 and _stem(v) else v for v in video_ids}
+    """video_id -> frame_dir, distinct for distinct ids: the id without extension, or the full id
+    where that stem is another video's stem or full id (``a.b`` and ``a.c`` keep their ids, and
+    then ``a.b.d`` keeps its own too, since its stem ``a.b`` is now taken)."""
+    ids = list(dict.fromkeys(video_ids))
+    full = {v for v in ids if not _stem(v)}
+    while True:  # each round turns at least one stem into a (unique) full id, so it ends
+        dirs = {v: v if v in full else _stem(v) for v in ids}
+        count: dict[str, int] = {}
+        for name in dirs.values():
+            count[name] = count.get(name, 0) + 1
+        clash = {v for v, name in dirs.items() if count[name] > 1 and v not in full}
+        if not clash:
+            return dirs
+        full |= clash
 
 
 def _match(mapping: Mapping[str, Any], video_ids: list[str], source: str = "mapping",
@@ -614,10 +629,41 @@ def dumps_portable(obj: Any) -> bytes:
     return buffer.getvalue()
 
 
-def write_posec3d(dataset: Mapping[str, Any], report: ExportReport, out: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """Write the pickle (protocol 4) and the label map `<out stem>.labels.txt` beside it; both atomically."""
+def posec3d_files(out: str | os.PathLike[str], kind: str) -> dict[str, Path]:
+    """What an export to `out` writes: the pickle, the label map beside it, and for 3D the mmaction2
+    config and the bone transform module (`write_mmaction_config`); by what they are."""
+    from posepipe.pipeline.downstream.mmaction import TRANSFORM_MODULE_NAME
+
     out = Path(out)
-    labels_path = out.with_suffix(".labels.txt")
+    if not out.name or out.name in (".", ".."):
+        raise DestinationError(f"--out {str(out)!r} names no file; give the pickle's path, e.g. dataset.pkl")
+    files = {"pickle": out, "label map": out.with_suffix(".labels.txt")}
+    if kind == "3d":
+        files["mmaction2 config"] = out.with_suffix(".mmaction2.py")
+        files["bone transform module"] = out.parent / f"{TRANSFORM_MODULE_NAME}.py"
+    return files
+
+
+def check_posec3d_files(out: str | os.PathLike[str], kind: str, output_uri: str,
+                        inputs: Sequence[tuple[str, Path | None]] = ()) -> dict[str, Path]:
+    """`posec3d_files`, or `DestinationError` if one lies in OUTPUT's own folders, two are one file
+    (``--out posepipe_h36m.py --kind 3d`` would write the pickle and the module to one name), or one is
+    an input file (``inputs``: (option, path) pairs such as the --labels CSV)."""
+    files = posec3d_files(out, kind)
+    claims = Claims()
+    for what, path in files.items():
+        refuse_inside_output(path, output_uri)
+        claims.claim(path, f"the {what}")
+    claims.refuse_inputs(inputs)
+    return files
+
+
+def write_posec3d(dataset: Mapping[str, Any], report: ExportReport, out: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """Write the pickle (protocol 4) and the label map `<out stem>.labels.txt` beside it; both atomically.
+
+    Checked first with `check_posec3d_files` (every file of the export, the 3D config's too)."""
+    files = check_posec3d_files(out, report.kind, report.output_uri)
+    out, labels_path = files["pickle"], files["label map"]
     out.parent.mkdir(parents=True, exist_ok=True)
     for path, payload in (
         (out, dumps_portable(dict(dataset))),
@@ -636,14 +682,15 @@ def write_mmaction_config(report: ExportReport, out: str | os.PathLike[str]) -> 
     """Beside a 3D pickle: ``<stem>.mmaction2.py`` (a ready ST-GCN config for H36M-17) and the bone
     transform module ``posepipe_h36m.py`` (`pipeline.downstream.mmaction`); nothing for 2D, whose COCO-17
     layout mmaction2's shipped configs already use."""
-    from posepipe.pipeline.downstream.mmaction import TRANSFORM_MODULE, TRANSFORM_MODULE_NAME, config_text
+    from posepipe.pipeline.downstream.mmaction import TRANSFORM_MODULE, config_text
 
     if report.kind != "3d":
         return []
-    out = Path(out)
+    files = check_posec3d_files(out, report.kind, report.output_uri)
+    out = files["pickle"]
     written = []
-    for path, text in ((out.with_suffix(".mmaction2.py"), config_text(out.name, len(report.label_names), list(report.split_sizes))),
-                       (out.parent / f"{TRANSFORM_MODULE_NAME}.py", TRANSFORM_MODULE)):
+    for path, text in ((files["mmaction2 config"], config_text(out.name, len(report.label_names), list(report.split_sizes))),
+                       (files["bone transform module"], TRANSFORM_MODULE)):
         tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
         try:
             tmp.write_text(text)

@@ -336,6 +336,32 @@ def _complete_coco_gt(dataset: Mapping[str, Any]) -> dict[str, Any]:
     return data
 
 
+EVAL_EXTRA_INSTALL = "pip install 'posepipe[eval]'"
+
+
+class MissingDependencyError(ImportError):
+    """A metric needs an optional package that is not installed or does not import; the message says
+    which and the command that installs it."""
+
+
+def pycocotools_problem() -> str | None:
+    """None when pycocotools (COCO AP's reference implementation) imports; otherwise what is wrong
+    with it and the fix, in words. The other metrics never need it."""
+    try:
+        import pycocotools.coco  # noqa: F401
+        import pycocotools.cocoeval  # noqa: F401
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if missing == "pycocotools" or missing.startswith("pycocotools."):
+            return f"COCO AP (--metric coco-ap) needs pycocotools, which is not installed; install it with {EVAL_EXTRA_INSTALL}"
+        return (f"COCO AP (--metric coco-ap) needs pycocotools, which is installed but needs the module {missing!r}; "
+                f"install it (pip install {missing.split('.')[0]}) or reinstall with {EVAL_EXTRA_INSTALL}")
+    except Exception as exc:  # noqa: BLE001 - a broken build: e.g. compiled against another NumPy
+        return (f"COCO AP (--metric coco-ap) needs pycocotools, which is installed but does not import "
+                f"({type(exc).__name__}: {exc}); reinstall it: pip install --force-reinstall --no-cache-dir pycocotools")
+    return None
+
+
 def coco_keypoint_ap(gt_coco_json: Mapping[str, Any] | str | PathLike[str],
                      predictions: Sequence[Mapping[str, Any]],
                      sigmas: Sequence[float] = COCO17_SIGMAS) -> dict[str, float]:
@@ -347,8 +373,12 @@ def coco_keypoint_ap(gt_coco_json: Mapping[str, Any] | str | PathLike[str],
     segmentation area) are filled in on a copy.
     ``predictions``: COCO results, each ``{"image_id", "category_id", "keypoints": [x, y, s] x K,
     "score"}``. Returns ``COCO_KEYPOINT_STATS`` as floats; NaN where COCOeval reports -1 (no GT
-    in that area range). pycocotools' progress prints are swallowed.
+    in that area range). pycocotools' progress prints are swallowed. `MissingDependencyError` if
+    pycocotools is not installed or does not import.
     """
+    problem = pycocotools_problem()
+    if problem is not None:
+        raise MissingDependencyError(problem)
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 

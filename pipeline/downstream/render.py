@@ -17,6 +17,18 @@ the video's ``videos`` row: a different frame count, frame size or frame rate, o
 a different file name than the video_id's, means the poses would be drawn over another video, so
 `SourceMismatchError` is raised; ``force_source=True`` draws anyway. Videos are written with OpenCV's ``mp4v`` codec at the
 video's frame rate, frames as PNG (or JPEG, by extension). Files appear whole (temp + rename).
+
+**A video whose frame size changes mid-stream** (a concatenated or spliced stream; the run reads
+each frame at its own size, so its poses are in that frame's pixels): each frame is drawn at its
+own size, then scaled to fit the video's first frame size (the size the videos table records; plus
+the 3D panel), keeping its aspect ratio, centred on black bars (letterbox or pillarbox). OpenCV's
+writer would otherwise drop every frame of another size without a word. The result says how many
+frames were scaled.
+
+**What is reported is what the file holds**: after writing, the video file is read back and its
+frames counted (its coded video packets); a count short of the frames drawn is a `RenderError`
+and nothing is written. The output may not lie in OUTPUT's own folders
+(`pipeline.downstream.destinations`), nor be the source video.
 """
 from __future__ import annotations
 
@@ -34,6 +46,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from posepipe.models.skeletons import COCO17_SKELETON, H36M17_LEFT, H36M17_RIGHT, H36M17_SKELETON
+from posepipe.pipeline.downstream.destinations import DestinationError, refuse_inside_output
 from posepipe.pipeline.io.readback import OutputReader
 from posepipe.pipeline.io.sources import local_path, redact, scheme_of
 from posepipe.pipeline.io.video import VideoError, VideoInfo, open_video
@@ -154,6 +167,7 @@ class _Loaded:
     size: tuple[int, int] = (0, 0)        # (width, height) in the videos table
     source_given: bool = False
     force_source: bool = False
+    source_size: tuple[int, int] = (0, 0)  # (width, height) of the source's first frame, once opened
 
 
 def _load(output_uri: str, video_id: str, start: int, stop: int | None, with_3d: bool, source: str | None,
@@ -256,6 +270,7 @@ def _decode(loaded: _Loaded, start: int, stop: int):  # noqa: ANN202 - generator
     try:
         with open_video(loaded.uri) as stream:
             _check_source(stream.info, loaded)
+            loaded.source_size = (stream.info.width, stream.info.height)
             for indices, batch, _ in stream.frames(start, stop):
                 yield from zip(indices.tolist(), batch)
     except VideoError as exc:
@@ -264,9 +279,42 @@ def _decode(loaded: _Loaded, start: int, stop: int):  # noqa: ANN202 - generator
                           "Pass --source (source=) if it moved") from None
 
 
-def _refuse_overwriting_source(out: Path, loaded: _Loaded) -> None:
+def _refuse_bad_destination(out: Path, output_uri: str, loaded: _Loaded) -> None:
     if scheme_of(loaded.uri) in ("", "file") and out.resolve() == Path(local_path(loaded.uri)).resolve():
         raise RenderOptionError(f"{out} is the source video itself; write the render elsewhere", "--out")
+    try:
+        refuse_inside_output(out, output_uri)
+    except DestinationError as exc:
+        raise RenderOptionError(str(exc), "--out") from None
+
+
+def fit_frame(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`image` scaled to fit (width, height) `size` with its aspect ratio kept, centred on black."""
+    width, height = size
+    h, w = image.shape[:2]
+    if (w, h) == (width, height):
+        return image
+    scale = min(width / w, height / h)
+    new_w, new_h = max(1, min(width, round(w * scale))), max(1, min(height, round(h * scale)))
+    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    canvas = np.zeros((height, width, 3), np.uint8)
+    x, y = (width - new_w) // 2, (height - new_h) // 2
+    canvas[y:y + new_h, x:x + new_w] = resized
+    return canvas
+
+
+def count_video_frames(path: str | os.PathLike[str]) -> int:
+    """Frames a written video file holds: its video stream's coded packets, read back with PyAV."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                return 0
+            stream = container.streams.video[0]
+            return sum(1 for packet in container.demux(stream) if packet.size)
+    except av.error.FFmpegError as exc:
+        raise RenderError(f"the video written to {path} cannot be read back: {exc}") from None
 
 
 def _temp_beside(path: Path) -> Path:
@@ -281,7 +329,7 @@ def render_frame(output_uri: str, video_id: str, frame_index: int, out_png: str 
     if out.suffix.lower() not in FRAME_SUFFIXES:
         raise RenderOptionError(f"{out}: write a frame to one of {', '.join(FRAME_SUFFIXES)}", "--out")
     loaded = _load(output_uri, video_id, frame_index, frame_index + 1, with_3d, source, force_source, "--frame")
-    _refuse_overwriting_source(out, loaded)
+    _refuse_bad_destination(out, output_uri, loaded)
     decoded = list(_decode(loaded, frame_index, frame_index + 1))
     if not decoded:
         raise RenderError(f"frame {frame_index} of {redact(loaded.uri)} did not decode")
@@ -293,15 +341,19 @@ def render_frame(output_uri: str, video_id: str, frame_index: int, out_png: str 
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
+    if not out.is_file():
+        raise RenderError(f"{out} is not on disk after writing it (removed meanwhile?)")
     return out
 
 
 @dataclass(frozen=True)
 class RenderedVideo:
     path: Path
-    frames: int
+    frames: int             # frames the written file holds (read back), not frames meant
     fps: float
     size: tuple[int, int]   # (width, height)
+    scaled: int = 0         # frames of another size, scaled to fit `size`
+    other_sizes: tuple[tuple[int, int], ...] = ()   # those frames' (width, height) as decoded, with the panel
 
 
 def render_video(output_uri: str, video_id: str, out_path: str | os.PathLike[str], *, with_3d: bool = False,
@@ -313,29 +365,42 @@ def render_video(output_uri: str, video_id: str, out_path: str | os.PathLike[str
         raise RenderOptionError(f"{out}: write a video to one of {', '.join(VIDEO_SUFFIXES)}", "--out")
     start = start or 0
     loaded = _load(output_uri, video_id, start, stop, with_3d, source, force_source)
-    _refuse_overwriting_source(out, loaded)
+    _refuse_bad_destination(out, output_uri, loaded)
     stop = loaded.num_frames if stop is None else min(stop, loaded.num_frames)
     fps = loaded.fps if loaded.fps > 0 else 30.0
     tmp = _temp_beside(out)
     writer: cv2.VideoWriter | None = None
-    count, size = 0, (0, 0)
+    count, scaled, size = 0, 0, (0, 0)
+    others: dict[tuple[int, int], None] = {}
     try:
         for index, frame in _decode(loaded, start, stop):
             image = _compose(frame, loaded.frames.get(index), loaded, with_3d)
             if writer is None:
-                size = (image.shape[1], image.shape[0])
+                # The video's first frame size (as the run recorded it), whatever frame --start picks.
+                width, height = loaded.source_size if all(loaded.source_size) else (frame.shape[1], frame.shape[0])
+                size = (width + (height if with_3d else 0), height)
                 writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
                 if not writer.isOpened():
                     raise RenderError(f"OpenCV cannot write {out.suffix} with the mp4v codec here")
+            if (image.shape[1], image.shape[0]) != size:
+                others[(image.shape[1], image.shape[0])] = None
+                image = fit_frame(image, size)
+                scaled += 1
             writer.write(image)
             count += 1
         if writer is None:
             raise RenderError(f"no frame of {redact(loaded.uri)} decoded in {start}..{stop}")
         writer.release()
         writer = None
+        held = count_video_frames(tmp)
+        if held != count:
+            raise RenderError(f"OpenCV's video writer kept {held} of the {count} frames drawn ({out.suffix}, mp4v); "
+                              f"nothing was written to {out}")
         os.replace(tmp, out)
     finally:
         if writer is not None:
             writer.release()
         tmp.unlink(missing_ok=True)
-    return RenderedVideo(out, count, fps, size)
+    if not out.is_file():
+        raise RenderError(f"{out} is not on disk after writing it (removed meanwhile?)")
+    return RenderedVideo(out, held, fps, size, scaled, tuple(others))

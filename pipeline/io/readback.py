@@ -21,19 +21,27 @@ import difflib
 import posixpath
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
-from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from posepipe.pipeline.io.redaction import redact, scrub
+from posepipe.pipeline.io.redaction import has_secrets, redact, scrub
 from posepipe.pipeline.io.schema import POSES_SCHEMA, VIDEOS_SCHEMA
-from posepipe.pipeline.io.store import StorageError, Store, is_committed_part, is_visible, scheme_of
+from posepipe.pipeline.io.output import POSES_DIR, VIDEOS_DIR
+from posepipe.pipeline.io.store import (
+    INDEX_DIR, MANIFEST, OutputError, StorageError, Store, is_committed_part, is_visible, scheme_of,
+)
 
 
 class ReadbackError(ValueError):
     """OUTPUT cannot be read back (missing, not a posepipe output, no access); the message says why."""
+
+
+class NotAnOutputError(ReadbackError):
+    """What was given as OUTPUT is not one (missing, a file, a folder or prefix no posepipe run wrote,
+    an unsupported URI): the commands that take OUTPUT refuse it with exit code 2."""
 
 
 class UnknownVideoError(ReadbackError):
@@ -64,25 +72,9 @@ class OutputReader:
     """Lists an OUTPUT once, then reads its videos table and per-video poses on demand."""
 
     def __init__(self, output_uri: str) -> None:
-        self.uri = output_uri.rstrip("/") or output_uri
-        self.scheme = scheme_of(output_uri)
-        parts = urlsplit(self.uri)
-        if self.scheme in ("s3", "file") and ("@" in parts.netloc or parts.query or parts.fragment):
-            raise ReadbackError(
-                f"OUTPUT {redact(output_uri)} was given with credentials or a query string, which posepipe will not "
-                "print or use; write it as s3://BUCKET/PREFIX or a local folder, and give S3 credentials through "
-                "the environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, an instance role)"
-            )
-        if self.scheme in ("s3", "gs", "az"):
-            if not parts.netloc:
-                raise ReadbackError(f"OUTPUT {redact(output_uri)!r}: no bucket name; write {self.scheme}://BUCKET/PREFIX")
-        elif self.scheme in ("", "file"):
-            root = Path(parts.path if self.scheme == "file" else self.uri)
-            if not root.is_dir():
-                raise ReadbackError(f"OUTPUT {root} does not exist or is not a folder; pass the --output of a posepipe run")
-        else:
-            raise ReadbackError(f"OUTPUT {redact(output_uri)!r}: unsupported scheme {self.scheme!r}; use a local folder or s3://BUCKET/PREFIX")
-        self._store = Store(self.uri)
+        self._store = open_store(output_uri)
+        self.uri = self._store.uri
+        self.scheme = self._store.scheme
         self._files = self._list_all()
         self._videos: pa.Table | None = None
         self._ids: list[str] = []
@@ -117,10 +109,11 @@ class OutputReader:
         """The videos table (one row per input file, sorted by video_id), cast to VIDEOS_SCHEMA."""
         if self._videos is None:
             names = [f for f in self._files if f.startswith("videos/") and f.count("/") == 1]
-            if not names:
+            if not names:  # an OUTPUT (open_store checked) whose job has committed no video yet
                 raise ReadbackError(
-                    f"OUTPUT {redact(self.uri)} holds no posepipe tables: no videos/*.parquet under it "
-                    "(each processed video writes one). Pass the --output folder or s3:// prefix of a posepipe run"
+                    f"OUTPUT {redact(self.uri)} holds no committed video yet: no videos/*.parquet under it (each "
+                    "video a run processes writes one when it is done). Is its job still running, or did it find "
+                    "no video in its INPUT?"
                 )
             tables = self._read_many(names)
             casted: list[pa.Table] = []
@@ -191,6 +184,99 @@ class OutputReader:
                 # defensive: a part holds one video, but never trust a file name over the data
                 mask = pc.equal(table.column("video_id"), pa.scalar(video_id))
                 yield table.filter(mask)
+
+
+# -- what an OUTPUT is ----------------------------------------------------------------------
+
+OUTPUT_MARKS = "videos/*.parquet, _committed.parquet or a job's _index/ files"
+_RUN_HINT = "pass the --output of a posepipe run (a local folder or s3://bucket/prefix)"
+
+
+def open_store(output_uri: str) -> Store:
+    """The store of OUTPUT, checked to be a posepipe OUTPUT; `NotAnOutputError` saying why not.
+
+    The one definition every command that takes OUTPUT uses (files, export, render, eval): a local
+    folder or an object-store prefix holding at least one mark a run leaves,
+
+    * a ``videos/*.parquet`` row: every video a run processes (ok or failed) writes one;
+    * ``_committed.parquet``: written when a job ends, even a job that found no video;
+    * ``_index/intent-*.parquet`` or ``_index/videos-*.parquet``: a job began here (its videos are
+      not committed yet, or it was killed before its end).
+
+    A folder with none of them (an empty folder, an INPUT folder, OUTPUT's own ``videos/``) is not
+    an OUTPUT, even where it holds Parquet files. A store that cannot be listed (access, outage)
+    raises `ReadbackError`: that is not the folder's fault.
+    """
+    uri = output_uri.rstrip("/") or output_uri
+    scheme = scheme_of(output_uri)
+    if has_secrets(output_uri):  # not even echoed: the part that would be shown is the secret
+        raise NotAnOutputError(
+            f"OUTPUT ({scheme or 'a local path'}) was given with credentials or a query string, which posepipe will "
+            "not print or use; write it as s3://BUCKET/PREFIX or a local folder, and give S3 credentials through "
+            "the environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, an instance role)"
+        )
+    if scheme not in ("", "file", "s3", "gs", "az"):
+        raise NotAnOutputError(f"OUTPUT {redact(output_uri)!r}: unsupported scheme {scheme!r}; use a local folder or "
+                               "s3://BUCKET/PREFIX")
+    if scheme in ("s3", "gs", "az") and not uri[len(scheme) + 3:].partition("/")[0]:
+        raise NotAnOutputError(f"OUTPUT {redact(output_uri)!r}: no bucket name; write {scheme}://BUCKET/PREFIX")
+    try:
+        store = Store(uri)
+        if store.local:  # the path as the store reads it (file:// decoded), so both agree on the folder
+            root = Path(store.path(""))
+            if not root.exists():
+                raise NotAnOutputError(f"OUTPUT {root} does not exist; {_RUN_HINT}")
+            if not root.is_dir():
+                raise NotAnOutputError(f"OUTPUT {root} is a file, not a posepipe OUTPUT folder; {_RUN_HINT}")
+        marked = _is_output(store)
+    except NotAnOutputError:
+        raise
+    except StorageError as exc:
+        raise ReadbackError(f"{exc}. Check AWS_ENDPOINT_URL, the credentials and the bucket name"
+                            if scheme == "s3" else str(exc)) from None
+    except ValueError as exc:  # OutputError, or a URI the store will not use as written
+        raise NotAnOutputError(f"OUTPUT: {exc}") from None
+    if not marked:
+        try:
+            reason = _not_an_output(store)
+        except (OSError, StorageError):  # only the wording is at stake
+            reason = f"not a posepipe OUTPUT: {redact(store.uri)} holds no {OUTPUT_MARKS}; {_RUN_HINT}"
+        raise NotAnOutputError(reason)
+    return store
+
+
+def _is_output(store: Store) -> bool:
+    if store.exists(MANIFEST):
+        return True
+    rows = store.list(VIDEOS_DIR, recursive=False)
+    if rows:  # someone else's Parquet files in a folder named videos/ do not make an OUTPUT
+        try:
+            store.read_table(f"{VIDEOS_DIR}/{rows[0].name}", ["video_id", "status"])
+            return True
+        except (pa.ArrowException, ValueError):
+            return False
+    return any(e.name.startswith(("intent-", "videos-")) and e.name.endswith(".parquet")
+               for e in store.list(INDEX_DIR, recursive=False))
+
+
+def _not_an_output(store: Store) -> str:
+    """Why `store` is not an OUTPUT, in words, with a hint where the user pointed inside one."""
+    where = redact(store.uri)
+    parent, _, name = store.uri.rpartition("/")
+    if parent and (name in (VIDEOS_DIR, POSES_DIR, INDEX_DIR)) and scheme_of(parent) == store.scheme:
+        try:
+            if _is_output(Store(parent)):
+                return (f"{where} is the {name}/ folder of the posepipe OUTPUT {redact(parent)}, not an OUTPUT; "
+                        f"pass {redact(parent)}")
+        except (OutputError, StorageError):
+            pass
+    if not store.local:
+        kind = store.fs.get_file_info(store.path("")).type
+        if kind == pafs.FileType.NotFound:
+            return f"OUTPUT {where} does not exist (no bucket or nothing stored under that prefix); {_RUN_HINT}"
+        if kind == pafs.FileType.File:
+            return f"OUTPUT {where} is an object (a file), not a posepipe OUTPUT prefix; {_RUN_HINT}"
+    return f"not a posepipe OUTPUT: {where} holds no {OUTPUT_MARKS} (a run writes them); {_RUN_HINT}"
 
 
 def _check_columns(columns: Sequence[str] | None) -> list[str]:

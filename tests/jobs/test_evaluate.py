@@ -225,7 +225,7 @@ def test_mpjpe_matching_by_track_id_and_single_person(output: Path, tmp_path: Pa
 
 def test_errors(output: Path, gt_json: Path, tmp_path: Path, poses: dict[str, np.ndarray]):
     code, out = run(tmp_path, "--gt", gt_json)
-    assert code == 2 and "OUTPUT" in out and "no posepipe tables" in out
+    assert code == 2 and "OUTPUT" in out and "not a posepipe OUTPUT" in out
     code, out = run(output, "--gt", gt_json, "--metric", "pckh")
     assert code == 2 and "--metric pckh" in out and "head_size" in out
     code, out = run(output, "--gt", gt_json, "--metric", "mpjpe")

@@ -75,7 +75,8 @@ def test_posec3d_option_errors_are_clear(out, tmp_path, extra, message):
 def test_posec3d_on_a_folder_that_is_not_an_output(tmp_path):
     (tmp_path / "nothing").mkdir()
     result = run(str(tmp_path / "nothing"), "--out", str(tmp_path / "d.pkl"))
-    assert result.exit_code == 1 and "no posepipe tables" in result.output
+    assert result.exit_code == 2 and "not a posepipe OUTPUT" in result.output and "OUTPUT" in result.output
+    assert not (tmp_path / "d.pkl").exists()
 
 
 # ---------------------------------------------------------------- hostile label and split files: exit 2, the file and line named
@@ -152,7 +153,9 @@ def test_names_and_errors_from_the_output_are_printed_inert(tmp_path):
     result = run(str(spec.root), "--out", str(tmp_path / "d.pkl"))
     assert result.exit_code == 0, result.output
     assert "\x1b" not in result.stderr and "\x07" not in result.stderr
-    assert "  cls/a\\x1b]0;owned\\x07\\x0afake: exported.mp4: failed in the job: could not read https://host/x.mp4 \\x1b[2J" in result.stderr
+    assert not any(line.startswith("fake") for line in result.stderr.splitlines())  # the newline is shown escaped
+    assert "  cls/a\\x1b]0;owned\\x07\\" in result.stderr
+    assert "fake: exported.mp4: failed in the job: could not read https://host/x.mp4 \\x1b[2J" in result.stderr
     assert "hunter2" not in result.stderr and "s3cr3t" not in result.stderr
 
 

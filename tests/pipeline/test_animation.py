@@ -19,6 +19,7 @@ from posepipe.pipeline.downstream.animation import (
     CAMERA_TO_WORLD, SMPL_NEUTRAL_PELVIS, AnimationError, export_animation, skeleton_motion, smpl_motion,
 )
 from posepipe.pipeline.downstream.camera import full_frame_translation
+from posepipe.pipeline.io.output import video_key
 from posepipe.pipeline.io.readback import read_poses
 from posepipe.pipeline.io.schema import poses_table, provenance_metadata, videos_table
 from tests.pipeline.test_mmaction import skeleton
@@ -98,8 +99,13 @@ def smpl_model(folder: Path):
 
 def test_smpl_npz_has_amass_layout_and_drives_smpl_upright_in_the_camera_placement(out, tmp_path):
     report = export_animation(str(out), tmp_path / "anim")
-    assert [p.relative_to(tmp_path / "anim").as_posix() for p in report.written] == ["walk/clip/track_0000.npz",
-                                                                                     "walk/clip/track_0001.npz"]
+    key = video_key("walk/clip.mp4")  # OUTPUT's own folder name for the video: a readable stem and a hash
+    assert key.startswith("walk_clip.mp4-")
+    assert [p.relative_to(tmp_path / "anim").as_posix() for p in report.written] == [f"{key}/track_0000.npz",
+                                                                                     f"{key}/track_0001.npz"]
+    listed = (tmp_path / "anim" / "tracks_smpl.csv").read_text().splitlines()
+    assert listed == ["video_id,track_id,file,frames,fps", f"walk/clip.mp4,0,{key}/track_0000.npz,40,10",
+                      f"walk/clip.mp4,1,{key}/track_0001.npz,40,10"]
     assert report.skipped == [("walk/clip.mp4", 2, "3 row(s) < --min-frames 10")]
     data = np.load(report.written[0])  # plain arrays: no pickle needed
     assert set(data.files) == {"poses", "betas", "trans", "mocap_framerate", "gender"}
@@ -171,10 +177,13 @@ def test_cli_writes_smpl_and_bvh_and_refuses_bad_options(out, tmp_path):
     runner = CliRunner()
     result = runner.invoke(export_group, ["smpl", str(out), "--out", str(tmp_path / "a"), "--min-frames", "20"])
     assert result.exit_code == 0, result.output
-    assert "2 track file(s) (smpl) from 1 video(s)" in result.output and (tmp_path / "a/walk/clip/track_0001.npz").exists()
+    key = video_key("walk/clip.mp4")
+    assert "2 track file(s) (smpl) from 1 video(s), listed in" in result.output
+    assert (tmp_path / "a" / key / "track_0001.npz").exists()
     result = runner.invoke(export_group, ["smpl", str(out), "--out", str(tmp_path / "b"), "--format", "bvh",
                                           "--video", "walk/clip.mp4", "--focal", "800"])
-    assert result.exit_code == 0, result.output and (tmp_path / "b/walk/clip/track_0000.bvh").exists()
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "b" / key / "track_0000.bvh").exists() and (tmp_path / "b" / "tracks_bvh.csv").exists()
     result = runner.invoke(export_group, ["smpl", str(out), "--out", str(tmp_path / "c"), "--video", "nope.mp4"])
     assert result.exit_code == 2 and "nope.mp4" in result.output
     result = runner.invoke(export_group, ["smpl", str(out), "--out", str(tmp_path / "d"), "--min-frames", "100"])

@@ -1,9 +1,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from posepipe.pipeline.io.readback import OutputReader, ReadbackError, UnknownVideoError, read_poses, read_videos
+from posepipe.pipeline.io.readback import (
+    NotAnOutputError, OutputReader, ReadbackError, UnknownVideoError, open_store, read_poses, read_videos,
+)
+from posepipe.pipeline.io.store import Store
 from posepipe.pipeline.io.schema import POSES_SCHEMA, VIDEOS_SCHEMA
 from tests.fake_output import expected_keypoints, fake_output
 
@@ -58,10 +63,32 @@ def test_unknown_column_is_refused(out):
 
 def test_a_folder_without_tables_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ReadbackError, match="no posepipe tables"):
+    with pytest.raises(NotAnOutputError, match="not a posepipe OUTPUT: .* holds no videos/\\*.parquet, _committed.parquet"):
         read_videos(str(tmp_path / "empty"))
-    with pytest.raises(ReadbackError, match="does not exist"):
+    with pytest.raises(NotAnOutputError, match="does not exist"):
         OutputReader(str(tmp_path / "missing"))
+    (tmp_path / "file.parquet").write_bytes(b"PAR1")
+    with pytest.raises(NotAnOutputError, match="is a file, not a posepipe OUTPUT folder"):
+        OutputReader(str(tmp_path / "file.parquet"))
+
+
+def test_what_an_output_is(tmp_path):
+    """One definition (`open_store`): a run's marks, not any folder that holds Parquet files."""
+    (tmp_path / "lake" / "videos").mkdir(parents=True)
+    pq.write_table(pa.table({"a": [1]}), tmp_path / "lake" / "videos" / "data.parquet")  # someone else's table
+    with pytest.raises(NotAnOutputError, match="not a posepipe OUTPUT"):
+        open_store(str(tmp_path / "lake"))
+    fake_output(tmp_path / "out")
+    with pytest.raises(NotAnOutputError, match=r"is the videos/ folder of the posepipe OUTPUT .*out, not an OUTPUT; pass"):
+        open_store(str(tmp_path / "out" / "videos"))
+    assert open_store(str(tmp_path / "out")).uri == str(tmp_path / "out")
+    # A job that ended with no video leaves only _committed.parquet; one that began only its intent.
+    Store(str(tmp_path / "ended")).finish_job([])
+    assert open_store(str(tmp_path / "ended")).uri.endswith("ended")
+    with pytest.raises(ReadbackError, match="holds no committed video yet"):
+        read_videos(str(tmp_path / "ended"))
+    Store(str(tmp_path / "began")).begin_job(["a.mp4"])
+    assert open_store(str(tmp_path / "began")).uri.endswith("began")
 
 
 @pytest.mark.parametrize("uri", [

@@ -1,0 +1,144 @@
+"""Where the downstream commands (export, render) write, and how they account for it.
+
+Three rules, one function each:
+
+* **Never inside OUTPUT's own folders** (`refuse_inside_output`). A file of ours in ``videos/`` or
+  ``poses/`` is read as a table by every reader of OUTPUT (and fails it); one in ``_index/`` or
+  named like ``_committed.parquet`` is the store's. What is reserved is `pipeline.io.output.is_reserved_name`:
+  ``videos``, ``poses`` and every top-level name starting with ``_`` or ``.``. Any other name at
+  OUTPUT's top level is allowed (``OUTPUT/dataset.pkl``, ``OUTPUT/anim/``): no reader lists it
+  and no job deletes it. The check follows symbolic links and compares the way a case-insensitive
+  disk would (``OUTPUT/Videos/x`` is refused too), so a link or a capital letter does not get round it.
+* **One file, one name** (`Claims`). Every path a command will write is claimed first, folded as
+  a case-insensitive, normalisation-insensitive file system folds it (Unicode NFC, case folded);
+  a second claim on a folded path is an error raised before anything is written over. Names are
+  built to be distinct (`pipeline.io.output.video_key`: a readable stem and a hash of the whole
+  id), so a claim that fails is a bug or a choice of ``--out`` that makes two outputs one.
+* **Report what is on disk** (`count_on_disk`): after writing, the files that exist, each counted
+  once however many of our paths lead to it (a disk that folded two names into one shows one file
+  behind both; that is detected by the file's identity, not by its name).
+"""
+from __future__ import annotations
+
+import os
+import unicodedata
+from pathlib import Path
+from typing import Iterable
+
+from posepipe.pipeline.io.output import StorageError, Store, is_reserved_name
+
+
+class DestinationError(ValueError):
+    """A path the command would write is not allowed (inside OUTPUT's folders, written twice, an
+    input file). `option` is the command-line option that chose it, or None when no option did."""
+
+    def __init__(self, message: str, option: str | None = "--out") -> None:
+        super().__init__(message)
+        self.option = option
+
+
+def fold(path: str | os.PathLike[str]) -> str:
+    """`path` as a case-insensitive, normalisation-insensitive disk (APFS, NTFS, SMB) sees it."""
+    return unicodedata.normalize("NFC", os.path.abspath(path)).casefold()
+
+
+def _local_root(output_uri: str) -> Path | None:
+    """OUTPUT's folder as the store reads it (a file:// URI decoded as the store decodes it); None
+    for an object store or a URI the store refuses (the command refuses it elsewhere)."""
+    try:
+        store = Store(output_uri)
+        return Path(store.path("")) if store.local else None
+    except (ValueError, StorageError):
+        return None
+
+
+def refuse_inside_output(path: str | os.PathLike[str], output_uri: str, option: str = "--out") -> None:
+    """`DestinationError` if `path` is, or lies in, one of OUTPUT's reserved top-level entries.
+
+    An object-store OUTPUT never holds a local path; a local one is compared after resolving
+    links, by file identity where the folders exist (so case and links cannot hide them)."""
+    root = _local_root(output_uri)
+    if root is None or not root.is_dir():
+        return
+    roots = {Path(os.path.abspath(root)), root.resolve()}
+    # As written (a link named videos/ inside OUTPUT is still OUTPUT's videos/ to its readers) and
+    # resolved (a link elsewhere that leads into OUTPUT's videos/).
+    entries = (_entry_below(Path(os.path.abspath(Path(path).expanduser())), roots),
+               _entry_below(Path(path).expanduser().resolve(), roots))
+    inside = next((e for e in entries if e is not None and is_reserved_name(e)), None)
+    if inside is not None:
+        raise DestinationError(
+            f"{path} is inside OUTPUT's own {inside!r} ({root}/{inside}), which posepipe keeps for the run's "
+            "tables; writing there breaks every reader of OUTPUT. Write it elsewhere: outside OUTPUT, or at its "
+            "top level under a name not starting with '_' or '.' and other than videos or poses",
+            option)
+
+
+def _entry_below(target: Path, roots: set[Path]) -> str | None:
+    """The name of the top-level entry of a root that `target` is or lies in; None if outside every root."""
+    chain = [target, *target.parents]
+    for below, ancestor in zip(chain, chain[1:]):
+        if ancestor in roots:
+            return below.name
+        try:
+            if ancestor.exists() and any(os.path.samefile(ancestor, root) for root in roots):
+                return below.name
+        except OSError:
+            continue
+    return None
+
+
+class Claims:
+    """The paths one command writes: each folded path claimed once, before anything is written."""
+
+    def __init__(self) -> None:
+        self._claimed: dict[str, tuple[Path, str]] = {}
+
+    def claim(self, path: str | os.PathLike[str], what: str, option: str | None = "--out") -> Path:
+        path = Path(path)
+        key = fold(path)
+        if key in self._claimed:
+            first, first_what = self._claimed[key]
+            same = "the same path" if str(first) == str(path) else "one file on a case-insensitive disk"
+            raise DestinationError(f"{what} would be written to {path} and {first_what} to {first}: {same}, so one "
+                                   "would overwrite the other; nothing was written", option)
+        self._claimed[key] = (path, what)
+        return path
+
+    def refuse_inputs(self, inputs: Iterable[tuple[str, Path | None]]) -> None:
+        """`DestinationError` (naming the input's option) if a claimed path is one of the input files."""
+        for option, given in inputs:
+            if given is None:
+                continue
+            for key, (path, what) in self._claimed.items():
+                try:
+                    same = key == fold(given) or (path.exists() and os.path.samefile(path, given))
+                except OSError:
+                    same = False
+                if same:
+                    raise DestinationError(f"{what} would be written to {path}, which is the {option} file; write "
+                                           "the output elsewhere", "--out")
+
+    @property
+    def paths(self) -> list[Path]:
+        return [path for path, _ in self._claimed.values()]
+
+
+def count_on_disk(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], list[Path]]:
+    """(files that exist, paths that do not lead to a file of their own) after writing `paths`.
+
+    Two paths that lead to one file (a name the disk folded into another's) count once; the later
+    one is kept, as it is the one the file holds, and the earlier one is reported lost."""
+    by_identity: dict[tuple[int, int], Path] = {}
+    lost: list[Path] = []
+    for path in map(Path, paths):
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            lost.append(path)
+            continue
+        identity = (stat.st_dev, stat.st_ino)
+        if identity in by_identity:
+            lost.append(by_identity[identity])
+        by_identity[identity] = path
+    return list(by_identity.values()), lost
