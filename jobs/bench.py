@@ -11,6 +11,7 @@ import click
 
 from posepipe.pipeline.measure.benchmark import BenchError, default_shard_frames, run_benchmark
 from posepipe.pipeline.run.options import JobOptions, OptionError
+from posepipe.pipeline.run.terminal import say_json
 
 
 def parse_workers(value: str | None) -> list[int]:
@@ -78,11 +79,12 @@ def bench_command(video: str | None, n_frames: int, max_persons: int, device: st
                                decode_sizes=not no_h264)
     except VideoError as exc:
         raise click.BadParameter(f"{video or 'the sample video'}: {exc}", param_hint="VIDEO") from None
-    except (WeightsError, BenchError) as exc:
+    except WeightsError as exc:
+        raise click.ClickException(" ".join(exc.lines)) from None
+    except BenchError as exc:
         raise click.ClickException(str(exc)) from None
 
-    text = json.dumps(report, indent=2)
     if out_path:
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        out_path.write_text(text + "\n")
-    click.echo(text)
+        out_path.write_text(json.dumps(report, indent=2) + "\n")
+    say_json(report)

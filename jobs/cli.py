@@ -3,6 +3,9 @@ jobs/ and imports nothing from here, so the modules form no import circle.
 """
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 import click
 
 from posepipe.jobs.bench import bench_command
@@ -13,9 +16,33 @@ from posepipe.jobs.render import render_command
 from posepipe.jobs.run import demo_command, run_command
 from posepipe.jobs.submit import logs_command, status_command, submit_command
 from posepipe.jobs.weights import weights_group
+from posepipe.pipeline.run.terminal import configure_logging, excepthook, plain_click_error
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class PlainGroup(click.Group):
+    """The command group, with everything click prints about a command line shown through
+    `terminal.plain`: click quotes the values and names it was given in its errors ("Invalid value
+    for '--num-workers': ..."), and our commands' errors quote names from outside."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        configure_logging()  # every command's log records and warnings as plain lines on stderr
+        sys.excepthook = excepthook  # an unexpected error's traceback too
+        return super().main(*args, **kwargs)
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.ClickException as exc:
+            raise plain_click_error(exc)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as exc:
+            raise plain_click_error(exc)
+
+
+@click.group(cls=PlainGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="posepipe")
 def main() -> None:
     """posepipe: videos in a folder or bucket -> per-frame, per-person 2D/3D poses and SMPL in Parquet."""

@@ -3,12 +3,18 @@
 Exit codes of `posepipe run`: 0 every video succeeded (or was already complete); 3 some videos
 failed (see OUTPUT/videos and the summary); 4 model weights could not be had or loaded; 2 a bad
 option, input or output (nothing was processed); 5 the output storage failed mid-job (what was
-committed is kept; rerun to resume); 1 an unexpected error.
+committed is kept; rerun to resume); 6 the local Ray died under the job; 130 stopped by Ctrl-C
+(SIGINT) and 143 stopped by SIGTERM (128 + the signal's number, as a shell reports a process the
+signal killed): a clean stop, what was committed is kept, rerun to resume; 1 an unexpected error.
+
+Everything printed goes through `pipeline.run.terminal` (one line per message, hidden characters
+escaped); the commands printed for pasting (rerun, query) are quoted by `terminal.shell_quote`.
 """
 from __future__ import annotations
 
-import json
 import logging
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Mapping
@@ -17,9 +23,10 @@ import click
 
 from posepipe.pipeline.run.options import DEFAULT_MODELS, JobOptions, OptionError
 from posepipe.pipeline.run.runner import (EXIT_RAY_DIED, EXIT_STORAGE, EXIT_USAGE, EXIT_WEIGHTS, JobSummary, RayDiedError,
-                                          WeightsError, run_job)
+                                          WeightsError, exit_code_for_signal, ignore_stop_signals, run_job,
+                                          stop_on_signals)
 from posepipe.pipeline.io.redaction import redact
-from posepipe.pipeline.run.terminal import plain
+from posepipe.pipeline.run.terminal import configure_logging, plain, say, say_json, shell_join, shell_quote
 
 RANDOM_BANNER = (
     "WARNING: --random-weights: models use RANDOM weights. This is a PLUMBING RUN: every box, keypoint "
@@ -73,7 +80,7 @@ def run_command(input_uri: str, output: str, address: str | None, num_workers: i
                 frames_per_batch: int, decode_threads: int | None, detector: str, pose_model: str, lifter: str, weights: tuple[str, ...], random_weights: bool,
                 force: bool, json_summary: bool, explain_skip: bool, verbose: bool) -> None:
     """Detect, track and pose every person in every video under INPUT; write Parquet under --output."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    configure_logging(logging.INFO if verbose else logging.WARNING)
     options = options_from_run_params(click.get_current_context().params, address=address)
     summary = execute(options, json_summary=json_summary, explain=explain_skip)
     sys.exit(summary.exit_code)
@@ -95,59 +102,109 @@ def options_from_run_params(params: Mapping[str, Any], *, address: str | None) -
 
 
 def execute(options: JobOptions, *, json_summary: bool = False, explain: bool = False) -> JobSummary:
-    """Validate, run with a progress display, print the summary; exits on usage/weights errors."""
+    """Validate, run with a progress display, print the summary; exits on usage/weights errors.
+
+    SIGTERM stops the job as Ctrl-C does (`runner.stop_on_signals`): the workers are stopped, what
+    was committed is kept, and it exits 128 + the signal's number with the command to rerun."""
+    with stop_on_signals():
+        try:
+            summary = _execute(options)
+        except KeyboardInterrupt as exc:
+            signum = getattr(exc, "signum", signal.SIGINT)
+            ignore_stop_signals()  # the work is already stopped: the message is said whole
+            say(f"posepipe: stopped by {signal.Signals(signum).name}; videos committed before this are kept.",
+                f"Rerun the same command to resume: {rerun_command()}", err=True, fg="yellow")
+            sys.exit(exit_code_for_signal(signum))
+    print_summary(summary, options, json_summary=json_summary, explain=explain)
+    return summary
+
+
+def _execute(options: JobOptions) -> JobSummary:
     from posepipe.models import CATALOGUE
     from posepipe.pipeline.io.output import OutputError, StorageError
     from posepipe.pipeline.run.progress import ProgressReporter
     from posepipe.pipeline.io.sources import InputError
 
-    err = sys.stderr
     try:
         options.validate(CATALOGUE)
     except OptionError as exc:
         raise click.UsageError(plain(exc)) from None
     if options.random_weights:
-        click.secho(RANDOM_BANNER, fg="red", bold=True, err=True)
+        say(RANDOM_BANNER, err=True, fg="red", bold=True)
     try:
         with ProgressReporter() as reporter:
-            summary = run_job(options, reporter=reporter)
+            return run_job(options, reporter=reporter)
     except OptionError as exc:
         raise click.UsageError(plain(exc)) from None
     except (InputError, OutputError) as exc:
-        click.secho(f"error: {plain(exc)}", fg="red", err=True)
+        say(f"error: {exc}", err=True, fg="red")
         sys.exit(EXIT_USAGE)
     except WeightsError as exc:
-        click.secho(f"error: {plain(exc)}", fg="red", err=True)
+        say(f"error: {exc.lines[0]}", *exc.lines[1:], err=True, fg="red")
         sys.exit(EXIT_WEIGHTS)
     except StorageError as exc:
-        click.secho(f"error: the output storage failed, so the job stopped: {plain(exc)}", fg="red", err=True)
-        click.echo("Videos committed before this are kept. When the storage answers again, rerun the same "
-                   f"command to resume: {plain(rerun_command())}", err=True)
+        say(f"error: the output storage failed, so the job stopped: {exc}", err=True, fg="red")
+        say("Videos committed before this are kept. When the storage answers again, rerun the same "
+            f"command to resume: {rerun_command()}", err=True)
         sys.exit(EXIT_STORAGE)
     except RayDiedError as exc:
         # One line: Ray's own account (raylet logs) is in its session log folder, not on the terminal.
-        click.secho(f"error: {plain(exc)}, so the job stopped; videos committed before this are kept. "
-                    f"Rerun the same command to resume: {plain(rerun_command())}", fg="red", err=True)
+        say(f"error: {exc}, so the job stopped; videos committed before this are kept. "
+            f"Rerun the same command to resume: {rerun_command()}", err=True, fg="red")
         sys.exit(EXIT_RAY_DIED)
-    print_summary(summary, options, json_summary=json_summary, stream=err, explain=explain)
-    return summary
 
 
 def rerun_command() -> str:
-    """This process's command line, quoted for a shell (`plain` redacts any URI in it when shown)."""
-    import shlex
-
-    return " ".join(shlex.quote(a) for a in ["posepipe", *sys.argv[1:]])
+    """This process's command line, quoted for a shell (`terminal.shell_quote`: exact, one line)."""
+    return shell_join(["posepipe", *sys.argv[1:]])
 
 
-def print_summary(summary: JobSummary, options: JobOptions, *, json_summary: bool, stream: Any,
-                  explain: bool = False) -> None:
+def sql_string(text: str) -> str:
+    """`text` as an SQL string literal: quotes doubled (DuckDB reads no backslash escapes in '...')."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def duckdb_path(path: str) -> str:
+    """`path` as DuckDB's `read_parquet` reads it literally. DuckDB expands `*`, `?` and `[...]` in
+    every file name it is given, so an OUTPUT named `o[1]` would read `o1`'s files: each becomes a
+    one-character class (`[*]`, `[?]`, `[[]`). DuckDB's patterns cannot hold a backslash, so a path
+    with both is refused (ValueError)."""
+    if not any(c in path for c in "*?["):
+        return path
+    if "\\" in path:
+        raise ValueError("DuckDB cannot read a path holding both a backslash and a pattern character")
+    return "".join(f"[{c}]" if c in "*?[" else c for c in path)
+
+
+def query_command(output: str) -> str:
+    """The shell command that shows five committed rows of `output` with the DuckDB CLI, or, where
+    DuckDB cannot name the path, the same with Python and pyarrow (which expands no patterns).
+
+    It reads `_committed.parquet`, the commit of the last job that ended (this one): a plain glob of
+    poses/ would also see the parts of a job that was killed or still runs (README, Reading only
+    committed rows). SQL quoting first, then the shell's (`terminal.shell_quote`)."""
+    base = output.rstrip("/") if "://" in output else os.path.abspath(output)
+    try:
+        prefix, manifest = duckdb_path(base + "/"), duckdb_path(base + "/_committed.parquet")
+    except ValueError:
+        script = ("import sys, pyarrow.parquet as pq; o = sys.argv[1]; "
+                  "paths = [o + '/' + p for p in pq.read_table(o + '/_committed.parquet')['path'].to_pylist()]; "
+                  "print(pq.read_table(paths).slice(0, 5).to_pandas())")
+        return shell_join(["python3", "-c", script, base])
+    sql = (f"SET VARIABLE parts = (SELECT list({sql_string(prefix)} || path) FROM read_parquet({sql_string(manifest)})); "
+           "SELECT * FROM read_parquet(getvariable('parts')) LIMIT 5")
+    return f"duckdb -c {shell_quote(sql)}"
+
+
+def print_summary(summary: JobSummary, options: JobOptions, *, json_summary: bool, explain: bool = False) -> None:
+    """The job's summary: JSON on stdout (`--json-summary`), or lines on stderr, each through `terminal.say`."""
     from collections import Counter
 
     data = {
         "videos": summary.videos, "ok": summary.ok, "failed": summary.failed, "skipped_complete": summary.skipped,
         "frames": summary.frames, "rows": summary.rows, "seconds": round(summary.seconds, 2),
         "frames_per_second": round(summary.frames_per_second, 2), "workers": summary.workers,
+        "finishers": summary.finishers,
         "plumbing_run_random_weights": summary.random_weights, "output": redact(options.output),
         "failures": [{"video_id": v, "error": e} for v, e in summary.failures],
         "skipped_inputs": [{"name": n, "reason": r} for n, r in summary.skipped_inputs],
@@ -156,22 +213,21 @@ def print_summary(summary: JobSummary, options: JobOptions, *, json_summary: boo
     if explain:
         data["explain"] = [{"video_id": v, "decision": why} for v, why in summary.decisions]
     if json_summary:
-        click.echo(json.dumps(data, indent=2))
+        say_json(data)
         return
     label = " (PLUMBING RUN: random weights)" if summary.random_weights else ""
     ignored = f", {len(summary.skipped_inputs)} input files skipped" if summary.skipped_inputs else ""
-    click.echo(
+    lines = [
         f"posepipe: {summary.ok} ok, {summary.failed} failed, {summary.skipped} already complete of {summary.videos} videos{ignored}; "
         f"{summary.frames} frames, {summary.rows} person rows in {summary.seconds:.1f}s "
-        f"({summary.frames_per_second:.1f} frames/s, {summary.workers} workers){label}", file=stream)
-    for video_id, error in summary.failures:
-        click.echo(f"  failed: {plain(video_id, newlines=False)}: {plain(error)}", file=stream)
-    for name, reason in summary.skipped_inputs:
-        click.echo(f"  skipped: {plain(name, newlines=False)}: {reason}", file=stream)
+        f"({summary.frames_per_second:.1f} frames/s, {summary.workers} workers){label}"]
+    lines += [f"  failed: {video_id}: {error}" for video_id, error in summary.failures]
+    lines += [f"  skipped: {name}: {reason}" for name, reason in summary.skipped_inputs]
     if explain:
-        for video_id, why in summary.decisions:
-            click.echo(f"  {plain(video_id, newlines=False)}: {why}", file=stream)
-    click.echo(f"  query: duckdb -c \"SELECT * FROM read_parquet('{plain(redact(options.output.rstrip('/')))}/poses/**/*.parquet') LIMIT 5\"", file=stream)
+        lines += [f"  {video_id}: {why}" for video_id, why in summary.decisions]
+    if summary.ok or summary.skipped:
+        lines.append(f"  query: {query_command(options.output)}")
+    say(*lines, err=True)
 
 
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "samples"
@@ -202,16 +258,15 @@ def demo_command(output: str, input_uri: str | None, max_persons: int) -> None:
             missing.append((name, str(exc).splitlines()[0]))
     random_weights = bool(missing)
     if missing:
-        click.secho("Official weights could not be fetched (no internet, or the files are not in the cache):",
-                    fg="yellow", bold=True, err=True)
-        for name, reason in missing:
-            click.echo(f"  {name}: {reason}", err=True)
-        click.secho("Running the pipeline with --random-weights instead: a PLUMBING RUN that exercises every stage, "
-                    "with meaningless numbers. Put the checkpoints in the cache (`posepipe weights fetch --all` "
-                    "online) or pass --weights NAME=PATH to `posepipe run` for real poses.", fg="yellow", err=True)
+        say("Official weights could not be fetched (no internet, or the files are not in the cache):",
+            err=True, fg="yellow", bold=True)
+        say(*(f"  {name}: {reason}" for name, reason in missing), err=True)
+        say("Running the pipeline with --random-weights instead: a PLUMBING RUN that exercises every stage, "
+            "with meaningless numbers. Put the checkpoints in the cache (`posepipe weights fetch --all` "
+            "online) or pass --weights NAME=PATH to `posepipe run` for real poses.", err=True, fg="yellow")
     options = JobOptions(input=source, output=output, max_persons=max_persons, random_weights=random_weights,
                          shard_frames=16)
     summary = execute(options)
     if random_weights:
-        click.secho("Demo finished as a PLUMBING RUN (random weights): the output's metadata says so.", fg="yellow", err=True)
+        say("Demo finished as a PLUMBING RUN (random weights): the output's metadata says so.", err=True, fg="yellow")
     sys.exit(summary.exit_code)

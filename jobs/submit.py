@@ -26,17 +26,20 @@ dashboard's http://HEAD:8265. Unlike Ray's client, an explicit --address wins ov
 
 Exit codes: 0 submitted, or with --wait the job SUCCEEDED; with --wait a FAILED job gives the job's
 `posepipe run` exit code (3 some videos failed, 4 weights, 2 bad input, 1 otherwise) and a STOPPED job
-130; 2 nothing was submitted (a bad option, the dashboard cannot be reached, an unknown job id).
+130; 2 nothing was submitted (a bad option, the dashboard cannot be reached, an unknown job id). Ctrl-C
+or SIGTERM while following (--wait, logs --follow) stops following, not the job: 130 or 143.
+
+The job's log is printed one line at a time through `terminal.say` (escaped like everything else).
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import re
 import shlex
+import signal
 import socket
 import time
 from datetime import datetime, timezone
@@ -49,7 +52,8 @@ from click.core import ParameterSource
 
 from posepipe.pipeline.run.options import JobOptions, OptionError
 from posepipe.pipeline.io.redaction import redact, scrub
-from posepipe.pipeline.run.terminal import plain
+from posepipe.pipeline.run.runner import exit_code_for_signal, stop_on_signals
+from posepipe.pipeline.run.terminal import say, say_json, shell_quote
 
 SOURCE_ROOT = Path(__file__).resolve().parents[1]  # a checkout, or site-packages/posepipe when installed
 PACKAGES = ("jobs", "pipeline", "models")
@@ -249,16 +253,45 @@ def cluster_errors(address: str, job_id: str | None = None, exit_code: int = EXI
     raise error from None
 
 
+class LogLines:
+    """A job's log, arriving in chunks that may end mid-line, printed a whole line at a time through
+    `terminal.say`: the log holds whatever the job's processes printed (file names, library errors)."""
+
+    def __init__(self) -> None:
+        self.pending = ""
+
+    def feed(self, chunk: str) -> None:
+        *lines, self.pending = (self.pending + chunk).split("\n")
+        say(*lines)
+
+    def close(self) -> None:
+        if self.pending:
+            say(self.pending)
+        self.pending = ""
+
+
+def print_log(text: str) -> None:
+    """A job's whole log, one line at a time through `terminal.say`."""
+    lines = LogLines()
+    lines.feed(text)
+    lines.close()
+
+
 def follow_logs(client: Any, job_id: str) -> None:
     """Print the job's log as it is written, until the job ends."""
+    lines = LogLines()
+
     async def tail() -> None:
         async for chunk in client.tail_job_logs(job_id):
-            click.echo(chunk, nl=False)
+            lines.feed(chunk)
 
     try:
         asyncio.run(tail())
     except RuntimeError as exc:  # the stream broke (e.g. the dashboard restarted): say so, keep waiting
-        click.secho(f"posepipe: log stream interrupted ({scrub(str(exc))}); waiting for the job to end", fg="yellow", err=True)
+        lines.close()
+        say(f"posepipe: log stream interrupted ({scrub(str(exc))}); waiting for the job to end", err=True, fg="yellow")
+    finally:
+        lines.close()
 
 
 def wait_for_end(client: Any, job_id: str, poll_s: float = 1.0) -> Any:
@@ -283,10 +316,10 @@ def _first_line(text: str | None) -> str:
     return re.sub(r", last available logs.*$", "", (text or "").strip().split("\n", 1)[0])
 
 
-def _interrupted(job_id: str, address: str) -> None:
-    click.echo(f"\nposepipe: stopped following; the job keeps running. Stop it with "
-               f"`ray job stop {job_id} --address {redact(address)}`", err=True)
-    raise SystemExit(EXIT_STOPPED)
+def _interrupted(job_id: str, address: str, signum: int = signal.SIGINT) -> None:
+    say("", f"posepipe: stopped following; the job keeps running. Stop it with "
+        f"`ray job stop {shell_quote(job_id)} --address {shell_quote(redact(address))}`", err=True)
+    raise SystemExit(exit_code_for_signal(signum))
 
 
 # --------------------------------------------------------------------------- commands
@@ -344,22 +377,23 @@ def submit_command(ctx: click.Context, run_args: tuple[str, ...], address: str |
             job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env, submission_id=job_id)
     except ValueError as exc:  # e.g. the code package is over Ray's size limit
         raise SubmitError(f"the job was not submitted: {scrub(str(exc))}") from None
-    click.echo(job_id)
-    click.echo(f"posepipe: submitted to {redact(address)}: {plain(entrypoint)}", err=True)
+    say(job_id)
+    say(f"posepipe: submitted to {redact(address)}: {entrypoint}", err=True)
+    job, where = shell_quote(job_id), shell_quote(redact(address))
     if not wait:
-        click.echo(f"  follow: posepipe logs {job_id} --address {redact(address)} --follow\n"
-                   f"  status: posepipe status {job_id} --address {redact(address)}\n"
-                   f"  stop:   ray job stop {job_id} --address {redact(address)}", err=True)
+        say(f"  follow: posepipe logs {job} --address {where} --follow",
+            f"  status: posepipe status {job} --address {where}",
+            f"  stop:   ray job stop {job} --address {where}", err=True)
         return
     # From here the job exists: losing the dashboard is exit 1, not "nothing was submitted".
-    with cluster_errors(address, job_id, exit_code=1):
+    with cluster_errors(address, job_id, exit_code=1), stop_on_signals():
         try:
             follow_logs(client, job_id)
             info = wait_for_end(client, job_id)
-        except KeyboardInterrupt:
-            _interrupted(job_id, address)
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: stop following, as documented
+            _interrupted(job_id, address, getattr(exc, "signum", signal.SIGINT))
     code = job_exit_code(info.status.value, getattr(info, "driver_exit_code", None), info.message)
-    click.echo(f"posepipe: job {job_id} {info.status.value}: {_first_line(info.message)} (exit code {code})", err=True)
+    say(f"posepipe: job {job_id} {info.status.value}: {_first_line(info.message)} (exit code {code})", err=True)
     ctx.exit(code)
 
 
@@ -369,17 +403,17 @@ def _notes(params: Mapping[str, Any], address: str) -> None:
 
     held = [name for name in CREDENTIAL_ENV if os.environ.get(name)]
     if held:
-        click.echo(f"posepipe: note: not forwarded to the job: {', '.join(held)} (credentials stay here; the "
-                   "cluster's nodes use their own environment or instance role)", err=True)
+        say(f"posepipe: note: not forwarded to the job: {', '.join(held)} (credentials stay here; the "
+            "cluster's nodes use their own environment or instance role)", err=True)
     uris = [params["input_uri"], params["output"], *parse_weights(params["weights"]).values()]
     if any(urlsplit(u).query or urlsplit(u).username for u in uris if "://" in u):
-        click.echo("posepipe: note: a URI carries a query or user info (a pre-signed URL?): it is part of the "
-                   "job's entrypoint, visible on the dashboard", err=True)
+        say("posepipe: note: a URI carries a query or user info (a pre-signed URL?): it is part of the "
+            "job's entrypoint, visible on the dashboard", err=True)
     host = urlsplit(address).hostname
     local = [on_cluster(u) for u in uris if "://" not in u]
     if local and host not in ("127.0.0.1", "localhost", "::1"):
-        click.echo(f"posepipe: note: local paths ({', '.join(local)}) are read on the cluster's nodes: they must "
-                   "exist there (a shared filesystem); else use s3://", err=True)
+        say(f"posepipe: note: local paths ({', '.join(local)}) are read on the cluster's nodes: they must "
+            "exist there (a shared filesystem); else use s3://", err=True)
 
 
 @click.command("status")
@@ -393,13 +427,12 @@ def status_command(job_id: str, address: str | None, as_json: bool) -> None:
     with cluster_errors(address, job_id):
         data = describe(client.get_job_info(job_id))
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        say_json(data)
         return
-    click.echo(f"{data['job_id']}: {data['status']}")
+    say(f"{data['job_id']}: {data['status']}")
     data["message"] = _first_line(data["message"])  # a failed job's message goes on with its log
-    for key in ("message", "entrypoint", "start_time", "end_time", "duration_s", "driver_exit_code"):
-        if data[key] is not None:
-            click.echo(f"  {key + ':':18s}{data[key]}")
+    say(*(f"  {key + ':':18s}{data[key]}" for key in ("message", "entrypoint", "start_time", "end_time", "duration_s",
+                                                      "driver_exit_code") if data[key] is not None))
 
 
 @click.command("logs")
@@ -413,9 +446,10 @@ def logs_command(job_id: str, address: str | None, follow: bool) -> None:
     with cluster_errors(address, job_id):
         client.get_job_info(job_id)  # an unknown id is named, not a bare 404
         if not follow:
-            click.echo(client.get_job_logs(job_id), nl=False)
+            print_log(client.get_job_logs(job_id))
             return
-        try:
-            follow_logs(client, job_id)
-        except KeyboardInterrupt:
-            _interrupted(job_id, address)
+        with stop_on_signals():
+            try:
+                follow_logs(client, job_id)
+            except KeyboardInterrupt as exc:
+                _interrupted(job_id, address, getattr(exc, "signum", signal.SIGINT))

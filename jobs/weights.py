@@ -1,18 +1,18 @@
 """`posepipe weights list | fetch | verify`: the catalogue's checkpoints, the cache, and what a file holds.
 
-Printing is plain text (file names and error texts pass through `plain`, never a markup parser).
+Printing is plain text: every line through `terminal.say` (file names and error texts from outside
+are escaped, never read as markup).
 Exit codes: 0 all good; 4 a checkpoint could not be had or loaded; 2 a bad NAME or option.
 """
 from __future__ import annotations
 
-import json
 import sys
 
 import click
 
 from posepipe.pipeline.run.options import DEFAULT_MODELS
 from posepipe.pipeline.run.runner import EXIT_WEIGHTS
-from posepipe.pipeline.run.terminal import plain
+from posepipe.pipeline.run.terminal import say, say_json
 
 
 def _spec(name: str):  # -> models.Weights
@@ -59,18 +59,17 @@ def weights_list(as_json: bool) -> None:
 
     if as_json:
         rows = [dict(spec.describe(), relative_cost=relative_cost(spec, CATALOGUE)) for spec in CATALOGUE.values()]
-        click.echo(json.dumps(rows, indent=2))
+        say_json(rows)
         return
     for spec in CATALOGUE.values():
-        click.echo(f"{spec.name:34s} {spec.stage:8s} {spec.family:16s} {spec.url}")
+        say(f"{spec.name:34s} {spec.stage:8s} {spec.family:16s} {spec.url}")
         notes = [f"hash: {spec.integrity}"]
         if spec.plain_http:
             notes.append("PLAIN HTTP (no TLS): nothing authenticates the download; compare the sha256 that "
                          f"`posepipe weights verify {spec.name}` prints with a copy you trust")
         notes.append(f"licence: {spec.license}")
-        click.echo("    " + "; ".join(notes))
         metric = ", ".join(f"{k}={v}" for k, v in spec.metrics.items()) or "none published for this file"
-        click.echo(f"    accuracy: {metric}; {_cost(spec, CATALOGUE)}")
+        say("    " + "; ".join(notes), f"    accuracy: {metric}; {_cost(spec, CATALOGUE)}")
 
 
 @weights_group.command("fetch")
@@ -97,16 +96,16 @@ def weights_fetch(names: tuple[str, ...], fetch_all: bool, source: str | None) -
                          progress=True, require_source=bool(source))
         except WeightsUnavailable as exc:
             failed = True
-            click.secho(plain(f"{name}: {exc}"), fg="red", err=True)
+            say(f"{name}: {exc}", err=True, fg="red")
             continue
         # A file that downloads is not yet a checkpoint: load it as `posepipe run` would (a text
         # file, an error page or another model's weights must not pass as fetched).
         result = verify_weights(name, path)
         if not result.ok:
             failed = True
-            click.secho(plain(f"{name}: {path} is not a usable checkpoint: {result.problem}"), fg="red", err=True)
+            say(f"{name}: {path} is not a usable checkpoint: {result.problem}", err=True, fg="red")
             continue
-        click.echo(plain(f"{name}: {path} (sha256 {sha256_file(path)})"))
+        say(f"{name}: {path} (sha256 {sha256_file(path)})")
     sys.exit(EXIT_WEIGHTS if failed else 0)
 
 
@@ -116,11 +115,11 @@ def _size(n: int) -> str:
 
 def _print_verification(result) -> None:  # result: models.verify.Verification
     if not result.ok:
-        click.secho(f"{result.name}: FAILED", fg="red", bold=True)
-        click.echo(f"  {plain(result.problem)}")
+        say(f"{result.name}: FAILED", fg="red", bold=True)
+        say(f"  {result.problem}")
     else:
         r = result.report
-        click.secho(f"{result.name}: OK", fg="green", bold=True)
+        say(f"{result.name}: OK", fg="green", bold=True)
         rows = [("file", f"{r.path} ({_size(r.size)})")]
         if result.origin:
             rows.append(("origin", result.origin))
@@ -135,9 +134,9 @@ def _print_verification(result) -> None:  # result: models.verify.Verification
             ("ignored", ", ".join(r.ignored) if r.ignored else "none"),
         ]
         for label, value in rows:
-            click.echo(f"  {label:10s} {plain(value)}")
+            say(f"  {label:10s} {value}")
     for message in dict.fromkeys(result.warnings):
-        click.echo(f"  {'warning':10s} {plain(message)}")
+        say(f"  {'warning':10s} {message}")
 
 
 @weights_group.command("verify")
@@ -172,7 +171,7 @@ def weights_verify(names: tuple[str, ...], weights: tuple[str, ...], as_json: bo
                            layout=rep.layout, tensors=rep.tensors, renamed=rep.renamed, dropped=list(rep.dropped),
                            ignored=list(rep.ignored))
             rows.append(row)
-        click.echo(json.dumps(rows, indent=2))
+        say_json(rows)
     else:
         for res in results:
             _print_verification(res)

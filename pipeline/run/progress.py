@@ -1,7 +1,7 @@
 """Progress display for a job: a live bar on a terminal, quiet log lines elsewhere.
 
-Everything printed here passes through `pipeline.run.terminal` (plain text, no markup, URIs
-redacted): video ids and error texts come from the outside world.
+Every message passes whole through `pipeline.run.terminal.styled` (one line, hidden characters
+escaped, no markup, URIs redacted): video ids and error texts come from the outside world.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from posepipe.pipeline.run.terminal import console as plain_console, plain, styled
+from posepipe.pipeline.run.terminal import console as plain_console, styled
 
 
 class ProgressReporter:
@@ -45,11 +45,11 @@ class ProgressReporter:
         if event == "start":
             self._log(f"{data['videos']} videos found, {data['todo']} to process, {data['skipped']} already complete")
             for name, reason in data.get("skipped_inputs", []):
-                self._log(f"skipped {plain(name, newlines=False)}: {reason}", "yellow")
+                self._log(f"skipped {name}: {reason}", "yellow")
             if self.progress:
                 self.progress.update(self.videos_task, total=data["todo"])
         elif event == "workers":
-            self._log(f"{data['workers']} model workers ({data['resources']})")
+            self._log(f"{data['workers']} model workers ({data['resources']}), {data.get('finishers', 0)} finishers")
         elif event == "video_started":
             self.frames_total += data["frames"]
             if self.progress:
@@ -63,15 +63,15 @@ class ProgressReporter:
             if self.progress:
                 self.progress.advance(self.videos_task)
             if event == "video_failed":
-                self._log(f"failed {plain(data['video_id'], newlines=False)}: {data['error']}", "red")
+                self._log(f"failed {data['video_id']}: {data['error']}", "red")
             elif not self.live:
-                self._log(f"done {plain(data['video_id'], newlines=False)} ({data['rows']} rows)")
+                self._log(f"done {data['video_id']} ({data['rows']} rows)")
         elif event == "retry":
-            self._log(f"retrying {plain(data['video_id'], newlines=False)} frames from {data['start']} "
-                      f"(attempt {data['attempt'] + 1})")
+            where = f"frames from {data['start']}" if data.get("start") is not None else "after a failure that passes"
+            self._log(f"retrying {data['video_id']} {where} (attempt {data['attempt'] + 1})")
 
     def _log(self, text: str, style: str = "") -> None:
-        """One message, shown as plain text (`styled` parses no markup), whole in one style."""
+        """One message on one line, shown as plain text (`styled` escapes and parses no markup), in one style."""
         target = self.progress.console if self.progress is not None else self.console
         target.print(styled(text, style), markup=False, highlight=False, emoji=False, soft_wrap=True)
 

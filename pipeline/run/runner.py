@@ -39,14 +39,17 @@ notebooks) is used as is.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import signal
+import threading
 import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from posepipe.pipeline.run.options import JobOptions, OptionError
 from posepipe.pipeline.io.output import Output, StorageError, video_key
@@ -93,7 +96,60 @@ class RayDiedError(RuntimeError):
 
 
 class WeightsError(RuntimeError):
-    """Official weights could not be had; the message names the model, what was tried and the fix."""
+    """Official weights could not be had; the message names the model, what was tried and the fix.
+
+    `lines`: the problem, then what to do, each one line (printed as separate lines)."""
+
+    def __init__(self, *lines: str) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+class JobStopped(KeyboardInterrupt):
+    """A signal asked the job to stop (SIGTERM, or SIGINT: Ctrl-C). A KeyboardInterrupt, so every
+    layer (Ray's waits, the driver's loop, the clean-ups in `finally`) stops as it does for Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def exit_code_for_signal(signum: int) -> int:
+    """The exit code of a job stopped by `signum`: 128 + its number (130 Ctrl-C, 143 SIGTERM), as a
+    shell reports a process the signal killed, so schedulers and scripts read it the same way."""
+    return 128 + int(signum)
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Within: SIGINT and SIGTERM raise `JobStopped` in the main thread (a clean stop: workers
+    stopped, what was committed kept). A second signal during the clean-up cuts it short the same
+    way. Without this, SIGTERM ends a driver with Ray's handlers: `ray.init` makes it `sys.exit(15)`,
+    and Ray's core worker then installs a C++ handler that prints a stack dump and kills the process
+    (no exit code of ours, no rerun hint); `_start_ray` puts this handler back after `ray.init`."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals reach only the main thread; there, whoever runs us handles them
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise JobStopped(signum)
+
+    saved = {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+
+def ignore_stop_signals() -> None:
+    """From now on SIGINT and SIGTERM are ignored (the job is stopped; its last words are being said)."""
+    if threading.current_thread() is threading.main_thread():
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
 
 
 @dataclass
@@ -106,6 +162,7 @@ class JobSummary:
     rows: int = 0
     seconds: float = 0.0
     workers: int = 0
+    finishers: int = 0
     random_weights: bool = False
     failures: list[tuple[str, str]] = field(default_factory=list)
     skipped_inputs: list[tuple[str, str]] = field(default_factory=list)   # (name, why it is not a video job)
@@ -140,7 +197,7 @@ def load_weights(options: JobOptions) -> dict[str, str | None]:
             model = load_model(name, weights=uri, device="cpu", half=False)
         except WeightsUnavailable as exc:
             raise WeightsError(
-                f"cannot get weights for the {stage} model {name!r} (tried {tried}): {scrub(str(exc))}\n"
+                f"cannot get weights for the {stage} model {name!r} (tried {tried}): {scrub(str(exc))}",
                 f"Supply the checkpoint file as its authors publish it with --weights {name}=PATH_OR_URI "
                 f"(local path, file://, http(s):// or s3://), or place it in the cache. For a plumbing check "
                 f"without real weights, pass --random-weights (outputs are meaningless)."
@@ -148,7 +205,7 @@ def load_weights(options: JobOptions) -> dict[str, str | None]:
         except Exception as exc:  # CheckpointError, or anything a hostile file provokes in torch
             reason = str(exc) if isinstance(exc, CheckpointError) else f"{type(exc).__name__}: {exc}"
             raise WeightsError(
-                f"the {stage} model {name!r} cannot load {tried}: {scrub(reason)}\n"
+                f"the {stage} model {name!r} cannot load {tried}: {scrub(reason)}",
                 f"Nothing was processed and no output was changed. Check that the file is the checkpoint "
                 f"of {name} as its authors publish it (`posepipe weights verify {name} --weights {name}=...`)."
             ) from None
@@ -346,12 +403,40 @@ def _start_ray(options: JobOptions) -> bool:
     # Workers' own output (Ray's and FFmpeg's internals, tracebacks of failures the job reports
     # itself) goes to Ray's log files, not the user's terminal, unless posepipe logs at INFO (-v).
     verbose = log.isEnabledFor(logging.INFO)
+    on_main = threading.current_thread() is threading.main_thread()
+    sigterm = signal.getsignal(signal.SIGTERM) if on_main else None
     ray.init(address=address, include_dashboard=False, log_to_driver=verbose,
              logging_level=logging.WARNING if verbose else logging.ERROR,
              runtime_env={"env_vars": env} if env else None)
-    if not verbose:
+    if sigterm is not None:
+        # ray.init replaced this process's SIGTERM handling (a sys.exit in Python, then its core
+        # worker's C++ handler that dumps a stack and aborts): keep the one we had (stop_on_signals).
+        signal.signal(signal.SIGTERM, sigterm)
+    if verbose:
+        _ray_output_through_terminal()
+    else:
         _ray_errors_to_log_file()
     return True
+
+
+def _ray_output_through_terminal() -> None:
+    """With -v, the workers' output that Ray's driver prints (`print_to_stdstream`), one line at a
+    time through `terminal.plain`: FFmpeg and library messages quote file names from outside."""
+    from posepipe.pipeline.run.terminal import say
+
+    try:
+        from ray._private import worker as ray_worker
+
+        if not callable(getattr(ray_worker, "print_to_stdstream", None)):
+            return
+    except Exception:
+        return
+
+    def to_terminal(data: dict[str, Any], ignore_prefix: bool = False) -> None:
+        prefix = "" if ignore_prefix else f"({data.get('actor_name') or data.get('task_name') or 'pid'}={data.get('pid', '?')}) "
+        say(*(prefix + line for line in data.get("lines", [])), err=bool(data.get("is_err")))
+
+    ray_worker.print_to_stdstream = to_terminal
 
 
 def _ray_errors_to_log_file() -> None:
@@ -472,7 +557,7 @@ def _schedule(ray: Any, options: JobOptions, output: Output, todo: list[VideoRef
               committed: Mapping[str, dict[str, Any]]) -> None:
     n_workers, resources, threads = _cluster_plan(options, ray)
     n_finishers, finish_resources = _finish_plan(n_workers, resources, ray)
-    summary.workers = n_workers
+    summary.workers, summary.finishers = n_workers, n_finishers
     actor_cls = ray.remote(_RayWorker).options(max_restarts=options.retries + 1, max_task_retries=0, **resources)
     finisher_cls = ray.remote(_RayFinisher).options(max_restarts=options.retries + 1, max_task_retries=0,
                                                     **finish_resources)
@@ -481,15 +566,41 @@ def _schedule(ray: Any, options: JobOptions, output: Output, todo: list[VideoRef
                            make_actor=lambda: actor_cls.remote(options, threads=threads), n_workers=n_workers,
                            make_finisher=lambda: finisher_cls.remote(options, threads=1), n_finishers=n_finishers,
                            committed=committed)
-    output.begin_job([ref.video_id for ref in todo])  # if this job is killed, the next one cleans these folders
+    video_ids = [ref.video_id for ref in todo]
+    output.begin_job(video_ids)  # if this job is killed, the next one cleans these folders
     try:
         scheduler.run()
-    finally:
-        scheduler.stop()
+    except BaseException as exc:  # a stop (Ctrl-C, SIGTERM), a storage failure, a dead Ray, a bug
+        if scheduler.stop() and _settles_after(exc):
+            _settle_stopped_job(output, video_ids, exc)
+        raise
+    scheduler.stop()
     # No worker is left: delete what no row names, write OUTPUT/_committed.parquet and the videos index.
-    removed = output.finish_job([ref.video_id for ref in todo])
+    removed = output.finish_job(video_ids)
     if removed:
         log.info("removed %d poses parts of superseded or unfinished attempts", removed)
+
+
+def _settles_after(exc: BaseException) -> bool:
+    """Whether a job stopped by `exc` should settle its output before it exits: not after an outage
+    of the store (each call would wait out the layer's retries; the next job settles) nor after its
+    local Ray died (its workers' end cannot be confirmed)."""
+    if isinstance(exc, RayDiedError):
+        return False
+    return not (isinstance(exc, StorageError) and exc.transient)
+
+
+def _settle_stopped_job(output: Output, video_ids: list[str], exc: BaseException) -> None:
+    """A stopped job whose workers are confirmed gone does what a job's end does (`finish_job`):
+    the parts of its unfinished attempts are deleted now, not left to a plain glob until a later job
+    ends (and, since this job's intent then looks like a running job's, for INTENT_STALE_S). Best
+    effort: a store that fails here (a disk still full) leaves them to the next job, as a kill does."""
+    try:
+        removed = output.finish_job(video_ids)
+    except Exception as failure:  # the stop's own cause is what the user hears about
+        log.warning("could not clean up after the stop (%s); the next job does", scrub(str(failure))[:300])
+        return
+    log.info("stopped (%s): removed %d poses parts of unfinished attempts", type(exc).__name__, removed)
 
 
 class _Scheduler:
@@ -548,7 +659,8 @@ class _Scheduler:
                     if worker is not None and kind != "ping":
                         worker.queue.remove(obj)
 
-    def stop(self) -> None:
+    def stop(self) -> bool:
+        """Kill every actor; True once each is confirmed dead (no finish of this job can still write)."""
         everyone = self.workers + self.finishers
         for worker in everyone:
             try:
@@ -559,11 +671,21 @@ class _Scheduler:
         # dead. Wait (bounded) for that, so no finish can still be writing after the job.
         try:
             pings = [worker.actor.where.remote() for worker in everyone]
-            self.ray.wait(pings, num_returns=len(pings), timeout=10.0)
-            for ping in pings:
-                _consume(self.ray, ping)
+            ready, _ = self.ray.wait(pings, num_returns=len(pings), timeout=10.0)
         except Exception:
-            pass
+            return False
+        dead = len(ready) == len(pings)
+        for ping in pings:
+            try:
+                self.ray.get(ping, timeout=0)
+                dead = False  # it answered: alive after all
+            except self.ray.exceptions.ActorUnavailableError:
+                dead = False  # unreachable for now, not known dead
+            except self.ray.exceptions.RayActorError:
+                pass
+            except Exception:
+                dead = False
+        return dead
 
     def _release_delayed(self) -> None:
         now = time.monotonic()
@@ -887,12 +1009,22 @@ class _Scheduler:
 _NAMES = {"model": "worker", "finish": "finisher"}
 
 
+# At most one finisher per this many of the cluster's CPUs (see _finish_plan).
+CPUS_PER_FINISHER = 2
+
+
 def _finish_plan(n_workers: int, worker_resources: Mapping[str, Any], ray: Any) -> tuple[int, dict[str, Any]]:
-    """How many finishers (CPU actors for tracking, lifting and writing), with which resources. One per
-    model worker keeps up with them; each takes a CPU the model workers left free, else shares."""
+    """How many finishers (CPU actors for tracking, lifting and writing), with which resources.
+
+    One per model worker keeps up with them, but never more than one per CPUS_PER_FINISHER of the
+    cluster's CPUs (`ray.cluster_resources()` when the job starts: every node's, so a cluster's
+    finishers follow its total; at least one). Each finisher is a process holding the lifter and
+    its own torch (~0.6 GB): `--num-workers 8` on 2 CPUs started 8 of them (~5 GB) for work that 2
+    CPUs cannot run in parallel anyway. Each takes a CPU the model workers left free, else shares."""
     cpus = float(ray.cluster_resources().get("CPU", 1))
+    n = max(1, min(n_workers, int(cpus) // CPUS_PER_FINISHER))
     spare = cpus - n_workers * float(worker_resources.get("num_cpus", 1))
-    return n_workers, {"num_cpus": 1 if spare >= n_workers else 0, "num_gpus": 0}
+    return n, {"num_cpus": 1 if spare >= n else 0, "num_gpus": 0}
 
 
 def _clean_superseded(output: Output, video_ids: list[str]) -> int:

@@ -15,7 +15,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +27,8 @@ import pytest
 from posepipe.pipeline.run.options import DEFAULT_MODELS, JobOptions
 from posepipe.pipeline.run.runner import JobSummary, run_job
 from tests import media
-from tests.processes import processes
+from tests.processes import Spawner, posepipe_argv, posepipe_env, processes, session_members
 
-REPO = Path(__file__).resolve().parents[2]
 FAST = ["--random-weights", "--max-persons", "1", "--no-flip-test", "--detector", "yolox_nano"]  # see run_here
 CLIPS = {"a.mp4": 4, "b.mp4": 4, "c.mp4": 5}   # name -> frames: small, CPU inference is slow
 SHARD = "2"                                      # several shards per video
@@ -112,44 +110,7 @@ def assert_same_rows(got_dir: Path, want_dir: Path) -> None:
     assert not [p for p in got_dir.rglob(".*.tmp")], "a temp file was left visible"
 
 
-# -- subprocesses --------------------------------------------------------------------------------
-def posepipe_env(**extra: str) -> dict[str, str]:
-    """This environment without Ray addresses or fault settings, plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_JOB_CONFIG_JSON_ENV_VAR")
-           and not k.startswith("POSEPIPE_TEST_")}
-    # Passive OpenMP waits: a worker's torch threads otherwise spin against the other processes on
-    # these two cores, and inference slows down tenfold.
-    env.update(PYTHONUNBUFFERED="1", RAY_USAGE_STATS_ENABLED="0", OMP_WAIT_POLICY="PASSIVE", **extra)
-    return env
-
-
-def session_members(sid: int) -> list[int]:
-    """Processes of the session a subprocess was started in (Ray's processes stay in it, orphans too)."""
-    return [pid for pid, p in processes().items() if p.session == sid]
-
-
-class Spawner:
-    """Starts subprocesses each in a new session; `cleanup` kills whatever is left of those sessions."""
-
-    def __init__(self) -> None:
-        self.sessions: list[int] = []
-
-    def start(self, cmd: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
-        with open(log, "ab") as out:
-            proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
-        self.sessions.append(proc.pid)
-        return proc
-
-    def cleanup(self) -> None:
-        for sid in self.sessions:
-            for pid in session_members(sid):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-
-
+# -- subprocesses (tests.processes; posepipe_env is imported from here by test_cluster) -------------
 @pytest.fixture
 def spawner() -> Iterator[Spawner]:
     spawn = Spawner()
@@ -160,8 +121,7 @@ def spawner() -> Iterator[Spawner]:
 
 
 def posepipe_command(*args: str) -> list[str]:
-    launcher = "import sys; from posepipe.jobs.cli import main; sys.argv[0] = 'posepipe'; main()"
-    return [sys.executable, "-c", launcher, "run", *args, "--json-summary"]
+    return posepipe_argv("run", *args, "--json-summary")
 
 
 def wait_job(proc: subprocess.Popen, log: Path, timeout_s: float = JOB_TIMEOUT_S) -> dict:
@@ -302,7 +262,7 @@ def test_a_dead_local_ray_ends_the_job_with_one_line_and_a_rerun_completes(spawn
 # Every line a plain `posepipe run` may print without -v (no terminal: no live progress bar).
 OWN_LINES = [re.compile(p) for p in (
     r"WARNING: --random-weights: models use RANDOM weights\.", r"\d+ videos found, \d+ to process, \d+ already complete$",
-    r"\d+ model workers \(\{.*\}\)$", r"done \S+ \(\d+ rows\)$", r"failed \S+: ", r"posepipe: \d+ ok, \d+ failed, ",
+    r"\d+ model workers \(\{.*\}\), \d+ finishers$", r"done \S+ \(\d+ rows\)$", r"failed \S+: ", r"posepipe: \d+ ok, \d+ failed, ",
     r"  failed: \S+: ", r"  query: duckdb -c ",
 )]
 
@@ -316,9 +276,8 @@ def test_a_plain_run_shows_only_posepipes_own_lines(spawner, tmp_path):
     media.street_clip(clips / "a.mp4", n=4)
     (clips / "bad.mp4").write_bytes(b"not a video at all")
     log = tmp_path / "run.log"
-    launcher = "import sys; from posepipe.jobs.cli import main; sys.argv[0] = 'posepipe'; main()"
-    proc = spawner.start([sys.executable, "-c", launcher, "run", str(clips), "--output", str(tmp_path / "out"),
-                          "--shard-frames", SHARD, *FAST], log, posepipe_env())
+    proc = spawner.start(posepipe_argv("run", str(clips), "--output", str(tmp_path / "out"), "--shard-frames", SHARD,
+                                       *FAST), log, posepipe_env())
     try:
         proc.wait(timeout=JOB_TIMEOUT_S)
     except subprocess.TimeoutExpired:
