@@ -22,7 +22,8 @@ import threading
 from typing import Callable, Mapping
 
 from posepipe.pipeline.io.redaction import redact, scrub
-from posepipe.pipeline.io.sources import local_path, s3_client, scheme_of
+from posepipe.pipeline.io.sources import s3_client
+from posepipe.pipeline.io.uris import local_path, scheme_of, split_object_uri, without_fragment
 
 MIN_READ = 64 << 10          # first request after a seek
 MAX_READ = 2 << 20           # largest request sequential reading grows to
@@ -108,10 +109,7 @@ def _http(uri: str) -> tuple[Fetch, int]:
 
 
 def _s3(uri: str) -> tuple[Fetch, int]:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(uri)
-    bucket, key = parts.netloc, parts.path.lstrip("/")
+    bucket, key = split_object_uri(uri)  # the key verbatim: '#', '?', '%' are characters of it
     client = s3_client()
 
     def call(what: Callable[[], object]) -> object:
@@ -135,9 +133,9 @@ def _s3(uri: str) -> tuple[Fetch, int]:
 
 
 def _smart_open(uri: str) -> tuple[Fetch, int]:
-    import smart_open
+    from posepipe.pipeline.io.sources import open_binary
 
-    handle = smart_open.open(uri, "rb")
+    handle = open_binary(uri)  # gs:// and az:// objects by their (bucket, key) pair
     lock = threading.Lock()
     size = handle.seek(0, io.SEEK_END)
 
@@ -250,7 +248,7 @@ def open_ranged(uri: str, *, known: Mapping[int, bytes] | None = None, limit: in
         elif scheme == "s3":
             fetch, size = _s3(uri)
         elif scheme in ("http", "https"):
-            fetch, size = _http(uri)
+            fetch, size = _http(without_fragment(uri))  # the query is sent, a fragment never is
         else:
             fetch, size = _smart_open(uri)
     except (ObjectReadError, FileNotFoundError, PermissionError, IsADirectoryError):

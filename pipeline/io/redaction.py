@@ -1,25 +1,47 @@
 """The one rule for secrets in URIs: redact before anything is printed, logged, stored or keyed.
 
-URIs carry secrets in three places: user info (`https://user:pass@host`, `s3://key:secret@bucket`),
-the query string (pre-signed URLs: `X-Amz-Signature=`, `token=`, `sig=`) and the fragment. A
-redacted URI keeps the scheme, host, port and path, which is what a person needs to find the
-object again. Error texts from libraries (requests, botocore, FFmpeg) quote the URIs they were
-given, so free text is scrubbed the same way before it reaches a `videos` row, a log or a terminal.
+URLs carry secrets in three places: user info (`https://user:pass@host`), the query string
+(pre-signed URLs: `X-Amz-Signature=`, `token=`, `sig=`) and the fragment. A redacted URL keeps the
+scheme, host, port and path, which is what a person needs to find the object again.
+
+Object-store URIs (``s3://``, ``gs://``, ``az://``) have no query and no fragment: everything after
+the bucket is the key, verbatim (`pipeline.io.uris`), and a key may hold `?` or `#`. Redacting one
+drops only user info (``s3://key:secret@bucket``); cutting it at `?` or `#` would name another
+object (the rows of ``clip#1.mp4`` would point at ``clip``). Typed object-store URIs holding user
+info or a `?` are refused before any work (`has_secrets`), so no secret reaches a stored key.
+
+Error texts from libraries (requests, botocore, FFmpeg) quote the URIs they were given, and where
+such a URI ends inside prose cannot be known, so free text is scrubbed conservatively (`scrub`):
+every URI in it loses user info, query and fragment, object-store URIs included.
 """
 from __future__ import annotations
 
 import re
 from urllib.parse import urlsplit, urlunsplit
 
+from posepipe.pipeline.io.uris import OBJECT_SCHEMES, object_authority, scheme_of
+
 # scheme://[userinfo@]rest, where rest runs to whitespace or a quote/bracket that ends a URI in prose.
 _URI_IN_TEXT = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)([^\s'\"<>()\[\]]*)")
 
 
 def redact(uri: str) -> str:
-    """`uri` without user info, query string or fragment; a plain path is returned unchanged."""
-    parts = urlsplit(uri)
-    if not parts.scheme or len(parts.scheme) == 1:  # a path (or a Windows drive letter)
+    """`uri` without user info; a URL also without query and fragment; an object-store URI keeps
+    its key verbatim; a plain path is returned unchanged."""
+    scheme = scheme_of(uri)
+    if not scheme:  # a path (or a Windows drive letter)
         return uri
+    if scheme in OBJECT_SCHEMES and uri[len(scheme):].startswith("://"):
+        authority = object_authority(uri)
+        return f"{uri[:len(scheme)]}://{authority.rpartition('@')[2]}{uri[len(scheme) + 3 + len(authority):]}"
+    return _redact_url(uri)
+
+
+def _redact_url(uri: str) -> str:
+    try:
+        parts = urlsplit(uri)
+    except ValueError:  # an unbalanced '[' in the host: keep the scheme only
+        return f"{scheme_of(uri)}://"
     try:
         host, port = parts.hostname or "", parts.port
     except ValueError:  # a malformed port: keep the host part, drop everything after ':'
@@ -29,14 +51,27 @@ def redact(uri: str) -> str:
 
 
 def has_secrets(uri: str) -> bool:
-    """Whether `uri` carries user info or a query string (what `redact` would remove)."""
-    parts = urlsplit(uri)
-    return bool(parts.scheme) and len(parts.scheme) > 1 and ("@" in parts.netloc or bool(parts.query))
+    """Whether a *typed* `uri` carries user info or a query string.
+
+    For object stores a `?` counts: posepipe cannot tell a key's `?` from a pasted query string (a
+    signed URL's parameters), so a typed object-store URI with one is refused; a key holding `?`
+    is still read when its folder is the INPUT (listed keys never pass through here)."""
+    scheme = scheme_of(uri)
+    if not scheme:
+        return False
+    if scheme in OBJECT_SCHEMES:
+        return "@" in object_authority(uri) or "?" in uri
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return True
+    return "@" in parts.netloc or bool(parts.query)
 
 
 def scrub(text: str) -> str:
-    """Every URI inside free text redacted (user info, query and fragment removed)."""
-    return _URI_IN_TEXT.sub(lambda m: redact(m.group(1) + m.group(2)), text)
+    """Every URI inside free text without user info, query and fragment (object-store URIs too:
+    inside prose, where a key ends is unknown, so the conservative cut is made)."""
+    return _URI_IN_TEXT.sub(lambda m: _redact_url(m.group(1) + m.group(2)), text)
 
 
 __all__ = ["has_secrets", "redact", "scrub"]

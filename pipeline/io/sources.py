@@ -3,6 +3,11 @@
 S3 settings come from the standard AWS environment (AWS_ENDPOINT_URL, credentials, profile,
 region) through boto3's default session, so MinIO-style endpoints work; nothing here prints or
 stores a secret (URIs are stored without query strings or user info).
+
+What the INPUT is, is decided once, here (`pipeline.io.uris`): a local path is made absolute, a
+file:// URI becomes that path, an object-store URI becomes (bucket, prefix) and every listed key
+travels verbatim in `VideoRef.uri` (``s3://BUCKET/KEY``, read back only by `uris.split_object_uri`),
+an http(s) URL keeps its query (sent, never shown) and loses its fragment (never sent).
 """
 from __future__ import annotations
 
@@ -13,14 +18,15 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Iterator
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from posepipe.pipeline.io.redaction import redact, scrub
+from posepipe.pipeline.io.uris import (REMOTE_SCHEMES, URIError, is_remote, local_path, object_uri, scheme_of,  # noqa: F401 - re-exported
+                                       split_object_uri, without_fragment)
 
 VIDEO_EXTENSIONS = frozenset({
     ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".mts", ".3gp", ".ogv",
 })
-REMOTE_SCHEMES = ("s3", "gs", "az", "http", "https")
 
 
 class InputError(ValueError):
@@ -29,8 +35,8 @@ class InputError(ValueError):
 
 @dataclass(frozen=True)
 class VideoRef:
-    video_id: str   # path relative to the input root, '/'-separated
-    uri: str        # what to open: a local path or a URI
+    video_id: str   # path relative to the input root, '/'-separated (an object's key relative to the prefix, verbatim)
+    uri: str        # what to open: an absolute local path, scheme://BUCKET/KEY (key verbatim) or a URL
     size: int | None = None
     version: str | None = None   # ETag (object stores) or mtime in ns (files): changes when the file is replaced
 
@@ -40,19 +46,6 @@ class VideoRef:
         if self.size is None and self.version is None:
             return None
         return f"size={self.size};version={self.version}"
-
-
-def scheme_of(uri: str) -> str:
-    scheme = urlsplit(uri).scheme.lower()
-    return scheme if len(scheme) > 1 else ""  # 'C:' drive letters are not schemes
-
-
-def is_remote(uri: str) -> bool:
-    return scheme_of(uri) in REMOTE_SCHEMES
-
-
-def local_path(uri: str) -> str:
-    return urlsplit(uri).path if scheme_of(uri) == "file" else uri
 
 
 def _is_video_name(name: str) -> bool:
@@ -75,8 +68,22 @@ def s3_client():  # noqa: ANN201 - boto3 client type is dynamic
 
 
 def _split_bucket(uri: str) -> tuple[str, str]:
-    parts = urlsplit(uri)
-    return parts.netloc, parts.path.lstrip("/")
+    """(bucket, prefix) of a typed object-store URI; the prefix verbatim (a key is never URL-parsed)."""
+    try:
+        bucket, key = split_object_uri(uri)
+    except URIError as exc:
+        raise InputError(f"INPUT {redact(uri)!r}: {exc}") from None
+    return bucket, key
+
+
+def absolute_path(path: str | os.PathLike[str]) -> Path:
+    """`path` made absolute once, at the edge, so a stored path names the same file from any working
+    directory. The folders above are resolved (links and '..' as the system follows them); the last
+    name is kept as given, so a link to a video keeps its own name (its video_id)."""
+    path = Path(path)
+    if path.name in ("", ".", ".."):
+        return Path(os.path.realpath(path))
+    return Path(os.path.realpath(path.parent)) / path.name
 
 
 @dataclass(frozen=True)
@@ -100,12 +107,23 @@ def scan_inputs(input_uri: str) -> Listing:
     """
     scheme = scheme_of(input_uri)
     if scheme in ("", "file"):
-        return _scan_local(Path(local_path(input_uri)))
+        try:
+            path = local_path(input_uri)
+        except URIError as exc:
+            raise InputError(f"INPUT {exc}") from None
+        return _scan_local(absolute_path(path))
     if scheme == "s3":
         return _scan_s3(input_uri)
     if scheme in ("http", "https"):
-        name = posixpath.basename(urlsplit(input_uri).path) or "video"
-        return Listing([VideoRef(video_id=name, uri=input_uri)])
+        # A URL the user typed: its query is part of it (signed URLs need it), its fragment is not
+        # (never sent). The video is named by the last segment of its path, percent-decoded.
+        url = without_fragment(input_uri)
+        try:
+            path = urlsplit(url).path
+        except ValueError as exc:
+            raise InputError(f"INPUT {redact(input_uri)!r} is not a valid URL ({exc})") from None
+        name = unquote(posixpath.basename(path)) or "video"
+        return Listing([VideoRef(video_id=name, uri=url)])
     if scheme in ("gs", "az"):
         return _list_smart_open(input_uri)
     raise InputError(f"INPUT {redact(input_uri)!r}: unsupported scheme {scheme!r}; use a local path, file://, s3://, gs://, az:// or http(s)://")
@@ -206,7 +224,7 @@ def _scan_s3(uri: str) -> Listing:
         # A key that is itself a video is a single-file input.
         if prefix and _is_video_name(prefix):
             head = client.head_object(Bucket=bucket, Key=prefix)
-            return Listing([VideoRef(video_id=posixpath.basename(prefix), uri=f"s3://{bucket}/{prefix}",
+            return Listing([VideoRef(video_id=posixpath.basename(prefix), uri=object_uri("s3", bucket, prefix),
                                      size=head["ContentLength"], version=head.get("ETag", "").strip('"') or None)])
         folder = prefix if not prefix or prefix.endswith("/") else prefix + "/"
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=folder):
@@ -218,7 +236,7 @@ def _scan_s3(uri: str) -> Listing:
                 if _hidden(relative):
                     skipped.append((relative, "hidden (a name on its path starts with '.')"))
                 else:
-                    refs.append(VideoRef(video_id=relative, uri=f"s3://{bucket}/{key}", size=obj["Size"],
+                    refs.append(VideoRef(video_id=relative, uri=object_uri("s3", bucket, key), size=obj["Size"],
                                          version=obj.get("ETag", "").strip('"') or None))
     except Exception as exc:  # botocore errors carry the reason; never the credentials
         raise InputError(f"cannot list {redact(uri)}: {type(exc).__name__}: {scrub(str(exc))}. "
@@ -234,7 +252,7 @@ def _list_smart_open(uri: str) -> Listing:
 
             bucket, prefix = _split_bucket(uri)
             blobs = storage.Client().list_blobs(bucket, prefix=prefix)
-            refs = [VideoRef(b.name[len(prefix):].lstrip("/"), f"gs://{bucket}/{b.name}", b.size) for b in blobs
+            refs = [VideoRef(b.name[len(prefix):].lstrip("/"), object_uri("gs", bucket, b.name), b.size) for b in blobs
                     if _is_video_name(b.name) and not _hidden(b.name[len(prefix):])]
         else:
             from azure.storage.blob import BlobServiceClient  # type: ignore[import-not-found]
@@ -242,7 +260,7 @@ def _list_smart_open(uri: str) -> Listing:
             container, prefix = _split_bucket(uri)
             service = BlobServiceClient.from_connection_string(os.environ["AZURE_STORAGE_CONNECTION_STRING"])
             blobs = service.get_container_client(container).list_blobs(name_starts_with=prefix)
-            refs = [VideoRef(b.name[len(prefix):].lstrip("/"), f"az://{container}/{b.name}", b.size) for b in blobs
+            refs = [VideoRef(b.name[len(prefix):].lstrip("/"), object_uri("az", container, b.name), b.size) for b in blobs
                     if _is_video_name(b.name) and not _hidden(b.name[len(prefix):])]
     except ImportError:
         extra = "gcs" if scheme == "gs" else "azure"
@@ -253,12 +271,33 @@ def _list_smart_open(uri: str) -> Listing:
 
 
 def open_binary(uri: str) -> IO[bytes]:
-    """A seekable binary reader for any supported URI (smart-open; S3 through boto3's session)."""
+    """A seekable binary reader for any supported URI (smart-open; S3 through boto3's session).
+
+    Objects are opened by their (bucket, key) pair, never by handing smart-open the URI string: its
+    URI parser is not ours, and a key is never parsed twice."""
     import smart_open
 
-    if scheme_of(uri) == "s3":
-        return smart_open.open(uri, "rb", transport_params={"client": s3_client()})
-    return smart_open.open(local_path(uri) if scheme_of(uri) == "file" else uri, "rb")
+    scheme = scheme_of(uri)
+    if scheme == "s3":
+        import smart_open.s3
+
+        bucket, key = split_object_uri(uri)
+        return smart_open.s3.open(bucket, key, "rb", client=s3_client())
+    if scheme == "gs":
+        import smart_open.gcs
+
+        bucket, key = split_object_uri(uri)
+        return smart_open.gcs.open(bucket, key, "rb")
+    if scheme == "az":
+        import smart_open.azure
+        from azure.storage.blob import BlobServiceClient  # type: ignore[import-not-found]
+
+        container, key = split_object_uri(uri)
+        client = BlobServiceClient.from_connection_string(os.environ["AZURE_STORAGE_CONNECTION_STRING"])
+        return smart_open.azure.open(container, key, "rb", client=client)
+    if scheme in ("http", "https"):
+        return smart_open.open(without_fragment(uri), "rb")
+    return open(local_path(uri), "rb")
 
 
 def iter_chunks(reader: IO[bytes], size: int = 1 << 20) -> Iterator[bytes]:

@@ -62,6 +62,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from posepipe.pipeline.io.redaction import redact, scrub
+from posepipe.pipeline.io.uris import URIError, file_uri_path, scheme_of, split_object_uri  # noqa: F401 - scheme_of re-exported
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -143,9 +144,29 @@ def is_visible(name: str) -> bool:
 
 # -- the filesystem layer ------------------------------------------------------------------------
 
-def scheme_of(uri: str) -> str:
-    scheme = urlsplit(uri).scheme.lower()
-    return scheme if len(scheme) > 1 else ""  # 'C:' drive letters are not schemes
+def layer_base(uri: str) -> str:
+    """The base path of OUTPUT `uri` in its filesystem layer: an absolute local path, or
+    'bucket/prefix' (the prefix verbatim: `pipeline.io.uris`). Raises `OutputError` for a prefix the
+    layer would not keep as written: pyarrow refuses an empty segment ('a//b') and rewrites '.' and
+    '..' segments, so parts would land under another prefix than the one the rows are read from."""
+    scheme = scheme_of(uri)
+    if scheme in ("", "file"):
+        try:
+            path = file_uri_path(uri) if scheme == "file" else uri
+        except URIError as exc:
+            raise OutputError(f"--output {exc}") from None
+        return os.path.abspath(path)
+    try:
+        bucket, key = split_object_uri(uri)
+    except URIError as exc:
+        raise OutputError(f"--output {redact(uri)}: {exc}") from None
+    if not bucket:
+        raise OutputError(f"--output {redact(uri)}: no bucket name; write {scheme}://BUCKET/PREFIX")
+    prefix = key.strip("/")
+    if prefix and any(part in ("", ".", "..") for part in prefix.split("/")):
+        raise OutputError(f"--output {redact(uri)}: the prefix {prefix!r} has an empty, '.' or '..' segment, which "
+                          "the storage layer would rewrite to another prefix; write the prefix without it")
+    return f"{bucket}/{prefix}".rstrip("/")
 
 
 @functools.lru_cache(maxsize=32)
@@ -172,11 +193,10 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     job do not build one per call.
     """
     scheme = scheme_of(uri)
+    base = layer_base(uri)
     if scheme in ("", "file"):
-        path = urlsplit(uri).path if scheme == "file" else uri
-        return pafs.LocalFileSystem(), os.path.abspath(path)
-    parts = urlsplit(uri)
-    base = f"{parts.netloc}/{parts.path.strip('/')}".rstrip("/")
+        return pafs.LocalFileSystem(), base
+    bucket = base.partition("/")[0]
     if scheme == "s3":
         env = os.environ
         endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or ""
@@ -185,7 +205,7 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
         region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or ""
         attempts = int(env.get("AWS_MAX_ATTEMPTS") or S3_MAX_ATTEMPTS)
         with _errors("connect to", uri):
-            return _s3(parts.netloc, endpoint, region, attempts), base
+            return _s3(bucket, endpoint, region, attempts), base
     # gs:// and az:// are untested here (no emulator). Both layers retry transient errors themselves
     # (GCS: retry_time_limit; Azure: the SDK's default exponential retry policy).
     if scheme == "gs":  # credentials: Application Default Credentials, as gsutil/gcloud use
@@ -261,8 +281,7 @@ class Store:
         if self.scheme not in OUTPUT_SCHEMES:
             raise OutputError(f"--output {redact(uri)}: {self.scheme}:// outputs are not supported; "
                               "write to a local folder or an s3://, gs:// or az:// prefix")
-        if self.scheme not in ("", "file") and not urlsplit(self.uri).netloc:
-            raise OutputError(f"--output {redact(self.uri)}: no bucket name; write {self.scheme}://BUCKET/PREFIX")
+        layer_base(self.uri)  # OutputError now, before any I/O, for a prefix the layer would not keep
         self._fs: pafs.FileSystem | None = None
         self._base = ""
         self.local = self.scheme in ("", "file")

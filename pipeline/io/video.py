@@ -30,6 +30,15 @@ from posepipe.pipeline.io.sources import is_remote
 # Past these a container's timestamps are not a real recording's (a 1e9 s Matroska duration made
 # decord abort the process with std::bad_alloc). MPEG-TS clocks wrap at 26.5 h: real streams stay far below.
 MAX_PLAUSIBLE_SECONDS = 1e7
+# The largest frame decoded: 8192x4352, H.264/HEVC level 6.2's maximum picture size (35,651,584 luma
+# samples). A window of frames is held in memory as BGR (3 bytes a pixel): 32 such frames are 3.4 GB.
+# A larger frame (an FFV1 or raw video can declare 16384x16384 in a few kilobytes) would exhaust a
+# worker's memory; it is refused at probe time with its size in words. Every smaller size is
+# processed, down to 1x1: a frame too small to hold a person gives a committed video with no rows.
+MAX_FRAME_PIXELS = 8192 * 4352
+# MPEG-TS timestamps are a 33-bit 90 kHz clock that wraps every 26.5 h; a file that holds a wrap is
+# read in order (VideoInfo.sequential).
+MPEGTS_WRAP = 1 << 33
 # FFmpeg demuxers that read one still image (an image renamed .mp4 opens as a one-frame "video").
 _IMAGE_FORMATS = ("_pipe", "image2", "webp", "apng")
 # Decode threads per open video. FFmpeg's frame threading scales H.264/HEVC decoding with cores; the
@@ -65,6 +74,7 @@ class VideoInfo:
     keyframe_offsets: tuple[int, ...] = (0,)   # their byte offsets in the file (-1: unknown)
     rotation: int = 0                          # degrees counter-clockwise, as FFmpeg's display matrix says
     indexed: bool = True                       # False: the container has no frame index; the probe scanned packets
+    sequential: bool = False                   # True: timestamps restart or are missing; decoded from frame 0, never by seeking
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
@@ -172,8 +182,15 @@ def _open_container(uri: str, reader: Any) -> tuple[Any, Any]:
     return container, video[0]
 
 
-def _bgr(frame: Any, rotation: int) -> np.ndarray:
-    image = frame.to_ndarray(format="bgr24")
+def _bgr(frame: Any, rotation: int, size: tuple[int, int] | None = None) -> np.ndarray:
+    """The frame as a BGR uint8 image, rotated as displayed. With `size` (the stream's coded width
+    and height), a frame of another size is scaled to it first: a stream whose resolution changes
+    mid-way comes out in the one geometry its probe recorded (as the ffmpeg tool scales it), so
+    every row's pixel coordinates, every batch of frames and every render share one frame size."""
+    if size is not None and (frame.width, frame.height) != size:
+        image = frame.to_ndarray(format="bgr24", width=size[0], height=size[1])
+    else:
+        image = frame.to_ndarray(format="bgr24")
     if rotation % 360:
         image = np.ascontiguousarray(np.rot90(image, k=(rotation // 90) % 4))
     return image
@@ -198,7 +215,16 @@ def _open_reader(uri: str, known: Mapping[int, bytes] | None = None) -> RangeRea
 
 def probe_video(uri: str) -> Probe:
     """What the runner needs to plan `uri`'s shards, from its header (and, for containers without a
-    frame index such as Matroska, one pass over its packets). Raises VideoError for a non-video."""
+    frame index such as Matroska, one pass over its packets). Raises VideoError for a non-video.
+
+    One pass from the first byte, never a seek: the first frame is decoded from the first packets,
+    and (without an index) the packets are counted in that same pass. A seek back to the start, as
+    an earlier version made, lands by timestamp, and a file whose timestamps restart (two MPEG-TS
+    files joined with `cat`) has that timestamp twice: the count began in the second part.
+    Timestamps that go backwards, or keyframes without any, make the video *sequential*: one shard,
+    decoded from the start without a seek (`VideoInfo.sequential`), so no frame is read from the
+    wrong place and none is counted twice or missed.
+    """
     import av
 
     reader = _open_reader(uri)
@@ -206,56 +232,120 @@ def probe_video(uri: str) -> Probe:
     with contextlib.closing(reader):
         container, stream = _open_container(uri, reader)
         with container:
+            # An edit list's discarded samples are in the index (and the stream's frame count) but
+            # never come out of the decoder: they are no frames of the video.
+            every_entry = list(stream.index_entries)
+            entries = [e for e in every_entry if not e.is_discard]
+            indexed = stream.frames > 0 and len(every_entry) == stream.frames
+            scan = _PacketScan(count=not indexed)
+            first = None
             header: dict[int, bytes] = {}
             try:
-                first = next(container.decode(stream), None)
-            except Exception as exc:
-                raise VideoError(f"the video stream cannot be decoded: {_decode_detail(exc)}") from None
+                for packet in container.demux(stream):
+                    if first is None:
+                        try:
+                            first = next(iter(packet.decode()), None)
+                        except av.error.FFmpegError as exc:
+                            raise VideoError(f"the video stream cannot be decoded: {_decode_detail(exc)}") from None
+                        if first is not None:
+                            if is_remote(uri):  # what opening cost, to spare every shard the same reads
+                                header = _merge(reader.recorded or {})  # the first packets too: shard 0 needs them
+                            reader.recorded = None
+                    scan.add(packet)
+                    if first is not None and indexed:
+                        break
+            except VideoError:
+                raise
+            except av.error.FFmpegError as exc:
+                if first is None or scan.frames == 0:
+                    raise VideoError(f"the video stream cannot be read: {_decode_detail(exc)}") from None
+                # else a damaged tail: the frames before it are counted (decoding them will tell)
+            reader.recorded = None
             if first is None:
                 raise VideoError("the file has no decodable video frames")
-            if is_remote(uri):  # what opening cost, to spare every shard the same reads
-                header = _merge(reader.recorded or {})  # the first packets too: shard 0 needs them anyway
-            reader.recorded = None
             rotation = int(first.rotation or 0) if hasattr(first, "rotation") else 0
             image = _bgr(first, rotation)
-            if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] < 2 or image.shape[1] < 2:
-                raise VideoError(f"decodes to malformed frames of shape {tuple(image.shape)} (expected HxWx3); "
-                                 "the stream is corrupt or uses an unsupported pixel format")
+            height, width = _check_geometry(image)
             fps = float(stream.average_rate or stream.guessed_rate or 0.0)
-            entries = [e for e in stream.index_entries if not e.is_discard]
-            indexed = stream.frames > 0 and len(entries) == stream.frames
             if indexed:
                 keys = [(i, e.timestamp, e.pos) for i, e in enumerate(entries) if e.is_keyframe]
                 num_frames = len(entries)
-            else:  # no frame index (Matroska, WebM, MPEG-TS, ...): count packets, reading the file once
-                try:
-                    container.seek(0, stream=stream, backward=True)
-                except Exception:
-                    pass
-                keys, num_frames = [], 0
-                try:
-                    for packet in container.demux(stream):
-                        if packet.size == 0:
-                            continue
-                        if packet.is_keyframe:
-                            keys.append((num_frames, packet.dts if packet.dts is not None else packet.pts,
-                                         packet.pos if packet.pos is not None else -1))
-                        num_frames += 1
-                except av.error.FFmpegError as exc:
-                    if num_frames == 0:
-                        raise VideoError(f"the video stream cannot be read: {_decode_detail(exc)}") from None
+                sequential = not _increasing([e.timestamp for e in every_entry])
+            else:  # no frame index (Matroska, WebM, MPEG-TS, ...): the packets counted above
+                keys, num_frames, sequential = scan.keys, scan.frames, scan.sequential
+                if "mpegts" in (container.format.name or "") and scan.wraps(MPEGTS_WRAP):
+                    sequential = True
             if num_frames <= 0:
                 raise VideoError("the file has no decodable video frames")
             if not keys or keys[0][0] != 0:
                 keys.insert(0, (0, None, -1))
+            if any(k[1] is None for k in keys[1:]):  # a keyframe no seek can aim at
+                sequential = True
+            if sequential:
+                keys = [(0, keys[0][1], keys[0][2])]
             duration = float(stream.duration * stream.time_base) if stream.duration else (num_frames / fps if fps else 0.0)
-            height, width = image.shape[:2]
             info = VideoInfo(
                 num_frames=num_frames, fps=fps, width=int(width), height=int(height), duration_s=duration,
                 keyframes=tuple(k[0] for k in keys), keyframe_dts=tuple(-1 if k[1] is None else int(k[1]) for k in keys),
                 keyframe_offsets=tuple(int(k[2]) for k in keys), rotation=rotation, indexed=indexed,
+                sequential=sequential,
             )
     return Probe(info=info, header=header)
+
+
+def _increasing(stamps: list[int | None]) -> bool:
+    """Whether the timestamps that are known strictly increase (in file order)."""
+    known = [t for t in stamps if t is not None]
+    return all(b > a for a, b in zip(known, known[1:]))
+
+
+class _PacketScan:
+    """Counts a stream's packets (one a frame), notes its keyframes, and watches its decode times:
+    one that is not above the one before means the timestamps restarted or wrapped uncorrected."""
+
+    def __init__(self, *, count: bool) -> None:
+        self.count = count
+        self.frames = 0
+        self.keys: list[tuple[int, int | None, int]] = []
+        self.sequential = False
+        self._first_dts: int | None = None
+        self._last_dts: int | None = None
+
+    def wraps(self, period: int) -> bool:
+        """Whether the decode times cross a multiple of `period`: FFmpeg corrects a clock wrap as it
+        reads, but its seeks cannot cross one."""
+        if self._first_dts is None or self._last_dts is None:
+            return False
+        return self._first_dts // period != self._last_dts // period
+
+    def add(self, packet: Any) -> None:
+        if not self.count or packet.size == 0 or packet.is_discard:
+            return
+        if packet.dts is not None:
+            if self._last_dts is not None and packet.dts <= self._last_dts:
+                self.sequential = True
+            self._first_dts = packet.dts if self._first_dts is None else self._first_dts
+            self._last_dts = packet.dts
+        if packet.is_keyframe:
+            self.keys.append((self.frames, packet.dts if packet.dts is not None else packet.pts,
+                              packet.pos if packet.pos is not None else -1))
+        self.frames += 1
+
+
+def _check_geometry(image: np.ndarray) -> tuple[int, int]:
+    """(height, width) of a decoded first frame, or a VideoError that says what is wrong in words."""
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise VideoError("its frames do not convert to colour images (an unsupported pixel format or a corrupt "
+                         "stream); re-encode it (ffmpeg -i IN -pix_fmt yuv420p OUT)")
+    height, width = int(image.shape[0]), int(image.shape[1])
+    if height < 1 or width < 1:
+        raise VideoError(f"its frames are {width}x{height} pixels, an empty picture (a corrupt stream)")
+    if width * height > MAX_FRAME_PIXELS:
+        raise VideoError(
+            f"the video is {width}x{height} pixels ({width * height / 1e6:.1f} megapixels a frame); posepipe decodes "
+            f"at most {MAX_FRAME_PIXELS / 1e6:.1f} megapixels a frame (8192x4352, the largest frame of H.264 and "
+            "HEVC level 6.2). Scale it down first, e.g. ffmpeg -i IN -vf scale=3840:-2 OUT")
+    return height, width
 
 
 def _decode_detail(exc: BaseException) -> str:
@@ -300,6 +390,8 @@ class VideoStream:
             self._stream.thread_count = self.threads
         self._timestamps: np.ndarray | None = None
         self._fresh = True   # nothing decoded yet: frame 0 needs no seek
+        turned = self.info.rotation % 180 == 90
+        self._coded_size = (self.info.height, self.info.width) if turned else (self.info.width, self.info.height)
 
     @property
     def bytes_fetched(self) -> int:
@@ -335,10 +427,11 @@ class VideoStream:
         stamps: list[float] = []
         while True:
             index = first
+            decoder = self._decoder_from(first, k)
             try:
-                for frame in self._decoder_from(first, k):
+                for frame in decoder:
                     if index >= wanted:
-                        batch.append(_bgr(frame, self.info.rotation))
+                        batch.append(_bgr(frame, self.info.rotation, self._coded_size))
                         stamps.append(_frame_time(frame, self._stream.time_base))
                         wanted = index + 1
                         if len(batch) == window or index == stop - 1:
@@ -346,6 +439,8 @@ class VideoStream:
                             batch, stamps = [], []
                     index += 1
                     if index >= stop:
+                        if stop == self.info.num_frames:
+                            self._check_no_more(decoder)
                         return
             except VideoError:
                 raise
@@ -362,6 +457,35 @@ class VideoStream:
             # Some frame before `stop` needs packets past the next keyframe (an open GOP's leading
             # frames): decode this stretch again with the whole file readable, from where we are.
             self._reader.limit = None
+
+    def _rewind(self) -> None:
+        """Open the container again at byte 0. Not a seek to timestamp 0: in a file whose timestamps
+        restart (two MPEG-TS files joined), that timestamp is in the file twice."""
+        limit, self._reader.limit = self._reader.limit, None   # the header may lie past the shard's end
+        with contextlib.suppress(Exception):
+            self._container.close()
+        self._reader.seek(0)
+        try:
+            self._container, self._stream = _open_container(self.uri, self._reader)
+        finally:
+            self._reader.limit = limit
+        if self.threads > 1:
+            self._stream.thread_type = "FRAME"
+            self._stream.thread_count = self.threads
+
+    def _check_no_more(self, decoder: Iterator[Any]) -> None:
+        """After the last counted frame: a frame more means the count was wrong (an index or a packet
+        count that disagrees with the decoder). The video then fails, rather than be committed with
+        frames missing. A damaged tail (an error while looking) is not more frames."""
+        try:
+            extra = next(decoder, None)
+        except Exception:
+            return
+        if extra is not None:
+            raise VideoError(
+                f"decoding finds more frames than the {self.info.num_frames} its container declares (its index or "
+                "timestamps are inconsistent), so some frames would be left out; re-encode it "
+                "(ffmpeg -i IN -c:v libx264 OUT.mp4) and run that file")
 
     def _decoder_from(self, first: int, k: int) -> Iterator[Any]:
         """Frames in presentation order from keyframe `first` (the k-th keyframe) on.
@@ -382,21 +506,22 @@ class VideoStream:
                 target = dts[k + 1] - 1
             else:  # the last keyframe: anywhere past it
                 target = dts[k] + max(int(stream.duration or 0), 1 << 30)
+            self._fresh = False
             try:
                 container.seek(target, stream=stream, backward=True, any_frame=False)
                 stream.codec_context.flush_buffers()  # no frame of an earlier window may come out now
-            except Exception as exc:
-                raise VideoError(f"cannot seek to frame {first}: {_decode_detail(exc)}") from None
-            self._fresh = False
-            demuxed = container.demux(stream)
-            head = next((p for p in demuxed if p.size), None)
-            if head is not None and head.dts == dts[k]:
-                packets, skip, need_key = itertools.chain((head,), demuxed), 0, True
-            # else the seek landed elsewhere (an index that lies): count frames from the start instead.
+            except Exception:  # FFmpeg cannot seek there (a timestamp wrap): count from the start
+                pass
+            else:
+                demuxed = container.demux(stream)
+                head = next((p for p in demuxed if p.size), None)
+                if head is not None and head.dts == dts[k]:
+                    packets, skip, need_key = itertools.chain((head,), demuxed), 0, True
+                # else the seek landed elsewhere (an index that lies): count frames from the start instead.
         if packets is None:
             if not self._fresh:
-                container.seek(0, stream=stream, backward=True, any_frame=False)
-                stream.codec_context.flush_buffers()
+                self._rewind()
+                container, stream = self._container, self._stream
             self._fresh = False
             packets = container.demux(stream)
         limit = self._reader.limit
