@@ -135,7 +135,9 @@ class _PlainFormatter(logging.Formatter):
             if record.exc_info and not record.exc_text:
                 record.exc_text = self.formatException(record.exc_info)
             if record.exc_text:
-                record.exc_text = "\n".join(plain(line) for line in record.exc_text.splitlines())
+                # split("\n"), not splitlines(): that also splits at U+2028, \x1c-\x1e, \x85, and
+                # a name holding one would start a line of its own.
+                record.exc_text = "\n".join(plain(line) for line in record.exc_text.split("\n"))
             return super().format(record)
         finally:
             record.msg, record.args, record.exc_text = saved
@@ -168,7 +170,7 @@ def excepthook(kind: type[BaseException], value: BaseException, tb: Any) -> None
     """An unexpected error's traceback, each line through `plain` (the exception's text may quote a name)."""
     import traceback
 
-    for line in "".join(traceback.format_exception(kind, value, tb)).splitlines():
+    for line in "".join(traceback.format_exception(kind, value, tb)).rstrip("\n").split("\n"):  # not splitlines()
         sys.stderr.write(plain(line) + "\n")
 
 
