@@ -2,8 +2,11 @@
 
 fp16 holds values up to 65504. Trained pose networks stay far below that, but nothing guarantees
 it for every checkpoint (HRNet's fused branches reach ~1e5 with the golden test weights), and an
-overflow turns whole heatmaps into NaN keypoints silently. So the fp16 output is checked, and the
-first overflow switches that predictor to fp32 for good, with a warning.
+overflow turns whole heatmaps into NaN keypoints silently. So the fp16 output is checked, and a pass
+(or, on the device path, a window) that overflowed is redone in strict fp32 (:func:`fp32_pass`),
+after which the predictor's precision state is what it was: one crowded frame does not make the
+rest of a job run at fp32 speed. The first overflow of each predictor warns; all are counted
+(``fp16_overflows``).
 
 On a CPU, `half` means bf16 autocast (`--half`; off by default, README "Precision on a CPU"): bf16
 has fp32's range, so it cannot overflow, but it keeps 8 bits of mantissa to fp16's 11.
@@ -11,7 +14,8 @@ has fp32's range, so it cannot overflow, but it keeps 8 bits of mantissa to fp16
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
@@ -40,6 +44,35 @@ def fall_back_to_fp32(predictor: Any, what: str) -> None:
     strict_fp32(predictor.device)
 
 
+def note_overflow(predictor: Any, what: str) -> None:
+    """Count an fp16 overflow of `predictor` (``fp16_overflows``), warning on its first."""
+    count = int(getattr(predictor, "fp16_overflows", 0)) + 1
+    predictor.fp16_overflows = count
+    if count == 1:
+        warnings.warn(
+            f"{what}: fp16 overflowed (inf/NaN in its output) with these weights; what overflowed is redone "
+            "in fp32, and fp16 stays on for the rest. Pass --no-half to skip fp16 altogether.",
+            PrecisionWarning, stacklevel=3,
+        )
+
+
+@contextmanager
+def fp32_pass(*predictors: Any) -> Iterator[None]:
+    """Within the block, `predictors` run in strict fp32 (``half`` off, TF32 off on CUDA); on leaving,
+    their ``half`` and the process's TF32 flags are restored."""
+    saved = [bool(getattr(p, "half", False)) for p in predictors]
+    tf32 = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    for p in predictors:
+        p.half = False
+        strict_fp32(torch.device(p.device))
+    try:
+        yield
+    finally:
+        for p, half in zip(predictors, saved):
+            p.half = half
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+
+
 def cpu_bf16_supported() -> bool:
     """Whether this CPU runs bf16 convolutions natively (oneDNN's check: AVX512-BF16 or AMX)."""
     try:
@@ -51,9 +84,10 @@ def cpu_bf16_supported() -> bool:
 def forward_half_guarded(predictor: Any, run: Callable[[], torch.Tensor], what: str) -> torch.Tensor:
     """`run()` under fp16 autocast when `predictor.half` on CUDA, else as is; float32 out.
 
-    `predictor` needs `.half` (bool) and `.device`. If the fp16 output has a non-finite value, the
-    predictor's `half` is turned off and `run()` repeats in fp32 (once per predictor, then fp32 on).
-    Checking reads the output on the host (a sync per pass); :func:`forward_half_flagged` does not.
+    `predictor` needs `.half` (bool) and `.device`. If the fp16 output has a non-finite value, `run()`
+    repeats in strict fp32 (:func:`fp32_pass`; counted and, the first time, warned about) and the next
+    call tries fp16 again. Checking reads the output on the host (a sync per pass);
+    :func:`forward_half_flagged` does not.
     """
     if predictor.half and predictor.device.type == "cpu":
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -64,8 +98,9 @@ def forward_half_guarded(predictor: Any, run: Callable[[], torch.Tensor], what: 
         out = run()
     if bool(torch.isfinite(out).all()):
         return out.float()
-    fall_back_to_fp32(predictor, what)
-    return run().float()
+    note_overflow(predictor, what)
+    with fp32_pass(predictor):
+        return run().float()
 
 
 def forward_half_flagged(predictor: Any, run: Callable[[], torch.Tensor],
@@ -74,8 +109,8 @@ def forward_half_flagged(predictor: Any, run: Callable[[], torch.Tensor],
 
     Returns the float32 output and a () bool tensor on its device: True when this was an fp16 pass
     and its output (only the batch `rows` given, e.g. not the padding) holds inf or NaN. The caller
-    reads the flag once per window (one sync for many passes); when it is set, it calls
-    :func:`fall_back_to_fp32` and runs that window again. Always False in fp32.
+    reads the flag once per window (one sync for many passes); when it is set, it runs that window again
+    within :func:`fp32_pass` (and :func:`note_overflow`). Always False in fp32.
     """
     if predictor.half and predictor.device.type == "cpu":
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -92,4 +127,4 @@ def forward_half_flagged(predictor: Any, run: Callable[[], torch.Tensor],
 
 
 __all__ = ["PrecisionWarning", "cpu_bf16_supported", "fall_back_to_fp32", "forward_half_flagged", "forward_half_guarded",
-           "strict_fp32"]
+           "fp32_pass", "note_overflow", "strict_fp32"]

@@ -15,21 +15,30 @@ Between the two the host picks the boxes to pose exactly as the reference path d
 arithmetic (README, "Per-frame work on the device"). Windows overlap: window k's upload and
 detection are queued before the host waits on window k-1's keypoints, so the device works on one
 while the host reads the other. An overflow (fp16) or an inexact NMS result (more candidates than
-the device pass considered) sends that window to the reference path: never a wrong row.
+the device pass considered) sends that window to the reference path: never a wrong row. Such windows
+are counted by reason (`DeviceWindows.fallbacks`, a shard's `fallback_windows`, the job summary and
+the bench), and an fp16 overflow is redone in fp32 for that window only (`precision.fp32_pass`).
 """
 from __future__ import annotations
 
 import time
+from collections import Counter
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from posepipe.models.precision import fall_back_to_fp32
+from posepipe.models.precision import fp32_pass, note_overflow
 from posepipe.pipeline.temporal.association import MAX_CANDIDATES, pose_candidates
 
 PERSON_CLASS = 0
+# Why a window left the device path (the keys of `DeviceWindows.fallbacks`):
+DETECTOR_OVERFLOW = "detector_fp16_overflow"  # YOLOX's fp16 output held inf/NaN: the window in fp32, on the host
+NMS_NOT_EXACT = "nms_not_exact"               # more candidates than the device NMS considered, or not converged
+POSE_OVERFLOW = "pose_fp16_overflow"          # 2D or HMR fp16 overflowed: their part of the window in fp32
+HMR_CROP_BOUND = "hmr_crop_bound"             # a box's SPIN canvas exceeded its static bound
 
 
 def supports_device_path(detector: Any, pose: Any, mesh: Any) -> bool:
@@ -97,7 +106,8 @@ class _Pending:
     stamps: np.ndarray
     candidates: torch.Tensor     # (B, K, 7) on the host (pinned when CUDA), filled asynchronously
     count: torch.Tensor          # (B,)
-    fallback: torch.Tensor       # () bool
+    fallback: torch.Tensor       # () bool: overflow or an inexact NMS
+    overflow: torch.Tensor       # () bool
     ready: Any                   # CUDA event after the copies, or None
 
 
@@ -109,6 +119,14 @@ class DeviceWindows:
         self.device = torch.device(worker.detector.device)
         self.cuda = self.device.type == "cuda"
         self.clock = StageClock()
+        # The device NMS considers the best `candidates` boxes of a frame that pass the floor; a frame with
+        # more (and fewer than MAX_CANDIDATES kept) is not certainly exact and sends its window to the
+        # host. A person yields ~5-20 anchors over the tracker's floor, so a 100-person crowd needs ~2,000;
+        # the IoU matrix is candidates^2 floats a frame (16 MiB at 2,048), cheap on a GPU, not on a CPU.
+        self.candidates = 2048 if self.cuda else 1024
+        self.nms_iterations = 16
+        self.windows = 0                   # windows completed (since the worker last read the counts)
+        self.fallbacks: Counter[str] = Counter()  # windows (or their 2D/SMPL part) redone the reference way, by reason
         # Two pinned staging buffers, used in turn; each with the event after its last upload, so the
         # host never overwrites frames a queued copy has not read yet.
         self._pinned: list[tuple[torch.Tensor, Any] | None] = [None, None]
@@ -123,12 +141,15 @@ class DeviceWindows:
         with _Span(self.clock, "detect", self.device):
             dets = self.worker.detector.detect_frames(
                 batch, conf_threshold=opts.tracker_config().low_threshold, nms_threshold=opts.det_nms,
-                classes=(PERSON_CLASS,), max_detections=MAX_CANDIDATES)
+                classes=(PERSON_CLASS,), max_detections=MAX_CANDIDATES, candidates=self.candidates,
+                nms_iterations=self.nms_iterations)
             rows = torch.cat([dets.boxes, dets.obj[..., None], dets.cls_conf[..., None],
                               dets.labels[..., None].to(torch.float32)], dim=-1)
-            candidates, count, fallback = (self._to_host(t) for t in (rows, dets.count, dets.fallback))
+            candidates, count, fallback, overflow = (self._to_host(t) for t in (rows, dets.count, dets.fallback,
+                                                                                 dets.overflow))
             ready = self._event()
-        return _Pending(frames, batch, np.asarray(indices), np.asarray(stamps), candidates, count, fallback, ready)
+        return _Pending(frames, batch, np.asarray(indices), np.asarray(stamps), candidates, count, fallback, overflow,
+                        ready)
 
     def complete(self, pending: _Pending, width: int, height: int) -> dict[str, np.ndarray]:
         """Pick the boxes to pose, run 2D and SMPL on the device, and bring the rows back."""
@@ -138,14 +159,18 @@ class DeviceWindows:
         t_cpu = time.thread_time()
         if pending.ready is not None:
             pending.ready.synchronize()
+        self.windows += 1
         if bool(pending.fallback):
             # fp16 overflowed in the detector, or its NMS could not promise exactness: this window
-            # goes the reference way (and the detector runs in fp32 from now on if it overflowed).
-            if worker.detector.half:
-                fall_back_to_fp32(worker.detector, "YOLOX")
+            # goes the reference way (in fp32 if it overflowed; the next window tries fp16 again).
+            overflow = bool(pending.overflow)
+            self.fallbacks[DETECTOR_OVERFLOW if overflow else NMS_NOT_EXACT] += 1
+            if overflow:
+                note_overflow(worker.detector, "YOLOX")
             self.clock.add_host("select", time.thread_time() - t_cpu)
-            return worker._frames(list(pending.frames_host), pending.indices, pending.stamps, width, height,
-                                  {"decode": 0.0, "detect": 0.0, "pose2d": 0.0, "smpl": 0.0})
+            with fp32_pass(worker.detector) if overflow else nullcontext():
+                return worker._frames(list(pending.frames_host), pending.indices, pending.stamps, width, height,
+                                      {"decode": 0.0, "detect": 0.0, "pose2d": 0.0, "smpl": 0.0})
         rows, counts = pending.candidates.numpy(), pending.count.numpy()
         dets = [rows[b, :int(n)] for b, n in enumerate(counts)]
         candidates = [select_persons(d, width, height, MAX_CANDIDATES) for d in dets]
@@ -162,10 +187,13 @@ class DeviceWindows:
             return empty
         boxes_xyxy = np.concatenate([p[:, :4] for p in persons]).astype(np.float32)
         frame_rows = np.repeat(pending.indices, counts)
-        outputs = self._pose_and_mesh(pending.frames, np.repeat(np.arange(len(counts)), counts), boxes_xyxy)
-        if outputs is None:  # fp16 overflowed in 2D or SMPL: this window again, the reference way
-            pose = worker.pose.predict_batch(list(pending.frames_host), _split_xywh(boxes_xyxy, counts), flip_test=opts.flip_test)
-            mesh = worker.mesh.predict_batch(list(pending.frames_host), np.split(boxes_xyxy, np.cumsum(counts)[:-1]))
+        outputs, reason = self._pose_and_mesh(pending.frames, np.repeat(np.arange(len(counts)), counts), boxes_xyxy)
+        if outputs is None:  # fp16 overflowed in 2D or SMPL, or an HMR crop past its bound: again, the reference way
+            self.fallbacks[reason] += 1
+            with fp32_pass(worker.pose, worker.mesh) if reason == POSE_OVERFLOW else nullcontext():
+                pose = worker.pose.predict_batch(list(pending.frames_host), _split_xywh(boxes_xyxy, counts),
+                                                 flip_test=opts.flip_test)
+                mesh = worker.mesh.predict_batch(list(pending.frames_host), np.split(boxes_xyxy, np.cumsum(counts)[:-1]))
             outputs = {"keypoints_2d": np.concatenate([k for k, _ in pose]), "keypoint_scores": np.concatenate([s for _, s in pose]),
                        **{f"smpl_{c}": np.concatenate([m[c] for m in mesh]) for c in ("global_orient", "body_pose", "betas", "camera")}}
         return {
@@ -179,7 +207,8 @@ class DeviceWindows:
 
     # -- helpers -------------------------------------------------------------------------------------
     def _pose_and_mesh(self, frames: torch.Tensor, frame_of_box: np.ndarray,
-                       boxes_xyxy: np.ndarray) -> dict[str, np.ndarray] | None:
+                       boxes_xyxy: np.ndarray) -> tuple[dict[str, np.ndarray] | None, str]:
+        """The boxes' 2D keypoints and SMPL from the device, or (None, why) when they must be redone."""
         worker, opts = self.worker, self.worker.options
         t_cpu = time.thread_time()
         fob = torch.from_numpy(frame_of_box.astype(np.int64)).to(self.device, non_blocking=self.cuda)
@@ -207,19 +236,19 @@ class DeviceWindows:
         self.clock.settle()
         host = host.numpy()
         if host[0, -2] > 0 or host[0, -1] > 0:
-            if host[0, -2] > 0:  # fp16 overflowed: those models run in fp32 from now on
-                for model, what in ((worker.pose, "2D pose"), (worker.mesh, "HMR")):
+            if host[0, -2] > 0:  # fp16 overflowed (in either model: one flag): redone in fp32
+                for model in (worker.pose, worker.mesh):
                     if getattr(model, "half", False):
-                        fall_back_to_fp32(model, what)
+                        note_overflow(model, getattr(model, "label", type(model).__name__))
             self.clock.add_host("unpack", time.thread_time() - t_cpu)
-            return None
+            return None, POSE_OVERFLOW if host[0, -2] > 0 else HMR_CROP_BOUND
         out, at = {}, 0
         for name, t in names.items():
             width = int(np.prod(t.shape[1:]))
             out[name] = host[:, at:at + width].reshape(len(boxes_xyxy), *t.shape[1:])
             at += width
         self.clock.add_host("unpack", time.thread_time() - t_cpu)
-        return out
+        return out, ""
 
     def _upload(self, frames: Sequence[np.ndarray]) -> torch.Tensor:
         if not self.cuda:

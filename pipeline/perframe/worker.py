@@ -65,6 +65,8 @@ class ShardResult:
     bytes_read: int = 0
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    device_windows: int = 0        # windows run on the device path (0 on the reference path)
+    fallback_windows: dict[str, int] = field(default_factory=dict)  # of those, redone the reference way, by reason
 
 
 def empty_rows() -> dict[str, np.ndarray]:
@@ -199,10 +201,15 @@ class PoseWorker:
             timings.update({f"device_{k}": v for k, v in on_device.clock.device.items()})
             timings.update({f"host_{k}": v for k, v in on_device.clock.host.items()})
             on_device.clock = type(on_device.clock)()
+            windows, fallbacks = on_device.windows, dict(on_device.fallbacks)
+            on_device.windows, on_device.fallbacks = 0, type(on_device.fallbacks)()
+        else:
+            windows, fallbacks = 0, {}
         data = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]} if chunks else empty_rows()
         return ShardResult(video_id=task.video_id, start=task.start, stop=task.stop, frames_decoded=decoded, uri=task.uri,
                            frame_timestamps=np.concatenate(stamps) if stamps else np.zeros(0),
-                           bytes_read=bytes_read, seconds=time.perf_counter() - t0, timings=timings, **data)
+                           bytes_read=bytes_read, seconds=time.perf_counter() - t0, timings=timings,
+                           device_windows=windows, fallback_windows=fallbacks, **data)
 
     def pose_boxes(self, uri: str, info: Mapping[str, Any], frame_index: np.ndarray,
                     boxes_xyxy: np.ndarray) -> dict[str, np.ndarray]:

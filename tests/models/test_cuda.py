@@ -73,15 +73,17 @@ def test_hrnet_predict_fp32():
     assert _max_abs(scores, case["scores"]) <= 1e-5 * scale
 
 
-def test_hrnet_fp16_overflow_falls_back_to_fp32():
+def test_hrnet_fp16_overflow_is_redone_in_fp32_for_that_pass_only():
     """The golden weights drive HRNet's fused branches to ~1e5, past fp16's 65504: the predictor
-    must notice, warn, and give the fp32 answer rather than NaN keypoints."""
+    must notice, warn, and give the fp32 answer rather than NaN keypoints; then its precision state
+    (fp16 on, the process's TF32 flags) is what it was."""
     name = "hrnet_w32_coco_256x192"
     case, state = _first_case(name)
     predictor = hrnet.create(hrnet.WEIGHTS[name], state, device=CUDA, half=True)
+    tf32 = torch.backends.cudnn.allow_tf32
     with pytest.warns(PrecisionWarning, match="HRNet: fp16 overflowed"):
         kps, _ = predictor.predict(case["image_bgr"], case["bboxes_xywh"], flip_test=True)
-    assert predictor.half is False and not torch.backends.cudnn.allow_tf32
+    assert predictor.half is True and predictor.fp16_overflows == 1 and torch.backends.cudnn.allow_tf32 == tf32
     np.testing.assert_allclose(kps, case["keypoints"], rtol=0, atol=1e-3)
 
 

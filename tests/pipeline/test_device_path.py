@@ -65,3 +65,21 @@ def test_device_path_rows_match_the_reference_path(clip, device):
     assert np.median(kp_err) <= KEYPOINT_PX_MEDIAN and np.mean(kp_err <= 1e-3) >= KEYPOINT_SHARE_EXACT
     assert np.abs(on_device["keypoint_scores"] - reference["keypoint_scores"]).max() <= 1e-3
     assert smpl_err <= SMPL_ABS
+
+
+def test_windows_that_leave_the_device_path_are_counted_and_still_exact(clip):
+    """A frame with more candidates than the device NMS considers goes the reference way: the rows do
+    not change, and the shard says how many windows did so and why (the summary and bench show it)."""
+    options = JobOptions(input=str(clip), output="unused", random_weights=True, max_persons=3, device="cpu")
+    worker = PoseWorker(options, threads=2)
+    reference, _ = shard_rows(worker, clip, False)
+    windows = worker.device_windows()
+    on_device, shards = shard_rows(worker, clip, True)
+    assert sum(s.device_windows for s in shards) == 2 and not any(s.fallback_windows for s in shards)
+    windows.candidates = 8  # far fewer than random weights put over the floor
+    capped, shards = shard_rows(worker, clip, True)
+    assert sum(s.device_windows for s in shards) == 2
+    assert sum(s.fallback_windows.get("nms_not_exact", 0) for s in shards) == 2
+    for key in ("det_frame_index", "det_rank", "frame_index"):
+        np.testing.assert_array_equal(capped[key], reference[key])
+    np.testing.assert_array_equal(capped["keypoints_2d"], reference["keypoints_2d"])
