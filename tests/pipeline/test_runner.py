@@ -43,3 +43,20 @@ def test_cpu_default_is_one_worker_per_two_cpus():
 def test_cuda_without_gpus_is_refused():
     with pytest.raises(OptionError, match="no GPUs"):
         _plan(8, device="cuda")
+
+
+@pytest.mark.parametrize("cpus, workers, finishers", [
+    (2, 8, 1),      # --num-workers 8 on 2 CPUs: one finisher, not eight (~0.6 GB each)
+    (2, 1, 1),
+    (1, 1, 1),      # always at least one
+    (8, 4, 4),      # the CPU default: one worker per 2 CPUs, a finisher each
+    (16, 2, 2),     # one GPU, two workers: a finisher each
+    (64, 16, 16),   # a cluster: its total CPUs (every node's) decide
+    (64, 40, 32),
+])
+def test_the_finisher_count_follows_the_cpus(cpus, workers, finishers):
+    from posepipe.pipeline.run.runner import _finish_plan
+
+    n, resources = _finish_plan(workers, {"num_cpus": 1}, _cluster(cpus))
+    assert n == finishers and resources["num_gpus"] == 0
+    assert resources["num_cpus"] == (1 if cpus - workers >= n else 0)  # a free CPU each, else they share
