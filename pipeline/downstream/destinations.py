@@ -89,20 +89,26 @@ def _entry_below(target: Path, roots: set[Path]) -> str | None:
 
 
 class Claims:
-    """The paths one command writes: each folded path claimed once, before anything is written."""
+    """The paths one command writes: each claimed once, before anything is written.
+
+    A path is known by its folded spelling and by the folded spelling of where it resolves to, so
+    ``A.npz`` and ``a.npz``, or a folder and a link to it, are one claim."""
 
     def __init__(self) -> None:
         self._claimed: dict[str, tuple[Path, str]] = {}
 
     def claim(self, path: str | os.PathLike[str], what: str, option: str | None = "--out") -> Path:
         path = Path(path)
-        key = fold(path)
-        if key in self._claimed:
-            first, first_what = self._claimed[key]
-            same = "the same path" if str(first) == str(path) else "one file on a case-insensitive disk"
-            raise DestinationError(f"{what} would be written to {path} and {first_what} to {first}: {same}, so one "
-                                   "would overwrite the other; nothing was written", option)
-        self._claimed[key] = (path, what)
+        keys = {fold(path), fold(os.path.realpath(path))}
+        for key in keys:
+            if key in self._claimed:
+                first, first_what = self._claimed[key]
+                same = "the same path" if str(first) == str(path) else \
+                    "one file on this disk, or on a case-insensitive one"
+                raise DestinationError(f"{what} would be written to {path} and {first_what} to {first}: {same}, so "
+                                       "one would overwrite the other; nothing more is written", option)
+        for key in keys:
+            self._claimed[key] = (path, what)
         return path
 
     def refuse_inputs(self, inputs: Iterable[tuple[str, Path | None]]) -> None:
@@ -110,7 +116,7 @@ class Claims:
         for option, given in inputs:
             if given is None:
                 continue
-            for key, (path, what) in self._claimed.items():
+            for key, (path, what) in list(self._claimed.items()):
                 try:
                     same = key == fold(given) or (path.exists() and os.path.samefile(path, given))
                 except OSError:
@@ -121,7 +127,7 @@ class Claims:
 
     @property
     def paths(self) -> list[Path]:
-        return [path for path, _ in self._claimed.values()]
+        return list(dict.fromkeys(path for path, _ in self._claimed.values()))
 
 
 def count_on_disk(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], list[Path]]:

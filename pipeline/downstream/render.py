@@ -381,7 +381,9 @@ def render_video(output_uri: str, video_id: str, out_path: str | os.PathLike[str
                 size = (width + (height if with_3d else 0), height)
                 writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
                 if not writer.isOpened():
-                    raise RenderError(f"OpenCV cannot write {out.suffix} with the mp4v codec here")
+                    raise RenderError(f"OpenCV's mp4v writer would not open a {size[0]}x{size[1]} {out.suffix} video"
+                                      + (" (MPEG-4 needs frames of at least 2x2 pixels); render single frames with "
+                                         "--frame instead" if min(size) < 2 else " here; try another suffix"))
             if (image.shape[1], image.shape[0]) != size:
                 others[(image.shape[1], image.shape[0])] = None
                 image = fit_frame(image, size)

@@ -207,6 +207,8 @@ def open_store(output_uri: str) -> Store:
     an OUTPUT, even where it holds Parquet files. A store that cannot be listed (access, outage)
     raises `ReadbackError`: that is not the folder's fault.
     """
+    if not output_uri.strip():
+        raise NotAnOutputError(f"OUTPUT is empty; {_RUN_HINT}")
     uri = output_uri.rstrip("/") or output_uri
     scheme = scheme_of(output_uri)
     if has_secrets(output_uri):  # not even echoed: the part that would be shown is the secret
@@ -228,6 +230,10 @@ def open_store(output_uri: str) -> Store:
                 raise NotAnOutputError(f"OUTPUT {root} does not exist; {_RUN_HINT}")
             if not root.is_dir():
                 raise NotAnOutputError(f"OUTPUT {root} is a file, not a posepipe OUTPUT folder; {_RUN_HINT}")
+            for name in (VIDEOS_DIR, POSES_DIR):
+                if (root / name).exists() and not (root / name).is_dir():
+                    raise NotAnOutputError(f"OUTPUT {root}: {name} is a file where a posepipe OUTPUT holds a "
+                                           f"folder, so this is not one (or it was damaged); {_RUN_HINT}")
         marked = _is_output(store)
     except NotAnOutputError:
         raise
