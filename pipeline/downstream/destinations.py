@@ -53,25 +53,43 @@ def _local_root(output_uri: str) -> Path | None:
 
 
 def refuse_inside_output(path: str | os.PathLike[str], output_uri: str, option: str = "--out") -> None:
-    """`DestinationError` if `path` is, or lies in, one of OUTPUT's reserved top-level entries.
+    """`DestinationError` if `path` is, or lies in, one of OUTPUT's reserved top-level entries, or
+    those of any other posepipe OUTPUT on its way (``render OUT1 --out OUT2/videos/o.mp4`` breaks OUT2).
 
     An object-store OUTPUT never holds a local path; a local one is compared after resolving
     links, by file identity where the folders exist (so case and links cannot hide them)."""
-    root = _local_root(output_uri)
-    if root is None or not root.is_dir():
-        return
-    roots = {Path(os.path.abspath(root)), root.resolve()}
     # As written (a link named videos/ inside OUTPUT is still OUTPUT's videos/ to its readers) and
     # resolved (a link elsewhere that leads into OUTPUT's videos/).
-    entries = (_entry_below(Path(os.path.abspath(Path(path).expanduser())), roots),
-               _entry_below(Path(path).expanduser().resolve(), roots))
-    inside = next((e for e in entries if e is not None and is_reserved_name(e)), None)
-    if inside is not None:
-        raise DestinationError(
-            f"{path} is inside OUTPUT's own {inside!r} ({root}/{inside}), which posepipe keeps for the run's "
-            "tables; writing there breaks every reader of OUTPUT. Write it elsewhere: outside OUTPUT, or at its "
-            "top level under a name not starting with '_' or '.' and other than videos or poses",
-            option)
+    targets = (Path(os.path.abspath(Path(path).expanduser())), Path(path).expanduser().resolve())
+    root = _local_root(output_uri)
+    if root is not None and root.is_dir():
+        roots = {Path(os.path.abspath(root)), root.resolve()}
+        for target in targets:
+            entry = _entry_below(target, roots)
+            if entry is not None and is_reserved_name(entry):
+                raise _inside(path, root, entry, "OUTPUT", option)
+    for target in targets:
+        chain = [target, *target.parents]
+        for below, ancestor in zip(chain, chain[1:]):
+            if is_reserved_name(below.name) and ancestor.is_dir() and _is_output_folder(ancestor):
+                raise _inside(path, ancestor, below.name, f"the posepipe OUTPUT {ancestor}", option)
+
+
+def _is_output_folder(folder: Path) -> bool:
+    from posepipe.pipeline.io.readback import ReadbackError, open_store
+
+    try:
+        open_store(str(folder))
+        return True
+    except ReadbackError:
+        return False
+
+
+def _inside(path: str | os.PathLike[str], root: Path, entry: str, whose: str, option: str) -> DestinationError:
+    return DestinationError(
+        f"{path} is inside {whose}'s own {entry!r} ({root}/{entry}), which posepipe keeps for the run's tables; "
+        "writing there breaks every reader of that OUTPUT. Write it elsewhere: outside it, or at its top level "
+        "under a name not starting with '_' or '.' and other than videos or poses", option)
 
 
 def _entry_below(target: Path, roots: set[Path]) -> str | None:

@@ -18,12 +18,13 @@ a different file name than the video_id's, means the poses would be drawn over a
 `SourceMismatchError` is raised; ``force_source=True`` draws anyway. Videos are written with OpenCV's ``mp4v`` codec at the
 video's frame rate, frames as PNG (or JPEG, by extension). Files appear whole (temp + rename).
 
-**A video whose frame size changes mid-stream** (a concatenated or spliced stream; the run reads
-each frame at its own size, so its poses are in that frame's pixels): each frame is drawn at its
-own size, then scaled to fit the video's first frame size (the size the videos table records; plus
-the 3D panel), keeping its aspect ratio, centred on black bars (letterbox or pillarbox). OpenCV's
-writer would otherwise drop every frame of another size without a word. The result says how many
-frames were scaled.
+**A video whose frame size changes mid-stream** (a concatenated or spliced stream): the output
+has one size, the video's first frame's (the size the videos table records; plus the 3D panel),
+whatever frame ``start`` picks. Each frame is drawn at the size it is decoded at (the size the
+run's poses are in), and a frame of another size is then scaled to fit, its aspect ratio kept,
+centred on black bars. (Where `pipeline.io.video` already scales every frame to the first size,
+as the run then saw them, nothing is left to fit.) OpenCV's writer would otherwise drop every frame
+of another size without a word. The result says how many frames were scaled.
 
 **What is reported is what the file holds**: after writing, the video file is read back and its
 frames counted (its coded video packets); a count short of the frames drawn is a `RenderError`

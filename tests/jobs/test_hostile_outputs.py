@@ -499,6 +499,21 @@ def test_no_output_lands_inside_outputs_own_folders(tmp_path, rendered_output):
     assert read_videos(str(root)).num_rows == 1 and cli("files", root).exit_code == 0
 
 
+def test_no_output_lands_inside_another_outputs_folders(tmp_path, rendered_output):
+    other = smpl_output(tmp_path / "other", ["run/x.mp4"])
+    before = reserved_snapshot(other)
+    for args in (["export", "posec3d", rendered_output, "--out", other / "videos" / "x.pkl"],
+                 ["export", "smpl", rendered_output, "--out", other / "poses" / "anim"],
+                 ["render", rendered_output, "--video", "walk/clip.mp4", "--out", other / "_index" / "o.mp4"]):
+        result = cli(*args)
+        assert result.exit_code == 2 and f"inside the posepipe OUTPUT {other}'s own" in result.output, result.output
+    assert reserved_snapshot(other) == before
+    # a folder that merely has a videos/ subfolder is no OUTPUT: writing there is the user's business
+    (tmp_path / "footage" / "videos").mkdir(parents=True)
+    result = cli("export", "posec3d", rendered_output, "--out", tmp_path / "footage" / "videos" / "x.pkl")
+    assert result.exit_code == 0, result.output
+
+
 def test_a_relative_out_inside_videos_is_refused_too(tmp_path, rendered_output, monkeypatch):
     monkeypatch.chdir(rendered_output)
     result = cli("export", "posec3d", ".", "--out", "videos/x.pkl")
