@@ -32,19 +32,21 @@ def _format(score: Score) -> str:
 
 
 def _print_table(title: str, scores: Sequence[Score], counts: dict[str, int]) -> None:
-    """A rich table; every cell is a plain Text, so names from the user's files are never read as markup."""
+    """A rich table, rendered to lines and printed through `plain` (every cell a plain Text, so
+    names from the user's files are never read as markup; box-drawing characters pass as they are)."""
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title=Text(plain(title, newlines=False)))
+    table = Table(title=Text(plain(title)))
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column("setting")
     for score in scores:
         table.add_row(Text(plain(score.name)), Text(_format(score)), Text(plain(score.setting)))
     out = console(stderr=False)
-    out.print(table)
-    out.print(Text(plain(", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in counts.items()))))
+    for line in out.render_lines(table, out.options, pad=False):
+        click.echo(plain("".join(segment.text for segment in line).rstrip()))
+    click.echo(plain(", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in counts.items())))
 
 
 def _score(output: str, gt_path: Path, is_3d: bool, metric: str, alphas: dict[str, float], norm: str,

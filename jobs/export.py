@@ -107,7 +107,7 @@ def _echo_skipped(report: ExportReport) -> None:
     if report.skipped:
         click.echo(plain(f"skipped {len(report.skipped)} video(s):"), err=True)
         for item in report.skipped:
-            click.echo(f"  {plain(item.video_id, newlines=False)}: {plain(item.reason)}", err=True)
+            click.echo(plain(f"  {item.video_id}: {item.reason}"), err=True)
 
 
 @export_group.command("smpl")

@@ -58,7 +58,7 @@ def files_command(output: str, fmt: str) -> None:
     except NotAnOutputError as exc:
         raise click.BadParameter(plain(exc), param_hint="OUTPUT") from None
     except (ReadbackError, StorageError) as exc:
-        click.echo(f"Error: {plain(exc)}", err=True)
+        click.echo(plain(f"Error: {exc}"), err=True)
         sys.exit(5)
     paths = [store.where(path) for _, path in parts]
     if fmt == "json":  # exact: JSON escapes every control and non-ASCII character itself

@@ -37,7 +37,7 @@ def render_command(output: str, video_id: str, out: Path, frame_index: int | Non
     try:
         if frame_index is not None:
             path = render_frame(output, video_id, frame_index, out, with_3d, source=source, force_source=force_source)
-            click.echo(plain(f"wrote {path} (frame {frame_index} of {plain(video_id, newlines=False)})"))
+            click.echo(plain(f"wrote {path} (frame {frame_index} of {video_id})"))
             return
         result = render_video(output, video_id, out, with_3d=with_3d, start=start, stop=stop, source=source,
                               force_source=force_source)
