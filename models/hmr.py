@@ -634,6 +634,7 @@ class HMRPredictor:
         bucket: int = ondevice.BUCKET,
         batch_size: int = 64,
         max_side: int | None = None,
+        box_sides: np.ndarray | None = None,
     ) -> dict[str, torch.Tensor]:
         """`predict_batch` on the device, with no host sync.
 
@@ -646,8 +647,11 @@ class HMRPredictor:
         than `max_side`, so that crop is wrong; never with the default bound and boxes inside the frame).
 
         The crops are SPIN's, byte for byte (:func:`~posepipe.models.ondevice.spin_crops`); `max_side`
-        is their static size bound (default: the frame's longer side + 2) and sets their cost. N is
-        padded up to a multiple of `bucket` and run `batch_size` crops per pass. ``supports_device``
+        is their static size bound (default: the frame's longer side + 2) and sets their cost. A caller
+        that has the boxes on the host passes `box_sides` ((N,) each box's longer side, px): the boxes
+        are then cropped in groups by :func:`~posepipe.models.ondevice.canvas_bucket`, each crop costing
+        about its own canvas instead of the frame (``cut`` still guards the bound). N is padded up to a
+        multiple of `bucket` and run `batch_size` crops per pass. ``supports_device``
         is False (and this raises) where the installed numpy rounds the crop corners otherwise.
         """
         ondevice.check_inputs(frames, frame_of_box, boxes_xyxy, self.device, self.weights.name)
@@ -658,13 +662,19 @@ class HMRPredictor:
         total = ondevice.padded_count(n, bucket)
         step = max(bucket, batch_size // bucket * bucket)
         fob, boxes = ondevice.pad_boxes(frame_of_box, boxes_xyxy, total, (0.0, 0.0, 1.0, 1.0))
+        grouped = None
+        if box_sides is not None and max_side is None and total:
+            grouped = self._bucketed_crops(frames, fob, boxes, np.asarray(box_sides, dtype=np.float64), n)
         chunks: list[dict[str, torch.Tensor]] = []
         flags, cuts = [torch.zeros((), dtype=torch.bool, device=self.device)], []
         for start in range(0, total, step):
             stop = min(start + step, total)
             real = max(0, min(n, stop) - start)
-            crops, cut = ondevice.spin_crops(frames, fob[start:stop], boxes[start:stop], res=self.input_res,
-                                             unit=BBOX_SCALE_UNIT, max_side=max_side)
+            if grouped is None:
+                crops, cut = ondevice.spin_crops(frames, fob[start:stop], boxes[start:stop], res=self.input_res,
+                                                 unit=BBOX_SCALE_UNIT, max_side=max_side)
+            else:
+                crops, cut = grouped[0][start:stop], grouped[1][start:stop]
             x = self.normalize(crops.flip(-1))  # BGR -> RGB, as `crops`
             if self.device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -683,6 +693,24 @@ class HMRPredictor:
         out["overflow"] = torch.stack(flags).any()
         out["cut"] = torch.cat(cuts).any() if cuts else torch.zeros((), dtype=torch.bool, device=self.device)
         return out
+
+    def _bucketed_crops(self, frames: torch.Tensor, fob: torch.Tensor, boxes: torch.Tensor, box_sides: np.ndarray,
+                        n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """All `boxes`' crops (padding included), each group of boxes cropped at its canvas bucket."""
+        total, res = boxes.shape[0], self.input_res
+        frame_side = max(int(frames.shape[1]), int(frames.shape[2]))
+        # A canvas is the box's longer side, give or take the truncation of its corners.
+        sides = np.concatenate([np.ceil(box_sides[:n]) + 1, np.full(total - n, 2.0)])
+        buckets = np.array([ondevice.canvas_bucket(int(v), frame_side) for v in sides])
+        crops = torch.empty((total, res, res, 3), dtype=torch.uint8, device=self.device)
+        cut = torch.zeros(total, dtype=torch.bool, device=self.device)
+        for b in np.unique(buckets):
+            rows = torch.from_numpy(np.flatnonzero(buckets == b)).to(self.device, non_blocking=True)
+            part, part_cut = ondevice.spin_crops(frames, fob.index_select(0, rows), boxes.index_select(0, rows),
+                                                 res=res, unit=BBOX_SCALE_UNIT, max_side=int(b))
+            crops.index_copy_(0, rows, part)
+            cut.index_copy_(0, rows, part_cut)
+        return crops, cut
 
     def fall_back_to_fp32(self) -> None:
         """After ``predict_frames`` reported an overflow: fp32 from now on (then run that window again)."""

@@ -291,14 +291,14 @@ def spin_crops(frames: torch.Tensor, frame_of_box: torch.Tensor, boxes_xyxy: tor
     """``hmr.crop`` for N boxes of B frames: (N, res, res, 3) uint8 in the frames' channel order, and a
     (N,) bool that is True where a canvas side exceeded `max_side` (that crop is then wrong).
 
-    Each crop's canvas (the frame inside [ul, br), black outside) is min-max stretched through a
-    per-crop lookup table (``bytescale``) and shrunk with Pillow's fixed-point antialiased bilinear
-    filter, without building the canvases: the first pass (along x, or along y for Pillow 13's tall
-    crops) reads the frame through the canvas window with ``2 * ceil(max_side / res) + 1`` integer
-    taps per output for each of `max_side` canvas lines, the second pass reads the first's uint8
-    output. `max_side` is the static bound on a canvas side, so it sets the cost (linear in it):
-    default the frame's longer side + 2, enough for any box inside the frame (the worker clips
-    boxes to it); a caller that knows its boxes can pass a smaller bound.
+    Each crop's canvas (the frame inside [ul, br), black outside) is gathered into a `max_side` square
+    (its own size in the top-left corner, black past it), min-max stretched through a per-crop lookup
+    table (``bytescale``) and shrunk with Pillow's fixed-point antialiased bilinear filter: the first
+    pass (along x, or along y for Pillow 13's tall crops) with ``2 * ceil(max_side / res) + 1`` integer
+    taps per output for each canvas line, the second pass on the first's uint8 output. `max_side` is
+    the static bound on a canvas side, so it sets the cost (quadratic in it): default the frame's longer
+    side + 2, enough for any box inside the frame; a caller that knows its boxes passes the bound they
+    need (``HMRPredictor.predict_frames`` buckets boxes by their canvas, :func:`canvas_bucket`).
     """
     if vertical_first_rule is None:
         vertical_first_rule = pillow_vertical_first()
@@ -311,28 +311,32 @@ def spin_crops(frames: torch.Tensor, frame_of_box: torch.Tensor, boxes_xyxy: tor
     size = br - ul  # (N, 2) canvas (w, h)
     fob = frame_of_box.long()
 
-    # bytescale: min and max of the canvas (the frame inside the window, and 0 if it reaches outside),
-    # then each crop's own copy of its frame through its lookup table (fewer lookups than per tap).
-    own = frames.index_select(0, fob)                      # (N, H, W, 3)
-    x0, y0 = ul[:, 0:1].clamp(0, width), ul[:, 1:2].clamp(0, height)
-    x1, y1 = br[:, 0:1].clamp(0, width), br[:, 1:2].clamp(0, height)
-    cols = torch.arange(width, device=dev)
-    rows = torch.arange(height, device=dev)
-    colmask = ((cols >= x0) & (cols < x1)).unsqueeze(1)    # (N, 1, W)
-    rowmask = (rows >= y0) & (rows < y1)                    # (N, H)
-    lo = torch.where(rowmask, torch.where(colmask, own.amin(dim=-1), 255).amin(dim=2), 255).amin(dim=1)
-    hi = torch.where(rowmask, torch.where(colmask, own.amax(dim=-1), 0).amax(dim=2), 0).amax(dim=1)
+    # The canvases: frame pixels at ul + (i, j) for i, j < side; black outside the frame and past the
+    # canvas's own size (one index past the frames' end reads a black pixel).
+    line = torch.arange(side, device=dev)
+    xs = ul[:, 0:1] + line                                   # (N, side) frame x of canvas column j
+    ys = ul[:, 1:2] + line                                   # (N, side) frame y of canvas row i
+    col_ok = (line < size[:, 0:1]) & (xs >= 0) & (xs < width)
+    row_ok = (line < size[:, 1:2]) & (ys >= 0) & (ys < height)
+    inside = row_ok.unsqueeze(2) & col_ok.unsqueeze(1)      # (N, side, side)
+    black = frames.shape[0] * height * width
+    index = ((fob * (height * width)).view(n, 1, 1) + ys.clamp(0, height - 1).unsqueeze(2) * width
+             + xs.clamp(0, width - 1).unsqueeze(1))
+    index = torch.where(inside, index, black).to(torch.int32 if black < 2**31 - 1 else torch.int64)
+    flat = torch.cat([frames.reshape(-1, 3), frames.new_zeros((1, 3))])
+    canvas = flat.index_select(0, index.reshape(-1)).view(n, side, side, 3)
+
+    # bytescale: min and max over the canvas (0 is its minimum when the box reaches outside the frame).
+    lo = torch.where(inside, canvas.amin(dim=-1), 255).flatten(1).amin(dim=1)
+    hi = torch.where(inside, canvas.amax(dim=-1), 0).flatten(1).amax(dim=1)
     outside = (ul[:, 0] < 0) | (ul[:, 1] < 0) | (br[:, 0] > width) | (br[:, 1] > height)
     lo = torch.where(outside, torch.zeros_like(lo), lo).to(torch.float64)
     span = hi.to(torch.float64) - lo
     factor = (fill_like(span, 255.0) / torch.where(span != 0, span, fill_like(span, 1.0))).unsqueeze(1)
     levels = torch.arange(256, dtype=torch.float64, device=dev)
-    lut = (((levels - lo.unsqueeze(1)) * factor).clamp(0, 255) + 0.5).to(torch.uint8)  # (N, 256)
+    lut = (((levels - lo.unsqueeze(1)) * factor).clamp(0, 255) + 0.5).to(torch.uint8)  # (N, 256); LUT(0) = 0
     lut_base = (torch.arange(n, device=dev, dtype=torch.int32) * 256).view(n, 1, 1, 1)
-    own = lut.reshape(-1).index_select(0, (lut_base + own.to(torch.int32)).reshape(-1))
-    # One black pixel past the end: where a tap falls outside the frame or the canvas (LUT(0) = 0).
-    flat = torch.cat([own.view(-1, 3), own.new_zeros((1, 3))])
-    outside_index = n * height * width
+    canvas = lut.reshape(-1).index_select(0, (lut_base + canvas.to(torch.int32)).reshape(-1)).view(n, side, side, 3)
 
     # Pass order (Pillow 13): vertical first when the height shrinks more than twice the width does.
     # The first pass resamples axis P (x, or y for vertical-first crops) for every canvas line of Q.
@@ -340,27 +344,15 @@ def spin_crops(frames: torch.Tensor, frame_of_box: torch.Tensor, boxes_xyxy: tor
         vfirst = (size[:, 1] - res > 0) & (size[:, 1] - res > (size[:, 0] - res) * 2)
     else:
         vfirst = torch.zeros(n, dtype=torch.bool, device=dev)
+    canvas = torch.where(vfirst.view(n, 1, 1, 1), canvas.transpose(1, 2), canvas)  # (N, Q lines, P, 3)
     p_axis = vfirst.long().unsqueeze(1)  # index into (x, y)
     p_start, p_weights = _pillow_coefficients(size.gather(1, p_axis).squeeze(1), res, taps)
     q_start, q_weights = _pillow_coefficients(size.gather(1, 1 - p_axis).squeeze(1), res, taps)
-    p_origin, q_origin = ul.gather(1, p_axis), ul.gather(1, 1 - p_axis)
-    swap = vfirst.view(n, 1)
-    p_stride, q_stride = torch.where(swap, width, 1), torch.where(swap, 1, width)
-    p_limit, q_limit = torch.where(swap, height, width), torch.where(swap, width, height)
 
-    line = torch.arange(side, device=dev).view(1, side)
-    q_img = q_origin + line                                  # (N, side) frame coordinate along Q
-    q_ok = (line < size.gather(1, 1 - p_axis)) & (q_img >= 0) & (q_img < q_limit)
-    far = -(outside_index + 1)                               # any sum with it is negative
-    q_part = torch.where(q_ok, torch.arange(n, device=dev).view(n, 1) * (height * width) + q_img * q_stride,
-                         far).unsqueeze(2)                   # (N, side, 1)
     first = torch.zeros((n, side, res, 3), dtype=torch.int32, device=dev)
-    for t in range(taps):
-        p_img = p_origin + p_start + t                       # (N, res)
-        p_part = torch.where((p_img >= 0) & (p_img < p_limit), p_img * p_stride, far).unsqueeze(1)
-        index = q_part + p_part                              # (N, side, res)
-        index = torch.where(index < 0, outside_index, index)
-        px = flat.index_select(0, index.reshape(-1)).view(n, side, res, 3)
+    for t in range(taps):  # taps past a window have weight 0; past the canvas they read black
+        p = (p_start + t).clamp(max=side - 1)               # (N, res)
+        px = canvas.gather(2, p.view(n, 1, res, 1).expand(n, side, res, 3))
         first += px.to(torch.int32) * p_weights[:, :, t].view(n, 1, res, 1)
     first = _clip8(first)                                     # (N, side lines along Q, res along P, 3)
 
@@ -376,8 +368,23 @@ def spin_crops(frames: torch.Tensor, frame_of_box: torch.Tensor, boxes_xyxy: tor
     return torch.where(vfirst.view(n, 1, 1, 1), out.transpose(1, 2), out).contiguous(), cut
 
 
+# Canvas sides HMR's device crops are bucketed by (a box's canvas is about its longer side): each
+# bucket is one static shape, and a crop costs about its bucket squared instead of the frame's side.
+CANVAS_BUCKETS = (64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192)
+
+
+def canvas_bucket(canvas_side: int, frame_side: int) -> int:
+    """The static `max_side` for a canvas of `canvas_side` px (2 px of margin for the device's corner
+    arithmetic): the smallest bucket that holds it, never more than the frame's longer side + 2."""
+    need = int(canvas_side) + 2
+    for b in CANVAS_BUCKETS:
+        if b >= need:
+            return min(b, max(need, int(frame_side) + 2))
+    return need
+
+
 __all__ = [
-    "BUCKET", "PoseFrames", "affine_from_points", "apply_affine", "check_inputs", "crop_to_image",
+    "BUCKET", "CANVAS_BUCKETS", "PoseFrames", "affine_from_points", "canvas_bucket", "apply_affine", "check_inputs", "crop_to_image",
     "hrnet_affine", "hrnet_center_scale", "invert_affine", "mmpose_center_scale", "mmpose_warp_matrices",
     "pad_boxes", "padded_count", "pillow_vertical_first", "spin_corners",
     "spin_corners_match_numpy", "spin_crops",

@@ -218,7 +218,9 @@ class DeviceWindows:
         with _Span(self.clock, "pose2d", self.device):
             pose = worker.pose.predict_frames(frames, fob, xywh, flip_test=opts.flip_test)
         with _Span(self.clock, "smpl", self.device):
-            mesh = worker.mesh.predict_frames(frames, fob, xyxy)
+            # Each HMR crop costs about its own canvas, bucketed by the boxes' sides (known here, on the host).
+            mesh = worker.mesh.predict_frames(frames, fob, xyxy,
+                                              box_sides=(boxes_xyxy[:, 2:] - boxes_xyxy[:, :2]).max(axis=1))
         t_cpu = time.thread_time()
         mesh_out = mesh._asdict() if hasattr(mesh, "_asdict") else dict(mesh)
         overflow = pose.overflow | torch.as_tensor(mesh_out.pop("overflow", False), device=self.device)

@@ -294,6 +294,29 @@ def test_hmr_predict_frames_matches_predict_batch(street):
     print("\nHMR max |diff|: " + ", ".join(report))
 
 
+def test_hmr_crops_bucketed_by_box_are_the_frame_bound_crops(street):
+    """Cropped at each box's canvas bucket (what the worker does), every crop is the same bytes and the
+    SMPL the same numbers as with the frame-sized bound; boxes of many sizes land in several buckets."""
+    model = hmr.create(hmr.WEIGHTS[HMR], _golden_state(HMR), device=CPU)
+    rng = np.random.default_rng(11)
+    fob, xyxy = _boxes(rng, street, 9, clip=True)
+    xyxy = np.concatenate([xyxy, np.float32([[0, 0, 384, 288], [200, 150, 203, 152], [10.5, 3, 70.25, 200]])])
+    fob = np.concatenate([fob, [0, 1, 2]])
+    sides = (xyxy[:, 2:] - xyxy[:, :2]).max(axis=1)
+    assert len({ondevice.canvas_bucket(int(np.ceil(v)) + 1, 384) for v in sides}) >= 3
+    frames, tfob, txyxy = _stack(street), torch.from_numpy(fob), torch.from_numpy(xyxy)
+    whole = model.predict_frames(frames, tfob, txyxy)
+    bucketed = model.predict_frames(frames, tfob, txyxy, box_sides=sides)
+    assert not bool(bucketed["cut"])
+    for key in hmr.OUTPUT_KEYS:
+        np.testing.assert_array_equal(bucketed[key].numpy(), whole[key].numpy(), err_msg=key)
+    total = ondevice.padded_count(len(xyxy))
+    fob_p, boxes_p = ondevice.pad_boxes(tfob, txyxy, total, (0.0, 0.0, 1.0, 1.0))
+    crops, cut = model._bucketed_crops(frames, fob_p, boxes_p, sides, len(xyxy))
+    np.testing.assert_array_equal(crops[:len(xyxy)].numpy(), _spin_reference(street, fob, xyxy))
+    assert not cut.any()
+
+
 def test_padding_buckets_and_no_boxes(street, pose_models):
     model = pose_models("rtmpose_m_coco_256x192")
     frames = _stack(street)
