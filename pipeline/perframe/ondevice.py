@@ -125,6 +125,10 @@ class DeviceWindows:
         # the IoU matrix is candidates^2 floats a frame (16 MiB at 2,048), cheap on a GPU, not on a CPU.
         self.candidates = 2048 if self.cuda else 1024
         self.nms_iterations = 16
+        # Crops per network pass (their mirrors ride along with the flip test): a GPU wants big batches.
+        self.crop_batch = 256 if self.cuda else 64
+        # Uploads run on a stream of their own, so a window's copy overlaps the previous window's kernels.
+        self._copy_stream = torch.cuda.Stream(device=self.device) if self.cuda else None
         self.windows = 0                   # windows completed (since the worker last read the counts)
         self.fallbacks: Counter[str] = Counter()  # windows (or their 2D/SMPL part) redone the reference way, by reason
         # Two pinned staging buffers, used in turn; each with the event after its last upload, so the
@@ -216,10 +220,10 @@ class DeviceWindows:
         xywh = torch.cat([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], dim=1)
         self.clock.add_host("upload", time.thread_time() - t_cpu)
         with _Span(self.clock, "pose2d", self.device):
-            pose = worker.pose.predict_frames(frames, fob, xywh, flip_test=opts.flip_test)
+            pose = worker.pose.predict_frames(frames, fob, xywh, flip_test=opts.flip_test, batch_size=self.crop_batch)
         with _Span(self.clock, "smpl", self.device):
             # Each HMR crop costs about its own canvas, bucketed by the boxes' sides (known here, on the host).
-            mesh = worker.mesh.predict_frames(frames, fob, xyxy,
+            mesh = worker.mesh.predict_frames(frames, fob, xyxy, batch_size=self.crop_batch,
                                               box_sides=(boxes_xyxy[:, 2:] - boxes_xyxy[:, :2]).max(axis=1))
         t_cpu = time.thread_time()
         mesh_out = mesh._asdict() if hasattr(mesh, "_asdict") else dict(mesh)
@@ -256,17 +260,27 @@ class DeviceWindows:
         if not self.cuda:
             return torch.from_numpy(np.stack(frames))
         # Pinned (page-locked) memory: the copy to the device runs asynchronously, at full bus speed.
+        # Each buffer is allocated once per frame size, for a whole window; a shorter window (a shard's
+        # last) uses its first rows.
         self._turn ^= 1
         slot = self._pinned[self._turn]
-        shape = (len(frames), *frames[0].shape)
-        if slot is None or tuple(slot[0].shape) != shape:
-            slot = (torch.empty(shape, dtype=torch.uint8, pin_memory=True), None)
+        frame_shape = tuple(frames[0].shape)
+        rows = max(len(frames), int(self.worker.options.frames_per_batch))
+        if slot is None or tuple(slot[0].shape[1:]) != frame_shape or slot[0].shape[0] < len(frames):
+            slot = (torch.empty((rows, *frame_shape), dtype=torch.uint8, pin_memory=True), None)
         buffer, last_copy = slot
         if last_copy is not None:
             last_copy.synchronize()  # this buffer's previous upload (two windows ago) has been read
-        np.stack(frames, out=buffer.numpy())
-        batch = buffer.to(self.device, non_blocking=True)
-        self._pinned[self._turn] = (buffer, self._event())
+        view = buffer[:len(frames)]
+        np.stack(frames, out=view.numpy())
+        compute = torch.cuda.current_stream(self.device)
+        with torch.cuda.stream(self._copy_stream):
+            batch = view.to(self.device, non_blocking=True)
+            copied = torch.cuda.Event()
+            copied.record(self._copy_stream)
+        compute.wait_event(copied)          # the window's kernels start once its frames are there
+        batch.record_stream(compute)        # allocated on the copy stream, used on the compute stream
+        self._pinned[self._turn] = (buffer, copied)
         return batch
 
     def _to_host(self, t: torch.Tensor) -> torch.Tensor:
