@@ -25,7 +25,6 @@ from typing import Iterable, Iterator, Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from posepipe.pipeline.io.redaction import has_secrets, redact, scrub
 from posepipe.pipeline.io.schema import POSES_SCHEMA, VIDEOS_SCHEMA
