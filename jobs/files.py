@@ -6,7 +6,6 @@ import sys
 
 import click
 
-from posepipe.pipeline.io.redaction import has_secrets, redact
 from posepipe.pipeline.io.readback import NotAnOutputError, ReadbackError, open_store
 from posepipe.pipeline.io.store import StorageError
 from posepipe.pipeline.run.terminal import plain
@@ -48,10 +47,6 @@ def files_command(output: str, fmt: str) -> None:
     Exit codes: 0 ok, 2 OUTPUT is not a posepipe OUTPUT (missing, a file, a folder no run wrote),
     5 the store failed (outage, access).
     """
-    if has_secrets(output):
-        raise click.BadParameter(plain(f"{redact(output)} was given with credentials or a query string; give them "
-                                       "through the environment (AWS_ACCESS_KEY_ID, AWS_PROFILE, ...)"),
-                                 param_hint="OUTPUT")
     try:
         store = open_store(output)  # exit 2 for what is not an OUTPUT: an empty answer would read as "no parts"
         parts = store.committed_parts()

@@ -210,9 +210,9 @@ def open_store(output_uri: str) -> Store:
         raise NotAnOutputError(f"OUTPUT is empty; {_RUN_HINT}")
     uri = output_uri.rstrip("/") or output_uri
     scheme = scheme_of(output_uri)
-    if has_secrets(output_uri):  # not even echoed: the part that would be shown is the secret
+    if has_secrets(output_uri):  # shown scrubbed: without user info, query or fragment
         raise NotAnOutputError(
-            f"OUTPUT ({scheme or 'a local path'}) was given with credentials or a query string, which posepipe will "
+            f"OUTPUT {scrub(output_uri)} was given with credentials or a query string, which posepipe will "
             "not print or use; write it as s3://BUCKET/PREFIX or a local folder, and give S3 credentials through "
             "the environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, an instance role)"
         )

@@ -320,6 +320,16 @@ def test_every_command_refuses_what_is_not_an_output(tmp_path, not_outputs, comm
     assert not (tmp_path / "w").exists()  # nothing written by any of them
 
 
+@pytest.mark.parametrize("uri", ["s3://bucket/runs/r1?X-Amz-Signature=hunter2", "s3://AKIAEXAMPLE:hunter2@bucket/r1",
+                                 "file:///data/out?token=hunter2", "https://u:hunter2@host/out"])
+def test_an_output_uri_with_a_secret_is_refused_unprinted_by_every_command(tmp_path, uri):
+    template = commands(tmp_path, coco_gt(tmp_path / "gt.json"))
+    for command, args in template.items():
+        result = cli(*argv(args, uri))
+        assert result.exit_code == 2 and "credentials or a query string" in result.output, (command, result.output)
+        assert "hunter2" not in result.output and "AKIAEXAMPLE" not in result.output, (command, result.output)
+
+
 def test_a_job_that_committed_nothing_is_an_output_with_nothing_in_it(tmp_path):
     """A job that found no video still ends with _committed.parquet: `files` prints nothing, exit 0."""
     Output(str(tmp_path / "ended")).finish_job([])
