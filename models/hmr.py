@@ -177,6 +177,30 @@ def crop_corners(center: Sequence[float], scale: float, res: int = INPUT_RES) ->
     return ul, br
 
 
+_SPIN_CORNERS_OK: bool | None = None
+
+
+def spin_corners_match_numpy() -> bool:
+    """Whether ``ondevice.spin_corners`` gives :func:`crop_corners`'s integers with the numpy installed (its
+    ``inv`` and ``dot`` go through the BLAS, whose kernels decide the last bit that the truncation can
+    see). Probed once, on the host, on 600 boxes of the kinds a worker sees (float, on whole pixels,
+    clipped to a 768x576 frame)."""
+    global _SPIN_CORNERS_OK
+    if _SPIN_CORNERS_OK is None:
+        rng = np.random.default_rng(0)
+        xy = rng.uniform(-20, 700, (600, 2))
+        boxes = np.concatenate([xy, xy + rng.uniform(3, 500, (600, 2))], axis=1).astype(np.float32)
+        boxes[200:400] = np.round(boxes[200:400])
+        boxes[400:] = np.clip(boxes[400:], 0, [768, 576, 768, 576])
+        boxes = boxes[((boxes[:, 2:] - boxes[:, :2]) > 1).all(axis=1)]
+        centers, scales = bbox_xyxy_to_center_scale(boxes)
+        want = np.array([np.concatenate(crop_corners(c, s)) for c, s in zip(centers, scales)])
+        with torch.device("cpu"), torch.inference_mode():
+            ul, br = ondevice.spin_corners(torch.from_numpy(boxes), INPUT_RES, BBOX_SCALE_UNIT)
+        _SPIN_CORNERS_OK = bool(np.array_equal(torch.cat([ul, br], dim=1).numpy(), want))
+    return _SPIN_CORNERS_OK
+
+
 def bytescale(canvas: np.ndarray) -> np.ndarray:
     """``scipy.misc.bytescale`` of the (float) crop canvas: min-max stretch of all channels to 0..255.
 
@@ -521,7 +545,7 @@ class HMRPredictor:
     def supports_device(self) -> bool:
         """predict_frames reproduces SPIN's crop, whose integer corners come from numpy's inv/dot: True
         when the installed numpy's last bits are the ones emulated (probed once, on the host)."""
-        return ondevice.spin_corners_match_numpy()
+        return spin_corners_match_numpy()
 
     def __init__(self, model: HMR, weights: Weights, device: torch.device, *, half: bool = False):
         if weights.mean is None or weights.std is None:
@@ -721,5 +745,5 @@ __all__ = [
     "Bottleneck", "CHECKPOINT_FORMATS", "HMR", "checkpoint_format", "HMROutput", "HMRPredictor", "WEIGHTS",
     "axis_angle_to_rotmat", "bbox_xyxy_to_center_scale", "bytescale", "convert_checkpoint",
     "convert_mmhuman3d", "convert_spin", "convert_state_dict", "create", "crop", "crop_corners",
-    "hmr_resnet50", "rot6d_to_rotmat", "rotmat_to_axis_angle",
+    "hmr_resnet50", "rot6d_to_rotmat", "rotmat_to_axis_angle", "spin_corners_match_numpy",
 ]

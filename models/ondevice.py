@@ -231,32 +231,6 @@ def spin_corners(boxes_xyxy: torch.Tensor, res: int, unit: float) -> tuple[torch
     return ul, br
 
 
-_SPIN_CORNERS_OK: bool | None = None
-
-
-def spin_corners_match_numpy() -> bool:
-    """Whether :func:`spin_corners` gives ``hmr.crop_corners``'s integers with the numpy installed (its
-    ``inv`` and ``dot`` go through the BLAS, whose kernels decide the last bit that the truncation can
-    see). Probed once, on the host, on 600 boxes of the kinds a worker sees (float, on whole pixels,
-    clipped to a 768x576 frame)."""
-    global _SPIN_CORNERS_OK
-    if _SPIN_CORNERS_OK is None:
-        from posepipe.models import hmr
-
-        rng = np.random.default_rng(0)
-        xy = rng.uniform(-20, 700, (600, 2))
-        boxes = np.concatenate([xy, xy + rng.uniform(3, 500, (600, 2))], axis=1).astype(np.float32)
-        boxes[200:400] = np.round(boxes[200:400])
-        boxes[400:] = np.clip(boxes[400:], 0, [768, 576, 768, 576])
-        boxes = boxes[((boxes[:, 2:] - boxes[:, :2]) > 1).all(axis=1)]
-        centers, scales = hmr.bbox_xyxy_to_center_scale(boxes)
-        want = np.array([np.concatenate(hmr.crop_corners(c, s)) for c, s in zip(centers, scales)])
-        with torch.device("cpu"), torch.inference_mode():
-            ul, br = spin_corners(torch.from_numpy(boxes), hmr.INPUT_RES, hmr.BBOX_SCALE_UNIT)
-        _SPIN_CORNERS_OK = bool(np.array_equal(torch.cat([ul, br], dim=1).numpy(), want))
-    return _SPIN_CORNERS_OK
-
-
 def _pillow_coefficients(in_size: torch.Tensor, out_size: int, taps: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Pillow's ``precompute_coeffs`` (bilinear, support 1) + ``normalize_coeffs_8bpc`` for N input sizes:
     first source index (N, out) int64 and integer weights (N, out, taps) int32 (0 past each window)."""
@@ -387,6 +361,6 @@ __all__ = [
     "BUCKET", "CANVAS_BUCKETS", "PoseFrames", "affine_from_points", "canvas_bucket", "apply_affine", "check_inputs", "crop_to_image",
     "hrnet_affine", "hrnet_center_scale", "invert_affine", "mmpose_center_scale", "mmpose_warp_matrices",
     "pad_boxes", "padded_count", "pillow_vertical_first", "spin_corners",
-    "spin_corners_match_numpy", "spin_crops",
+    "spin_crops",
     "warp_affine_fixed_point", "warp_affine_float",
 ]

@@ -170,7 +170,7 @@ def _vertical_first_boxes(rng: np.random.Generator, count: int, *, narrower: boo
 
 def test_spin_corners_are_numpys():
     """The probe agrees, and the corners of the boxes below are numpy's (exact ties included)."""
-    assert ondevice.spin_corners_match_numpy()
+    assert hmr.spin_corners_match_numpy()
     rng = np.random.default_rng(10)
     xyxy = np.round(rng.uniform(0, 400, (300, 4)).astype(np.float32) * 4) / 4
     xyxy[:, 2:] = xyxy[:, :2] + np.abs(xyxy[:, 2:]) + 1
@@ -408,7 +408,7 @@ def test_no_host_sync_on_the_meta_device(name, monkeypatch):
     else:
         module = POSE_FAMILIES[name]
         model = module.create(module.WEIGHTS[name], None, device=meta)
-    ondevice.pillow_vertical_first(), ondevice.spin_corners_match_numpy()  # host probes, cached
+    ondevice.pillow_vertical_first(), hmr.spin_corners_match_numpy()  # host probes, cached
     frames = torch.empty((4, 96, 128, 3), dtype=torch.uint8, device=meta)
     fob = torch.empty(11, dtype=torch.long, device=meta)
     boxes = torch.empty((11, 4), dtype=torch.float32, device=meta)
