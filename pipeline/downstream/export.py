@@ -689,7 +689,8 @@ def write_mmaction_config(report: ExportReport, out: str | os.PathLike[str]) -> 
     files = check_posec3d_files(out, report.kind, report.output_uri)
     out = files["pickle"]
     written = []
-    for path, text in ((files["mmaction2 config"], config_text(out.name, len(report.label_names), list(report.split_sizes))),
+    config = config_text(out.name, len(report.label_names), list(report.split_sizes), files["mmaction2 config"].name)
+    for path, text in ((files["mmaction2 config"], config),
                        (files["bone transform module"], TRANSFORM_MODULE)):
         tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
         try:

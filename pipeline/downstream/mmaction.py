@@ -60,26 +60,30 @@ def _pipeline(mode: str) -> str:
             "    dict(type='PoseDecode'),\n    dict(type='FormatGCNInput', num_person=2),\n    dict(type='PackActionInputs'),\n]")
 
 
-def config_text(pickle_name: str, num_classes: int, splits: list[str]) -> str:
+def config_text(pickle_name: str, num_classes: int, splits: list[str], config_name: str | None = None) -> str:
     """A ready mmaction2 ST-GCN config (joint stream) for an H36M-17 3D export (see the module).
 
     It is mmaction2's own 3D ST-GCN config written out whole (only its runtime defaults are
     inherited), with the H36M-17 layout and axes, the class count, the pickle and its splits: no
-    ``_delete_`` merging to get wrong."""
+    ``_delete_`` merging to get wrong. Names appear as Python string literals (and, in comments,
+    with every non-ASCII or control character escaped): a file name holding a quote or a newline
+    cannot break the config or put code in it."""
+    config_name = config_name or pickle_name.rsplit(".", 1)[0] + ".mmaction2.py"
+    shown, shown_config = ascii(pickle_name)[1:-1], ascii(config_name)[1:-1]
     train = "train" if "train" in splits else splits[0]
     val = next((s for s in ("val", "test") if s in splits), train)
     test = "test" if "test" in splits else val
-    return f'''# mmaction2 (1.x) ST-GCN config for posepipe's H36M-17 3D skeletons in {pickle_name}: mmaction2's
+    return f'''# mmaction2 (1.x) ST-GCN config for posepipe's H36M-17 3D skeletons in {shown}: mmaction2's
 # {BASE_CONFIG.split("/")[-1]} with H36M-17's graph, PreNormalize3D axes and bone pairs.
 # Written by `posepipe export posec3d --kind 3d` (pipeline/downstream/mmaction.py). From this folder:
-#   python tools/train.py {pickle_name.rsplit(".", 1)[0]}.mmaction2.py     (tools/ of an mmaction2 checkout)
+#   python tools/train.py {shown_config}     (tools/ of an mmaction2 checkout)
 # Bone stream: put this folder on PYTHONPATH, add
 #   custom_imports = dict(imports=['{TRANSFORM_MODULE_NAME}'], allow_failed_imports=False)
 # and replace dict(type='GenSkeFeat', dataset='nturgb+d', feats=['j']) in the pipelines with
 #   dict(type='H36MJointToBone', target='b'), dict(type='MergeSkeFeat', feat_list=['b'])
 _base_ = 'mmaction::_base_/default_runtime.py'
 
-ann_file = '{pickle_name}'
+ann_file = {pickle_name!r}
 num_classes = {num_classes}
 h36m17_layout = {H36M17_LAYOUT!r}
 h36m17_bone_pairs = {H36M17_BONE_PAIRS!r}

@@ -173,6 +173,23 @@ def test_posec3d_reports_the_files_on_disk_and_frame_dirs_stay_distinct(tmp_path
     assert sorted(data["split"]["all"]) == sorted(dirs)
 
 
+@pytest.mark.parametrize("name", ["it's.pkl", "two\nlines; import os.pkl", "caf\u00e9 \u202egnp.pkl", ".pkl"])
+def test_the_mmaction2_config_names_the_pickle_whatever_its_name(tmp_path, name):
+    """The 3D config is Python: a quote or a newline in --out's name must not break it or add code to it."""
+    import ast
+
+    out = smpl_output(tmp_path / "out", ["jump/a.mp4", "jump/b.mp4"])
+    dest = tmp_path / "ds" / name
+    result = cli("export", "posec3d", out, "--out", dest, "--kind", "3d")
+    assert result.exit_code == 0, result.output
+    config = dest.with_suffix(".mmaction2.py")
+    tree = ast.parse(config.read_text())  # a SyntaxError here is the break
+    assigned = {n.targets[0].id: n.value for n in tree.body if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name)}
+    assert ast.literal_eval(assigned["ann_file"]) == name
+    assert not any(isinstance(n, (ast.Import, ast.ImportFrom, ast.Expr)) for n in tree.body)
+    assert f"python tools/train.py {ascii(config.name)[1:-1]}" in config.read_text()
+
+
 # ----------------------------------------------------------------------------------------------
 # 2. render: a stream whose frame size changes; the count is the written file's
 
