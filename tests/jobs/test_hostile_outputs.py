@@ -45,6 +45,7 @@ HOSTILE_IDS = [
     "a b.mp4", "a_b.mp4", "a?b.mp4", "a#b.mp4",
     "L" * 100 + "1.mp4", "L" * 100 + "2.mp4",
     ".hidden.mp4", "_index.mp4", "videos", "poses", "tracks_smpl.csv",
+    'he said "hi", then\nleft.mp4', "tab\there\x1b[2J.mp4",   # what a CSV and a terminal must keep inert
 ]
 
 
@@ -98,6 +99,7 @@ def test_export_smpl_gives_every_video_its_own_files(tmp_path, fmt):
     anim = tmp_path / "anim"
     result = cli("export", "smpl", out, "--out", anim, "--format", fmt, "--min-frames", "5")
     assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output and all(line.isprintable() for line in result.output.splitlines())
     suffix = ".npz" if fmt == "smpl" else ".bvh"
     on_disk = sorted(p for p in anim.rglob(f"*{suffix}"))
     assert len(on_disk) == 2 * len(HOSTILE_IDS)  # the issue: 98 reported, 90 on disk
