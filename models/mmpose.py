@@ -25,6 +25,10 @@ import torch
 
 from posepipe.models.checkpoint import CheckpointError, preview, strip_prefix, tensors_only
 
+# PoseDataPreprocessor's normalisation in every mmpose COCO config (RGB, on 0..255 values).
+MMPOSE_MEAN = (123.675, 116.28, 103.53)
+MMPOSE_STD = (58.395, 57.12, 57.375)
+
 # Dropped by name, as mmpose's load hook does; nothing else is dropped here.
 DATA_PREPROCESSOR_KEYS = ("data_preprocessor.mean", "data_preprocessor.std")
 

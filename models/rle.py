@@ -34,8 +34,7 @@ from posepipe.models.skeletons import COCO17_NAMES, COCO17_SKELETON
 from posepipe.models.topdown import TopdownPredictor, place
 from posepipe.models.weights import Weights
 
-MMPOSE_MEAN = (123.675, 116.28, 103.53)  # PoseDataPreprocessor, RGB, 0..255
-MMPOSE_STD = (58.395, 57.12, 57.375)
+MMPOSE_MEAN, MMPOSE_STD = mmpose.MMPOSE_MEAN, mmpose.MMPOSE_STD  # PoseDataPreprocessor, RGB, 0..255
 
 
 # --------------------------------------------------------------------------------------------
