@@ -420,15 +420,19 @@ def _start_ray(options: JobOptions) -> bool:
 
 
 def _ray_output_through_terminal() -> None:
-    """With -v, the workers' output that Ray's driver prints (`print_to_stdstream`), one line at a
-    time through `terminal.plain`: FFmpeg and library messages quote file names from outside."""
-    from posepipe.pipeline.run.terminal import say
+    """With -v, what Ray's driver prints goes one line at a time through `terminal.plain`: the
+    workers' output (FFmpeg and library messages quote file names from outside; Ray colours its
+    prefixes with escape sequences), the cluster's error messages, and Ray's own log records.
+    Ray prints worker output through the handler its stdstream dispatcher was given in `ray.init`,
+    and error messages through the module's `print_to_stdstream`: both are replaced. Ray's
+    internals may move: then what cannot be found is left as it is."""
+    from posepipe.pipeline.run.terminal import plain_log_handlers, say
 
+    plain_log_handlers("ray")
     try:
         from ray._private import worker as ray_worker
 
-        if not callable(getattr(ray_worker, "print_to_stdstream", None)):
-            return
+        dispatcher = getattr(ray_worker, "global_worker_stdstream_dispatcher", None)
     except Exception:
         return
 
@@ -436,7 +440,11 @@ def _ray_output_through_terminal() -> None:
         prefix = "" if ignore_prefix else f"({data.get('actor_name') or data.get('task_name') or 'pid'}={data.get('pid', '?')}) "
         say(*(prefix + line for line in data.get("lines", [])), err=bool(data.get("is_err")))
 
-    ray_worker.print_to_stdstream = to_terminal
+    if callable(getattr(ray_worker, "print_to_stdstream", None)):
+        ray_worker.print_to_stdstream = to_terminal
+    if dispatcher is not None and any(name == "ray_print_logs" for name, _ in getattr(dispatcher, "handlers", [])):
+        dispatcher.remove_handler("ray_print_logs")
+        dispatcher.add_handler("ray_print_logs", to_terminal)
 
 
 def _ray_errors_to_log_file() -> None:

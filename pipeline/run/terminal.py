@@ -126,21 +126,27 @@ def plain_click_error(exc: click.ClickException) -> click.ClickException:
 
 
 class _PlainFormatter(logging.Formatter):
-    """Log records as plain lines: the message through `plain`; a traceback's lines each through it."""
+    """Log records as plain lines: the message through `plain`, a traceback's lines each through it;
+    then laid out by `inner` (default `LEVEL message`), so another library's layout is kept."""
+
+    def __init__(self, inner: logging.Formatter | None = None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter("%(levelname)s %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        saved = record.msg, record.args, record.exc_text
-        record.msg, record.args = plain(record.getMessage()), None
+        saved = record.msg, record.args, record.exc_info, record.exc_text
         try:
+            record.msg, record.args = plain(record.getMessage()), None
             if record.exc_info and not record.exc_text:
-                record.exc_text = self.formatException(record.exc_info)
+                record.exc_text = self.inner.formatException(record.exc_info)
+            record.exc_info = None
             if record.exc_text:
                 # split("\n"), not splitlines(): that also splits at U+2028, \x1c-\x1e, \x85, and
                 # a name holding one would start a line of its own.
                 record.exc_text = "\n".join(plain(line) for line in record.exc_text.split("\n"))
-            return super().format(record)
+            return self.inner.format(record)
         finally:
-            record.msg, record.args, record.exc_text = saved
+            record.msg, record.args, record.exc_info, record.exc_text = saved
 
 
 class _StderrHandler(logging.Handler):
@@ -160,10 +166,18 @@ def configure_logging(level: int = logging.WARNING) -> None:
     handler = next((h for h in root.handlers if isinstance(h, _StderrHandler)), None)
     if handler is None:
         handler = _StderrHandler()
-        handler.setFormatter(_PlainFormatter("%(levelname)s %(message)s"))
+        handler.setFormatter(_PlainFormatter())
         root.addHandler(handler)
     root.setLevel(level)
     logging.captureWarnings(True)
+
+
+def plain_log_handlers(name: str) -> None:
+    """The handlers a library set on its own logger `name` (Ray's print to the terminal themselves)
+    show its records through `plain` too, in the library's own layout."""
+    for handler in logging.getLogger(name).handlers:
+        if not isinstance(handler.formatter, _PlainFormatter):
+            handler.setFormatter(_PlainFormatter(handler.formatter))
 
 
 def excepthook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
@@ -174,5 +188,5 @@ def excepthook(kind: type[BaseException], value: BaseException, tb: Any) -> None
         sys.stderr.write(plain(line) + "\n")
 
 
-__all__ = ["configure_logging", "console", "excepthook", "hidden", "plain", "plain_click_error", "say", "say_json",
-           "shell_join", "shell_quote", "styled"]
+__all__ = ["configure_logging", "console", "excepthook", "hidden", "plain", "plain_click_error", "plain_log_handlers",
+           "say", "say_json", "shell_join", "shell_quote", "styled"]
