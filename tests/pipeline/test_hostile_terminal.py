@@ -484,13 +484,14 @@ def test_a_full_disk_stops_the_job_and_leaves_no_orphans_for_a_glob(small_disk, 
     manifest = set(pq.read_table(out / "_committed.parquet").column("path").to_pylist())
     assert manifest == committed and len({p.split("/")[1] for p in committed}) == 4
     if visible != committed:
-        # Only the rerun's own redone attempts can be left (a finish it retried), and only because the
-        # stopped job's intent is still there: it looks like a running job's for INTENT_STALE_S, whose
-        # folders no job's end cleans. store.py's finish_job removes a settled intent only after it
-        # wrote _committed.parquet, which a full disk refuses (report of issue 19, part C).
+        # Only attempts the rerun superseded can be left (a video it redid: its code fingerprint changed
+        # under it, or a finish it retried), and only because the stopped job's intent is still there:
+        # it looks like a running job's for INTENT_STALE_S, and no job's end cleans a running job's
+        # folders. store.py's finish_job removes a settled intent only after it wrote
+        # _committed.parquet, which the full disk refused (report of issue 19, part C).
         assert intent_left, sorted(visible - committed)
         pytest.xfail("a full disk kept the stopped job's intent (store.finish_job removes it after the manifest "
-                     f"write); the rerun's retried attempts wait for it to go stale: {sorted(visible - committed)}")
+                     f"write); parts the rerun superseded wait for it to go stale: {sorted(visible - committed)}")
     glob = duckdb.sql(f"SELECT count(DISTINCT filename) FROM read_parquet('{out}/poses/**/*.parquet', filename=true)")
     assert glob.fetchall()[0][0] == len(manifest)
 
