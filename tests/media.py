@@ -145,3 +145,74 @@ def hostile_files(folder: Path) -> dict[str, str]:
     audio_only(folder / "sound.mp4")
     return {"photo.mp4": "still image", "corrupt.mp4": "corrupt", "late.mkv": "implausible",
             "sound.mp4": "no video stream"}
+
+
+# -- clips whose timestamps, index or geometry are unusual (issue 19) ---------------------------------
+
+def _ffmpeg(*args: object) -> None:
+    subprocess.run([ffmpeg(), "-y", "-loglevel", "error", *map(str, args)], check=True)
+
+
+def decoded_count(path: Path) -> int:
+    """Frames PyAV's FFmpeg decodes from `path` in one plain pass from the first byte (no seek): the truth."""
+    import av
+
+    with av.open(str(path)) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+def joined_ts(path: Path, first: Path, second: Path) -> Path:
+    """`cat first.ts second.ts > path`: one MPEG-TS file whose timestamps restart half-way (both parts
+    start at the same time), as cameras and `cat` make them."""
+    parts = []
+    for src in (first, second):
+        part = path.with_name(f".{src.stem}-{path.stem}.ts")
+        _ffmpeg("-i", src, "-c", "copy", part)
+        parts.append(part.read_bytes())
+        part.unlink()
+    path.write_bytes(b"".join(parts))
+    return path
+
+
+def wrapped_ts(path: Path, src: Path) -> Path:
+    """src as MPEG-TS whose 33-bit 90 kHz clock wraps (passes 2**33 / 90000 s) in its first second."""
+    _ffmpeg("-i", src, "-c", "copy", "-output_ts_offset", "95442", path)
+    return path
+
+
+def elementary_h264(path: Path, src: Path) -> Path:
+    """src's H.264 as a raw Annex B stream (no container, no timestamps), written under `path`'s name."""
+    _ffmpeg("-i", src, "-c", "copy", "-bsf:v", "h264_mp4toannexb", "-f", "h264", path)
+    return path
+
+
+def edit_list_mp4(path: Path, src: Path, start_s: float = 0.35) -> Path:
+    """src cut at `start_s` without re-encoding: the MP4 keeps the GOP's earlier samples and an edit
+    list that discards them (the index holds more samples than the video shows)."""
+    _ffmpeg("-ss", start_s, "-i", src, "-c", "copy", path)
+    return path
+
+
+def sized_clip(path: Path, width: int, height: int, n: int = 3) -> Path:
+    """An FFV1 (lossless, any size, odd and 1 px included) clip of `width` x `height` pixels."""
+    frames = [np.full((height, width, 3), 40 + 50 * i, np.uint8) for i in range(n)]
+    subprocess.run([ffmpeg(), "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{width}x{height}",
+                    "-r", "10", "-i", "-", "-c:v", "ffv1", "-pix_fmt", "bgr0", str(path)],
+                   input=b"".join(f.tobytes() for f in frames), check=True)
+    return path
+
+
+def flat_clip(path: Path, width: int, height: int, seconds: float = 0.2) -> Path:
+    """A grey FFV1 clip drawn by FFmpeg itself (no raw frames through a pipe): huge sizes in a small file."""
+    _ffmpeg("-f", "lavfi", "-i", f"color=c=gray:s={width}x{height}:d={seconds}:r=10", "-c:v", "ffv1", path)
+    return path
+
+
+def resolution_change_ts(path: Path) -> Path:
+    """An MPEG-TS whose picture size changes mid-stream: 6 frames of 160x120, then 6 of 320x240."""
+    small = write_clip(path.with_name(f".small-{path.stem}.mp4"), source_frames(6, (160, 120)), codec="libx264")
+    large = write_clip(path.with_name(f".large-{path.stem}.mp4"), source_frames(6, (320, 240)), codec="libx264")
+    joined_ts(path, small, large)
+    small.unlink()
+    large.unlink()
+    return path
