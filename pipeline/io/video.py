@@ -232,6 +232,9 @@ def probe_video(uri: str) -> Probe:
     with contextlib.closing(reader):
         container, stream = _open_container(uri, reader)
         with container:
+            declared = stream.codec_context
+            if declared.width and declared.height:  # refused before a frame that size is decoded
+                _check_pixels(int(declared.width), int(declared.height))
             # An edit list's discarded samples are in the index (and the stream's frame count) but
             # never come out of the decoder: they are no frames of the video.
             every_entry = list(stream.index_entries)
@@ -340,12 +343,16 @@ def _check_geometry(image: np.ndarray) -> tuple[int, int]:
     height, width = int(image.shape[0]), int(image.shape[1])
     if height < 1 or width < 1:
         raise VideoError(f"its frames are {width}x{height} pixels, an empty picture (a corrupt stream)")
+    _check_pixels(width, height)
+    return height, width
+
+
+def _check_pixels(width: int, height: int) -> None:
     if width * height > MAX_FRAME_PIXELS:
         raise VideoError(
-            f"the video is {width}x{height} pixels ({width * height / 1e6:.1f} megapixels a frame); posepipe decodes "
-            f"at most {MAX_FRAME_PIXELS / 1e6:.1f} megapixels a frame (8192x4352, the largest frame of H.264 and "
-            "HEVC level 6.2). Scale it down first, e.g. ffmpeg -i IN -vf scale=3840:-2 OUT")
-    return height, width
+            f"the video is {width}x{height} pixels ({width * height:,} a frame); posepipe decodes at most "
+            f"{MAX_FRAME_PIXELS:,} pixels a frame (8192x4352, the largest frame of H.264 and HEVC level 6.2). "
+            "Scale it down first, e.g. ffmpeg -i IN -vf scale=3840:-2 OUT")
 
 
 def _decode_detail(exc: BaseException) -> str:
