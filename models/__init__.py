@@ -21,7 +21,9 @@ from typing import Any, Mapping
 
 import torch
 
-from posepipe.models import hmr, hrnet, rle, rtmpose, simplebaseline, simplebaseline3d, videopose3d, yolox
+from posepipe.models import (
+    hmr, hourglass, hrnet, motionbert, rle, rtmpose, simplebaseline, simplebaseline3d, videopose3d, vitpose, yolox,
+)
 from posepipe.models.checkpoint import CheckpointError, preview, read_checkpoint, sniff_container
 from posepipe.models.precision import PrecisionWarning, strict_fp32
 from posepipe.models.weights import Weights
@@ -30,16 +32,19 @@ from posepipe.models.weights import Weights
 # the named model's is reported as the first family here that recognises it (HRNet's mmpose layout is
 # recognised by its head's final_layer alone, which SimpleBaseline and RTMPose heads also have).
 FAMILIES: dict[str, ModuleType] = {
-    "yolox": yolox, "rtmpose": rtmpose, "simplebaseline": simplebaseline, "rle": rle, "hrnet": hrnet,
-    "videopose3d": videopose3d, "simplebaseline3d": simplebaseline3d, "hmr": hmr,
+    "yolox": yolox, "rtmpose": rtmpose, "hourglass": hourglass, "vitpose": vitpose, "simplebaseline": simplebaseline,
+    "rle": rle, "hrnet": hrnet, "videopose3d": videopose3d, "simplebaseline3d": simplebaseline3d,
+    "motionbert": motionbert, "hmr": hmr,
 }
 FAMILY_LABELS = {
     "yolox": "YOLOX", "hrnet": "HRNet", "rtmpose": "RTMPose", "simplebaseline": "SimpleBaseline", "rle": "RLE",
-    "videopose3d": "VideoPose3D", "simplebaseline3d": "SimpleBaseline3D", "hmr": "HMR (SPIN)",
+    "hourglass": "Hourglass", "vitpose": "ViTPose", "videopose3d": "VideoPose3D", "simplebaseline3d": "SimpleBaseline3D",
+    "motionbert": "MotionBERT", "hmr": "HMR (SPIN)",
 }
 CATALOGUE: dict[str, Weights] = {
     **yolox.WEIGHTS, **hrnet.WEIGHTS, **rtmpose.WEIGHTS, **simplebaseline.WEIGHTS, **rle.WEIGHTS,
-    **videopose3d.WEIGHTS, **simplebaseline3d.WEIGHTS, **hmr.WEIGHTS,
+    **hourglass.WEIGHTS, **vitpose.WEIGHTS, **videopose3d.WEIGHTS, **simplebaseline3d.WEIGHTS,
+    **motionbert.WEIGHTS, **hmr.WEIGHTS,
 }
 STAGES = ("detector", "pose", "lifter", "mesh")
 
