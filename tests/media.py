@@ -174,6 +174,18 @@ def joined_ts(path: Path, first: Path, second: Path) -> Path:
     return path
 
 
+def joined_mpeg_ps(path: Path, first: Path, second: Path) -> Path:
+    """`cat first.mpg second.mpg > path`: MPEG-2 program streams (DVD/camcorder .mpg) joined, timestamps restarting."""
+    parts = []
+    for src in (first, second):
+        part = path.with_name(f".{src.stem}-{path.stem}.mpg")
+        _ffmpeg("-i", src, "-c:v", "mpeg2video", "-q:v", "4", "-g", "4", "-f", "mpeg", part)
+        parts.append(part.read_bytes())
+        part.unlink()
+    path.write_bytes(b"".join(parts))
+    return path
+
+
 def wrapped_ts(path: Path, src: Path) -> Path:
     """src as MPEG-TS whose 33-bit 90 kHz clock wraps (passes 2**33 / 90000 s) in its first second."""
     _ffmpeg("-i", src, "-c", "copy", "-output_ts_offset", "95442", path)

@@ -42,11 +42,11 @@ def _redact_url(uri: str) -> str:
         parts = urlsplit(uri)
     except ValueError:  # an unbalanced '[' in the host: keep the scheme only
         return f"{scheme_of(uri)}://"
+    netloc = parts.netloc.rpartition("@")[2]   # the host as written (a bucket's or a placeholder's case kept)
     try:
-        host, port = parts.hostname or "", parts.port
-    except ValueError:  # a malformed port: keep the host part, drop everything after ':'
-        host, port = parts.netloc.rsplit("@", 1)[-1].split(":", 1)[0], None
-    netloc = host + (f":{port}" if port else "")
+        parts.port
+    except ValueError:  # a malformed port: drop everything after the host's last ':'
+        netloc = re.sub(r":[^:\]]*$", "", netloc)
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 

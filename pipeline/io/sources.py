@@ -126,7 +126,8 @@ def scan_inputs(input_uri: str) -> Listing:
         return Listing([VideoRef(video_id=name, uri=url)])
     if scheme in ("gs", "az"):
         return _list_smart_open(input_uri)
-    raise InputError(f"INPUT {redact(input_uri)!r}: unsupported scheme {scheme!r}; use a local path, file://, s3://, gs://, az:// or http(s)://")
+    raise InputError(f"INPUT {redact(input_uri)!r}: unsupported scheme {scheme!r}; use a local path, file://, s3://, gs://, "
+                     f"az:// or http(s):// (a local name with ':' in it is written ./{input_uri})")
 
 
 def _file_kind(mode: int) -> str:

@@ -188,6 +188,7 @@ def _timestamp_cases(folder: Path) -> dict[str, Path]:
                             codec="libx264", gop=4)
     return {
         "joined.ts": media.joined_ts(folder / "joined.ts", walk, wall),          # timestamps restart
+        "joined.mpg": media.joined_mpeg_ps(folder / "joined.mpg", walk, wall),   # in a program stream too
         "wrapped.ts": media.wrapped_ts(folder / "wrapped.ts", walk),             # the 33-bit clock wraps
         "elementary.mp4": media.elementary_h264(folder / "elementary.mp4", walk),  # no timestamps at all
         "edit_list.mp4": media.edit_list_mp4(folder / "edit_list.mp4", walk),   # samples the video never shows

@@ -56,3 +56,28 @@ def test_links_are_followed_once_and_loops_reported(tmp_path):
     listing = scan_inputs(str(tmp_path))
     assert [r.video_id for r in listing.videos] == ["real/a.mp4"]  # the folder itself, not its alias
     assert {n for n, why in listing.skipped if "already searched" in why} == {"alias/", "real/up/"}
+
+
+def test_object_uris_are_split_once_and_keys_kept_verbatim():
+    from posepipe.pipeline.io.redaction import has_secrets
+    from posepipe.pipeline.io.uris import URIError, object_uri, split_object_uri
+
+    for key in ["clip#1.mp4", "q?x.mp4", "a%20b.mp4", "p%.mp4", "a+b.mp4", "a b.mp4", "a//b.mp4", "/lead.mp4", "x.", ""]:
+        uri = object_uri("s3", "bkt", key)
+        assert split_object_uri(uri) == ("bkt", key) and redact(uri) == uri, key
+    assert split_object_uri("s3://AK:sk@bkt/k#1") == ("bkt", "k#1") and redact("s3://AK:sk@bkt/k#1") == "s3://bkt/k#1"
+    assert has_secrets("s3://bkt/q?x.mp4") and not has_secrets("s3://bkt/clip#1.mp4")  # a typed '?' is refused
+    with pytest.raises(URIError):
+        split_object_uri("s3:/bkt/key")
+
+
+def test_file_uris_are_decoded_once_and_refused_with_a_fragment(tmp_path):
+    from posepipe.pipeline.io.sources import scan_inputs
+
+    (tmp_path / "a b").mkdir()
+    (tmp_path / "a b" / "c%d.mp4").write_bytes(b"x")
+    [ref] = scan_inputs(f"file://{tmp_path}/a%20b/c%25d.mp4").videos
+    assert ref.uri == str(tmp_path / "a b" / "c%d.mp4")
+    for bad in (f"file://{tmp_path}/a b/c#d.mp4", f"file://{tmp_path}/a b/c?d.mp4"):
+        with pytest.raises(InputError, match="%23"):
+            scan_inputs(bad)
