@@ -122,7 +122,8 @@ def scan_inputs(input_uri: str) -> Listing:
             path = urlsplit(url).path
         except ValueError as exc:
             raise InputError(f"INPUT {redact(input_uri)!r} is not a valid URL ({exc})") from None
-        name = unquote(posixpath.basename(path)) or "video"
+        name = unquote(posixpath.basename(path))
+        name = (name if "/" not in name else posixpath.basename(path)) or "video"  # an encoded '/' stays encoded
         return Listing([VideoRef(video_id=name, uri=url)])
     if scheme in ("gs", "az"):
         return _list_smart_open(input_uri)

@@ -248,8 +248,8 @@ def probe_video(uri: str) -> Probe:
                     if first is None:
                         try:
                             first = next(iter(packet.decode()), None)
-                        except av.error.FFmpegError as exc:
-                            raise VideoError(f"the video stream cannot be decoded: {_decode_detail(exc)}") from None
+                        except Exception as exc:
+                            raise _probe_failure(uri, exc, "decoded") from None
                         if first is not None:
                             if is_remote(uri):  # what opening cost, to spare every shard the same reads
                                 header = _merge(reader.recorded or {})  # the first packets too: shard 0 needs them
@@ -259,9 +259,10 @@ def probe_video(uri: str) -> Probe:
                         break
             except VideoError:
                 raise
-            except av.error.FFmpegError as exc:
-                if first is None or scan.frames == 0:
-                    raise VideoError(f"the video stream cannot be read: {_decode_detail(exc)}") from None
+            except Exception as exc:
+                failure = _probe_failure(uri, exc, "read")
+                if first is None or scan.frames == 0 or isinstance(failure, VideoReadError):
+                    raise failure from None
                 # else a damaged tail: the frames before it are counted (decoding them will tell)
             reader.recorded = None
             if first is None:
@@ -294,6 +295,14 @@ def probe_video(uri: str) -> Probe:
                 sequential=sequential,
             )
     return Probe(info=info, header=header)
+
+
+def _probe_failure(uri: str, exc: BaseException, what: str) -> VideoError:
+    """A read that failed (the store: transient or not) as such; anything else as this stream's fault."""
+    failure = _read_failure(uri, exc)
+    if isinstance(failure, VideoReadError):
+        return failure
+    return VideoError(f"the video stream cannot be {what}: {_decode_detail(exc)}")
 
 
 def _increasing(stamps: list[int | None]) -> bool:
