@@ -174,10 +174,23 @@ def machine_info(options: JobOptions) -> dict[str, Any]:
     }
 
 
-def bench_decode(uri: str, n: int, window: int) -> dict[str, Any]:
-    """Decoding N frames: the pipeline's decoder (PyAV, windows after one seek), and decord's get_batch."""
-    import decord
+def optional_decord() -> Any:
+    """decord where it is installed (the `bench` and `test` extras), else None: it is only the
+    reference the job's PyAV decoding is compared with, so a machine without it (the GPU image)
+    still gets every PyAV figure, and the report says decord was not there."""
+    try:
+        import decord
+    except ImportError:
+        return None
+    return decord
 
+
+DECORD_ABSENT = "decord is not installed (pip install 'posepipe[bench]' for the comparison)"
+
+
+def bench_decode(uri: str, n: int, window: int) -> dict[str, Any]:
+    """Decoding N frames: the pipeline's decoder (PyAV, windows after one seek), and decord's get_batch
+    where decord is installed."""
     from posepipe.pipeline.io.sources import local_path
     from posepipe.pipeline.io.video import open_video
 
@@ -187,6 +200,11 @@ def bench_decode(uri: str, n: int, window: int) -> dict[str, Any]:
         n = min(n, video.info.num_frames)
         count = sum(len(batch) for _, batch, _ in video.frames(0, n, window=window))
         t2 = time.perf_counter()
+    sequential = rate(count, t2 - t1)
+    out = {"window": window, "open_seconds": round(t1 - t0, 4), "sequential": sequential}
+    decord = optional_decord()
+    if decord is None:
+        return {**out, "get_batch": None, "get_batch_slowdown": None, "decord": DECORD_ABSENT}
     reader = decord.VideoReader(local_path(uri), ctx=decord.cpu(0), num_threads=1)  # for comparison
     t3 = time.perf_counter()
     batched = 0
@@ -195,9 +213,8 @@ def bench_decode(uri: str, n: int, window: int) -> dict[str, Any]:
         batched += len(np.ascontiguousarray(rgb[..., ::-1]))  # to BGR, as the pipeline hands frames on
     t4 = time.perf_counter()
     del reader
-    sequential, get_batch = rate(count, t2 - t1), rate(batched, t4 - t3)
-    return {"window": window, "open_seconds": round(t1 - t0, 4), "sequential": sequential, "get_batch": get_batch,
-            "get_batch_slowdown": ratio(sequential["fps"], get_batch["fps"])}
+    get_batch = rate(batched, t4 - t3)
+    return {**out, "get_batch": get_batch, "get_batch_slowdown": ratio(sequential["fps"], get_batch["fps"])}
 
 
 def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
@@ -421,15 +438,16 @@ def bench_naive(worker: Any, uri: str, info: dict[str, Any]) -> dict[str, Any]:
 
 
 def bench_run_job(options: JobOptions) -> dict[str, Any]:
-    """`run_job` on a folder holding the clip: wall time with Ray startup, and frames/s after it."""
+    """`run_job` on a folder of videos (the clip, or copies of it): wall time with Ray startup, and
+    frames/s after it."""
     from posepipe.pipeline.run.runner import run_job
 
     events: list[tuple[float, str, dict[str, Any]]] = []
     t0 = time.perf_counter()
     summary = run_job(options, reporter=lambda event, data: events.append((time.perf_counter(), event, data)))
     wall = time.perf_counter() - t0
-    if summary.ok != 1:
-        raise BenchError(f"run_job did not finish the clip: {summary.failures or summary}")
+    if summary.failed or summary.ok != summary.videos:
+        raise BenchError(f"run_job did not finish every video: {summary.failures or summary}")
     at = {event: t for t, event, _ in reversed(events)}  # first time of each event
     workers_data = next(d for _, e, d in events if e == "workers")
     done = max(t for t, e, _ in events if e == "video_done")
@@ -443,7 +461,8 @@ def bench_run_job(options: JobOptions) -> dict[str, Any]:
         steady = rate(frames_after, frame_events[-1][0] - frame_events[k - 1][0])
     after_init = rate(summary.frames, done - at["workers"])
     return {
-        "workers": summary.workers, "resources": workers_data["resources"], "shard_frames": options.shard_frames,
+        "workers": summary.workers, "resources": workers_data["resources"], "finishers": workers_data.get("finishers"),
+        "videos": summary.videos, "shard_frames": options.shard_frames,
         "shards": len(frame_events), "rows": summary.rows, "persons_per_frame": round(summary.rows / max(summary.frames, 1), 3),
         "wall": rate(summary.frames, wall), "summary_seconds": round(summary.seconds, 4),
         "startup_seconds": round(at["workers"] - t0, 4),
@@ -508,7 +527,7 @@ def _measure_memory(options: JobOptions, uri: str, hashes: dict[str, str | None]
     payload = json.dumps({"options": {**asdict(options), "models": dict(options.models), "weights": dict(options.weights)},
                           "uri": uri, "hashes": hashes, "threads": threads})
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
-    code = "import sys; from pipeline.measure.benchmark import memory_child; memory_child(sys.argv[1])"
+    code = "import sys; from posepipe.pipeline.measure.benchmark import memory_child; memory_child(sys.argv[1])"
     proc = subprocess.run([sys.executable, "-c", code, payload], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise BenchError(f"the memory subprocess failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
@@ -554,12 +573,14 @@ def h264_clip(path: Path, frames: Sequence[np.ndarray], size: tuple[int, int], f
 
 
 def bench_decode_h264(frames: Sequence[np.ndarray], fps: float, folder: Path, n: int = DECODE_FRAMES) -> dict[str, Any]:
-    """Frames/s of one worker's decode (to BGR arrays, as the models get them) per size and thread count."""
-    import decord
-
+    """Frames/s of one worker's decode (to BGR arrays, as the models get them) per size and thread
+    count, PyAV's and (where installed) decord's."""
     from posepipe.pipeline.io.video import open_video
 
+    decord = optional_decord()
     out: dict[str, Any] = {"frames": n, "codec": "h264 (x264 veryfast, CRF 23, GOP 60, 2 B-frames)"}
+    if decord is None:
+        out["decord"] = DECORD_ABSENT
     clip_frames = [frames[i % len(frames)] for i in range(n)]
     for label, size in DECODE_SIZES.items():
         clip = h264_clip(folder / f"decode-{label}.mp4", clip_frames, size, fps)
@@ -569,13 +590,15 @@ def bench_decode_h264(frames: Sequence[np.ndarray], fps: float, folder: Path, n:
             with open_video(str(clip), threads=threads) as video:
                 count = sum(len(b) for _, b, _ in video.frames(0, n, window=8))
             pyav = rate(count, time.perf_counter() - t)
-            reader = decord.VideoReader(str(clip), ctx=decord.cpu(0), num_threads=threads)
-            t = time.perf_counter()
-            for _ in range(len(reader)):
-                np.ascontiguousarray(reader.next().asnumpy()[..., ::-1])
-            decord_rate = rate(len(reader), time.perf_counter() - t)
-            del reader
-            row[f"threads_{threads}"] = {"pyav": pyav["fps"], "decord": decord_rate["fps"]}
+            decord_fps = None
+            if decord is not None:
+                reader = decord.VideoReader(str(clip), ctx=decord.cpu(0), num_threads=threads)
+                t = time.perf_counter()
+                for _ in range(len(reader)):
+                    np.ascontiguousarray(reader.next().asnumpy()[..., ::-1])
+                decord_fps = rate(len(reader), time.perf_counter() - t)["fps"]
+                del reader
+            row[f"threads_{threads}"] = {"pyav": pyav["fps"], "decord": decord_fps}
         out[label] = row
     return out
 

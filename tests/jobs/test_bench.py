@@ -115,3 +115,22 @@ def test_h264_decode_section_reports_each_size_and_thread_count(tmp_path):
         assert report[label]["bytes"] > 0
         for threads in DECODE_THREADS:
             assert report[label][f"threads_{threads}"]["pyav"] > 0 and report[label][f"threads_{threads}"]["decord"] > 0
+
+
+def test_decode_sections_measure_pyav_without_decord(clip, tmp_path, monkeypatch):
+    """decord is only the comparison (the GPU image has none): without it every PyAV figure is still
+    there and the report says decord was not installed, instead of the bench stopping."""
+    import sys
+
+    from posepipe.pipeline.measure.benchmark import DECODE_SIZES, DECODE_THREADS, bench_decode, bench_decode_h264
+
+    monkeypatch.setitem(sys.modules, "decord", None)  # `import decord` raises ImportError
+    report = bench_decode(str(clip), FRAMES, 2)
+    positive_rate(report["sequential"])
+    assert report["get_batch"] is None and "not installed" in report["decord"], report
+    frames = [np.full((120, 160, 3), 80 + 20 * i, np.uint8) for i in range(3)]
+    h264 = bench_decode_h264(frames, 10.0, tmp_path, n=3)
+    assert "not installed" in h264["decord"]
+    for label in DECODE_SIZES:
+        for threads in DECODE_THREADS:
+            assert h264[label][f"threads_{threads}"]["pyav"] > 0 and h264[label][f"threads_{threads}"]["decord"] is None
