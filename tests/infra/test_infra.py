@@ -1,9 +1,12 @@
 """Deployment files under infra/: they parse, agree with each other and with pyproject, and keep
-credentials and root out. Static checks only (no docker, no cluster), so they run in well under a second."""
+credentials and root out. No docker and no cluster: static checks, plus the image's own sanity check
+(the Dockerfile's `python -I -c "..."`, taken from it verbatim) run in this environment."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 import sys
 from importlib.util import find_spec
 from pathlib import Path
@@ -216,27 +219,112 @@ def test_dockerfile_installs_the_pinned_requirements_and_the_repo() -> None:
     assert any("infra/requirements-gpu.txt" in a for a in copies), copies
     assert any(re.search(r"(^|\s)\.\s+/app$", a) for a in copies), f"no `COPY . /app`: {copies}"
     runs = [a for i, a in ins if i == "RUN"]
-    assert any("download.pytorch.org/whl/cu124" in r and "-r" in r for r in runs), "torch must come from the cu124 index"
+    pip_runs = [r for r in runs if "pip install" in r and "-r" in r]
+    assert pip_runs and all("download.pytorch.org/whl/cu" in r for r in pip_runs), \
+        f"torch must come from PyTorch's CUDA index in every pip install: {pip_runs}"
     assert any(re.search(r"pip install .*/app(\s|$)", r) for r in runs), "the package itself is not installed"
+
+
+def cuda_tags() -> dict[str, str]:
+    """Where the image names its CUDA, each as a cuXYZ tag."""
+    ins = dockerfile_instructions()
+    found: dict[str, str] = {}
+    for i, args in ins:
+        if i == "FROM":
+            m = re.search(r"-(cu\d+)$", args.split()[0])
+            assert m, f"FROM {args}: expected a rayproject/ray:...-cuXYZ base"
+            found["FROM"] = m.group(1)
+        if i == "RUN":
+            for tag in re.findall(r"download\.pytorch\.org/whl/(cu\d+)", args):
+                found[f"RUN index {tag}"] = tag
+    env = " ".join(a for i, a in ins if i == "ENV")
+    m = re.search(r"POSEPIPE_IMAGE_CUDA=(\d+)\.(\d+)", env)
+    assert m, f"no ENV POSEPIPE_IMAGE_CUDA=X.Y (the sanity check reads it): {env}"
+    found["ENV POSEPIPE_IMAGE_CUDA"] = f"cu{m.group(1)}{m.group(2)}"
+    found[f"{REQUIREMENTS.name} torch"] = str(pinned_version(requirement_pins()["torch"]).local)
+    return found
+
+
+def test_one_cuda_runtime() -> None:
+    """The base's CUDA runtime is the one torch's wheel was built for (the Ray cu121 base once sat
+    under a torch cu124: two runtimes, neither checked)."""
+    found = cuda_tags()
+    assert len(set(found.values())) == 1, f"the image names several CUDA versions: {json.dumps(found, indent=1)}"
 
 
 def test_requirements_pin_torch_cuda_and_ray() -> None:
     pins = requirement_pins()
     torch = pinned_version(pins["torch"])
-    assert torch.major == 2 and torch.local == "cu124", f"torch pin {torch}: want 2.x+cu124"
+    assert torch.major == 2 and (torch.local or "").startswith("cu12"), f"torch pin {torch}: want 2.x+cu12x"
     assert "default" in pins["ray"].extras, f"{pins['ray']}: the head needs ray[default] (dashboard, job API)"
     pinned_version(pins["ray"])
 
 
 def test_requirements_cover_and_satisfy_pyproject() -> None:
     pins = requirement_pins()
+    declared = set()
     for dep in pyproject()["project"]["dependencies"]:
         req = Requirement(dep)
         name = canonicalize_name(req.name)
+        declared.add(name)
         assert name in pins, f"{req.name} is in pyproject but not pinned in {REQUIREMENTS.name}"
         version = pinned_version(pins[name])
         assert req.specifier.contains(version, prereleases=True), f"{pins[name]} does not satisfy pyproject's {dep}"
         assert req.extras <= pins[name].extras, f"{pins[name]}: pyproject asks for extras {sorted(req.extras)}"
+    extra = sorted(set(pins) - declared)
+    assert not extra, f"{REQUIREMENTS.name} pins {extra}, which pyproject's dependencies do not declare"
+
+
+# --------------------------------------------------------------------------- the image's sanity check
+# pyproject's distributions whose import name is not their name
+IMPORT_NAMES = {"opencv-python-headless": "cv2", "pillow": "PIL", "smart-open": "smart_open"}
+
+
+def sanity_command() -> tuple[str, list[str]]:
+    """The Python the image runs after installing itself (`python -I -c "..."`), and the commands after it."""
+    runs = [a for i, a in dockerfile_instructions() if i == "RUN" and "python -I -c" in a]
+    assert len(runs) == 1, f"expected one RUN with the sanity check `python -I -c \"...\"`, found {len(runs)}"
+    m = re.search(r'python -I -c "([^"]*)"(.*)$', runs[0])
+    assert m, runs[0]
+    after = [c.strip() for c in m.group(2).split("&&") if c.strip()]
+    return m.group(1), after
+
+
+def test_sanity_check_imports_the_package_by_its_names_and_every_dependency() -> None:
+    code, after = sanity_command()
+    imported = {name.strip() for stmt in code.split(";") if stmt.strip().startswith("import ")
+                for name in stmt.strip()[len("import "):].split(",")}
+    for package in ("posepipe.models", "posepipe.jobs.cli"):
+        assert package in imported, f"the sanity check does not import {package}: {sorted(imported)}"
+    assert any(n.startswith("posepipe.pipeline") for n in imported), sorted(imported)
+    assert not imported & {"models", "pipeline", "jobs"}, "the package installs as posepipe.*, not top-level names"
+    for dep in pyproject()["project"]["dependencies"]:
+        name = canonicalize_name(Requirement(dep).name)
+        module = IMPORT_NAMES.get(name, name.replace("-", "_"))
+        assert module in imported, f"the sanity check does not import {module} (pyproject's {name})"
+    assert any(c.startswith("posepipe ") for c in after), f"the CLI's entry point is not run: {after}"
+
+
+def test_sanity_check_runs(tmp_path: Path) -> None:
+    """The image's own check, verbatim, in this environment (told this environment's Ray and CUDA)."""
+    import ray
+    import torch
+
+    code, after = sanity_command()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POSEPIPE_IMAGE_")}
+    env.update(POSEPIPE_IMAGE_RAY=ray.__version__, POSEPIPE_IMAGE_CUDA=str(torch.version.cuda))
+    done = subprocess.run([sys.executable, "-I", "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # ... and it fails, saying what it found, when the image's Ray is not the one it names
+    env["POSEPIPE_IMAGE_RAY"] = "0.0.0"
+    wrong = subprocess.run([sys.executable, "-I", "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert wrong.returncode != 0 and ray.__version__ in wrong.stderr, wrong.stderr[-2000:]
+    cli = Path(sys.executable).with_name("posepipe")
+    for command in after:
+        words = command.split(">")[0].split()
+        assert words[0] == "posepipe", f"unexpected command after the sanity check: {command}"
+        run = subprocess.run([str(cli), *words[1:]], capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0 and "Usage" in run.stdout, run.stderr[-2000:]
 
 
 # --------------------------------------------------------------------------- Ray version everywhere
@@ -248,6 +336,8 @@ def ray_versions() -> dict[str, str]:
             assert m, f"FROM {args}: expected rayproject/ray:<version>-py311-cu12x"
             assert m.group(2) == "311" and m.group(3).startswith("12"), f"FROM {args}: want Python 3.11, CUDA 12"
             found["Dockerfile FROM"] = m.group(1)
+        if ins == "ENV" and "POSEPIPE_IMAGE_RAY=" in args:
+            found["Dockerfile ENV POSEPIPE_IMAGE_RAY"] = re.search(r"POSEPIPE_IMAGE_RAY=(\S+)", args).group(1)
     found[REQUIREMENTS.name] = str(pinned_version(requirement_pins()["ray"]))
     for name, spec in cluster_specs():
         found[f"{name} rayVersion"] = str(spec["rayVersion"])
