@@ -220,10 +220,10 @@ def flat_clip(path: Path, width: int, height: int, seconds: float = 0.2) -> Path
     return path
 
 
-def resolution_change_ts(path: Path) -> Path:
-    """An MPEG-TS whose picture size changes mid-stream: 6 frames of 160x120, then 6 of 320x240."""
-    small = write_clip(path.with_name(f".small-{path.stem}.mp4"), source_frames(6, (160, 120)), codec="libx264")
-    large = write_clip(path.with_name(f".large-{path.stem}.mp4"), source_frames(6, (320, 240)), codec="libx264")
+def resolution_change_ts(path: Path, n: int = 6) -> Path:
+    """An MPEG-TS whose picture size changes mid-stream: n frames of 160x120, then n of 320x240."""
+    small = write_clip(path.with_name(f".small-{path.stem}.mp4"), source_frames(n, (160, 120)), codec="libx264")
+    large = write_clip(path.with_name(f".large-{path.stem}.mp4"), source_frames(n, (320, 240)), codec="libx264")
     joined_ts(path, small, large)
     small.unlink()
     large.unlink()

@@ -183,8 +183,8 @@ def test_local_inputs_are_absolute_at_the_edge(tmp_path, monkeypatch):
 
 def _timestamp_cases(folder: Path) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
-    walk = media.write_clip(folder / ".walk.mp4", media.source_frames(10, (160, 120)), codec="libx264", gop=4)
-    wall = media.write_clip(folder / ".wall.mp4", [np.full((120, 160, 3), 9 * i, np.uint8) for i in range(6)],
+    walk = media.write_clip(folder / ".walk.mp4", media.source_frames(8, (160, 120)), codec="libx264", gop=4)
+    wall = media.write_clip(folder / ".wall.mp4", [np.full((120, 160, 3), 9 * i, np.uint8) for i in range(4)],
                             codec="libx264", gop=4)
     return {
         "joined.ts": media.joined_ts(folder / "joined.ts", walk, wall),          # timestamps restart
@@ -192,7 +192,7 @@ def _timestamp_cases(folder: Path) -> dict[str, Path]:
         "wrapped.ts": media.wrapped_ts(folder / "wrapped.ts", walk),             # the 33-bit clock wraps
         "elementary.mp4": media.elementary_h264(folder / "elementary.mp4", walk),  # no timestamps at all
         "edit_list.mp4": media.edit_list_mp4(folder / "edit_list.mp4", walk),   # samples the video never shows
-        "size_change.ts": media.resolution_change_ts(folder / "size_change.ts"),  # 160x120, then 320x240
+        "size_change.ts": media.resolution_change_ts(folder / "size_change.ts", 4),  # 160x120, then 320x240
     }
 
 
@@ -212,7 +212,7 @@ def test_every_shard_plan_decodes_the_frames_a_plain_pass_decodes(tmp_path):
                     got += list(zip(indices.tolist(), batch))
             assert [i for i, _ in got] == list(range(len(truth))), name
             # frames out of order (the pose stage's stretches) come from the same places
-            for start, stop in [(5, 8), (1, 3), (len(truth) - 2, len(truth))]:
+            for start, stop in [(4, 7), (1, 3), (len(truth) - 2, len(truth))]:
                 again = [f for _, batch, _ in video.frames(start, stop) for f in batch]
                 assert all(np.array_equal(a, b) for a, b in zip(again, [f for _, f in got[start:stop]])), name
         first = truth[0].shape
@@ -226,7 +226,7 @@ def test_every_shard_plan_decodes_the_frames_a_plain_pass_decodes(tmp_path):
 def test_files_whose_timestamps_restart_are_committed_with_every_frame(ray_local, tmp_path):
     cases = _timestamp_cases(tmp_path / "in")
     truth = {name: media.decoded_count(path) for name, path in cases.items()}
-    assert truth["joined.ts"] == 16  # both parts: the recount after a seek used to stop in the second
+    assert truth["joined.ts"] == 12  # both parts: the recount after a seek used to stop in the second
     out = tmp_path / "out"
     result, summary = run_cli(str(tmp_path / "in"), "--output", str(out), "--shard-frames", "4", *FAST)
     assert result.exit_code == 0, result.output
