@@ -49,7 +49,9 @@ import pyarrow.compute as pc
 from posepipe.models.skeletons import COCO17_SKELETON, H36M17_LEFT, H36M17_RIGHT, H36M17_SKELETON
 from posepipe.pipeline.downstream.destinations import DestinationError, refuse_inside_output
 from posepipe.pipeline.io.readback import OutputReader
+from posepipe.pipeline.io.redaction import scrub
 from posepipe.pipeline.io.sources import local_path, redact, scheme_of
+from posepipe.pipeline.io.uris import file_uri_path, is_object_uri, split_object_uri
 from posepipe.pipeline.io.video import VideoError, VideoInfo, open_video
 
 KEYPOINT_THRESHOLD = 0.3
@@ -232,7 +234,14 @@ def _compose(image: np.ndarray, poses: FramePoses | None, loaded: _Loaded, with_
 
 
 def _file_stem(uri_or_path: str) -> str:
-    path = urlsplit(uri_or_path).path if scheme_of(uri_or_path) else uri_or_path
+    """The file name without its extension: an object key's last segment as written (`clip#1` of
+    s3://b/clip#1.mp4), a URL path's, or a local path's."""
+    if is_object_uri(uri_or_path):
+        path = split_object_uri(uri_or_path)[1]
+    elif scheme_of(uri_or_path) == "file":
+        path = file_uri_path(uri_or_path)
+    else:
+        path = urlsplit(uri_or_path).path if scheme_of(uri_or_path) else uri_or_path
     return posixpath.splitext(posixpath.basename(path.replace("\\", "/")))[0]
 
 
@@ -257,11 +266,21 @@ def _check_source(info: VideoInfo, loaded: _Loaded) -> None:
     )
 
 
+
+
 def _without_secrets(text: str, uri: str) -> str:
-    """`text` without the user info and query of `uri`, wherever an error message quoted them."""
-    parts = urlsplit(uri)
-    for secret in (f"?{parts.query}" if parts.query else "", f"#{parts.fragment}" if parts.fragment else "",
-                   parts.netloc.rpartition("@")[0] + "@" if "@" in parts.netloc else ""):
+    """`text` with its URIs scrubbed, and without `uri`'s user info and (for a URL) its query, wherever
+    a library quoted them without the scheme (urllib3 quotes a request's path and query). An object
+    key's '#' or '?' are characters of the key, not secrets."""
+    text = scrub(text)
+    if is_object_uri(uri):
+        authority = uri.split("//", 1)[1].partition("/")[0]
+        secrets = [authority.rpartition("@")[0] + "@"] if "@" in authority else []
+    else:
+        parts = urlsplit(uri)
+        secrets = [f"?{parts.query}" if parts.query else "", f"#{parts.fragment}" if parts.fragment else "",
+                   parts.netloc.rpartition("@")[0] + "@" if "@" in parts.netloc else ""]
+    for secret in secrets:
         if secret:
             text = text.replace(secret, "")
     return text

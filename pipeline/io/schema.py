@@ -47,7 +47,8 @@ POSES_SCHEMA = pa.schema([
 
 VIDEOS_SCHEMA = pa.schema([
     _field("video_id", pa.string(), "input file path relative to the job's INPUT", nullable=False),
-    _field("uri", pa.string(), "where the video was read from (no credentials)", nullable=False),
+    _field("uri", pa.string(), "where the video was read from: an absolute local path, s3://BUCKET/KEY with the key "
+           "verbatim (not URL-encoded), or a URL without its query; never credentials", nullable=False),
     _field("status", pa.string(), "'ok' or 'failed'", nullable=False),
     _field("error", pa.string(), "why the video failed, for a person to read; null when ok"),
     _field("num_frames", pa.int64(), "decoded frame count"),
