@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from posepipe.pipeline.downstream.destinations import DestinationError, count_on_disk
+from posepipe.pipeline.io.destinations import DestinationError, count_on_disk
 from posepipe.pipeline.downstream.export import (
     DEFAULT_MAX_PERSONS, ExportError, ExportReport, build_posec3d, check_posec3d_files, parse_split_ratio,
     read_csv_mapping, write_mmaction_config, write_posec3d,

@@ -62,7 +62,7 @@ from scipy.spatial.transform import Rotation, Slerp
 
 from posepipe.models.skeletons import H36M17_NAMES, H36M17_PARENTS
 from posepipe.pipeline.downstream.camera import full_frame_translation
-from posepipe.pipeline.downstream.destinations import Claims, count_on_disk, refuse_inside_output
+from posepipe.pipeline.io.destinations import Claims, count_on_disk, refuse_inside_output
 from posepipe.pipeline.io.output import video_key
 from posepipe.pipeline.io.readback import OutputReader, UnknownVideoError
 

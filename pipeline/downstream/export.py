@@ -83,7 +83,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from posepipe.models.skeletons import COCO17_NAMES, H36M17_NAMES
-from posepipe.pipeline.downstream.destinations import Claims, DestinationError, refuse_inside_output
+from posepipe.pipeline.io.destinations import Claims, DestinationError, refuse_inside_output
 from posepipe.pipeline.io.readback import OutputReader
 from posepipe.pipeline.io.schema import NUM_KP2D, NUM_KP3D
 

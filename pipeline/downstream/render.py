@@ -47,7 +47,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from posepipe.models.skeletons import COCO17_SKELETON, H36M17_LEFT, H36M17_RIGHT, H36M17_SKELETON
-from posepipe.pipeline.downstream.destinations import DestinationError, refuse_inside_output
+from posepipe.pipeline.io.destinations import DestinationError, refuse_inside_output
 from posepipe.pipeline.io.readback import OutputReader
 from posepipe.pipeline.io.redaction import scrub
 from posepipe.pipeline.io.sources import local_path, redact, scheme_of

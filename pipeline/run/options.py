@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping
 
 STAGE_MODELS = ("detector", "pose", "lifter", "mesh")
@@ -133,6 +133,17 @@ class JobOptions:
             "precision": precision, "code": code or code_version(),
         }
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+    def with_absolute_paths(self) -> "JobOptions":
+        """Local INPUT and OUTPUT made absolute, once, at the edge. Ray's workers run in other working
+        directories: a relative OUTPUT sent their rows to another folder while the driver wrote its
+        index here (and the job said 0), and a stored relative INPUT could not be found by `render`
+        from anywhere else. Links in the folders above are resolved, the last name kept."""
+        from posepipe.pipeline.io.sources import absolute_path, scheme_of
+
+        changes = {name: str(absolute_path(getattr(self, name))) for name in ("input", "output")
+                   if getattr(self, name) and scheme_of(getattr(self, name)) == ""}
+        return replace(self, **changes) if changes else self
 
     def public(self) -> dict[str, Any]:
         """Options as stored in provenance: URIs redacted, nothing secret."""

@@ -54,7 +54,8 @@ from typing import Any, Callable, Iterator, Mapping
 from posepipe.pipeline.run.options import JobOptions, OptionError
 from posepipe.pipeline.io.output import Output, StorageError, video_key
 from posepipe.pipeline.io.redaction import redact, scrub
-from posepipe.pipeline.io.sources import VideoRef, scan_inputs
+from posepipe.pipeline.io.destinations import DestinationError, refuse_inside_output
+from posepipe.pipeline.io.sources import VideoRef, scan_inputs, scheme_of
 from posepipe.pipeline.perframe.worker import PoseWorker, ShardResult, ShardTask
 from posepipe.pipeline.temporal.finish import VideoFinisher
 
@@ -312,6 +313,12 @@ def run_job(options: JobOptions, *, reporter: Callable[[str, dict[str, Any]], No
     from posepipe.models import CATALOGUE
 
     options.validate(CATALOGUE)
+    options = options.with_absolute_paths()
+    if scheme_of(options.output) == "":  # a job's OUTPUT inside another OUTPUT's videos/ or poses/ breaks it
+        try:
+            refuse_inside_output(options.output, options.output, option="--output")
+        except DestinationError as exc:
+            raise OptionError("--output", str(exc)) from None
     report = reporter or (lambda event, data: None)
     started = time.perf_counter()
     # Everything that can be wrong with the job as a whole is found before any work, in this order:

@@ -24,7 +24,7 @@ from click.testing import CliRunner
 
 from posepipe.jobs.cli import main
 from posepipe.pipeline.downstream.animation import export_animation
-from posepipe.pipeline.downstream.destinations import count_on_disk, fold
+from posepipe.pipeline.io.destinations import count_on_disk, fold
 from posepipe.pipeline.downstream.render import fit_frame as FIT_FRAME
 from posepipe.pipeline.io.output import Output, part_name, video_key
 from posepipe.pipeline.io.readback import read_videos
@@ -592,3 +592,27 @@ def test_side_files_at_outputs_top_level_are_allowed_and_harmless(tmp_path, rend
     # and a later job on this OUTPUT reads and settles it as before
     Output(str(root)).finish_job([])
     assert reserved_snapshot(root).keys() >= {k for k in before if not k.startswith("_index/")}
+
+
+# --------------------------------------------------------------------------------------------
+# run's OUTPUT: absolute at the edge, never inside another OUTPUT's folders
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_relative_output_is_the_folder_meant_and_never_inside_another_output(ray_local, tmp_path, monkeypatch):
+    """Ray's workers run elsewhere (here: where the session's Ray was started): a relative OUTPUT once
+    sent their rows there while the driver wrote its index here, and the job said 0."""
+    media.street_clip(tmp_path / "in" / "walk.mp4", n=4)
+    monkeypatch.chdir(tmp_path)
+    fast = ["--random-weights", "--max-persons", "1", "--no-flip-test"]
+    result = cli("run", "in", "--output", "out", *fast)
+    assert result.exit_code == 0, result.output
+    rows = read_videos(str(tmp_path / "out"))
+    assert rows.num_rows == 1 and rows.column("status").to_pylist() == ["ok"]
+    assert rows.column("uri").to_pylist() == [str(tmp_path / "in" / "walk.mp4")]  # absolute: render finds it anywhere
+    assert any((tmp_path / "out" / "poses").rglob("*.parquet"))
+    monkeypatch.chdir(tmp_path / "in")  # render from elsewhere finds the input
+    assert cli("render", tmp_path / "out", "--video", "walk.mp4", "--frame", "0", "--out", tmp_path / "f.png").exit_code == 0
+    for inside in ("out/poses/more", "out/videos", "out/_index/x", "out/Poses/x"):
+        result = cli("run", tmp_path / "in", "--output", tmp_path / inside, *fast)
+        assert result.exit_code == 2 and "--output" in result.output, (inside, result.output)

@@ -1,4 +1,4 @@
-"""Where the downstream commands (export, render) write, and how they account for it.
+"""Where posepipe's commands write (run's OUTPUT, export's and render's --out), and how they account for it.
 
 Three rules, one function each:
 
