@@ -89,6 +89,7 @@ S3_MAX_ATTEMPTS = 10   # AWS SDK standard mode: backoff 2^n x jitter, capped at 
 # is still writing. (The price: a killed job's leftovers wait for a job that ends after that age.)
 INTENT_RENEW_S = 60.0
 INTENT_STALE_S = 600.0
+INTENT_OWNER = "posepipe.intent_owner"  # intent metadata: "host|boot id|pid|process start", who wrote it
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _PART = re.compile(r"part-\d+-\d+(?:-(?P<attempt>[0-9a-f]+))?\.parquet$")
@@ -591,7 +592,8 @@ class Store:
         if self._intent is None or (not force and time.monotonic() - self._intent_renewed < INTENT_RENEW_S):
             return
         self._intent_renewed = time.monotonic()
-        self.write_table(f"{INDEX_DIR}/{self._intent}", pa.table({"video_key": pa.array(self._intent_keys, pa.string())}))
+        table = pa.table({"video_key": pa.array(self._intent_keys, pa.string())})
+        self.write_table(f"{INDEX_DIR}/{self._intent}", table.replace_schema_metadata({INTENT_OWNER: _this_process()}))
 
     def finish_job(self, video_ids: Sequence[str]) -> int:
         """End of a job (no worker left that could write): delete the parts no row names for the
@@ -601,7 +603,10 @@ class Store:
         drop the intents it has settled. Returns the parts deleted."""
         stale_ns = time.time_ns() - int(INTENT_STALE_S * 1e9)
         found = [e for e in self._list_hidden(INDEX_DIR) if e.name.startswith("intent-")]
-        intents = [e.name for e in found if e.name == self._intent or e.mtime_ns < stale_ns]  # not a running job's
+        # Ended: this job's own, those not renewed for INTENT_STALE_S, and those whose driver ran on
+        # this machine since its last boot and is gone (a killed job, settled now rather than in 10 minutes).
+        intents = [e.name for e in found if e.name == self._intent or e.mtime_ns < stale_ns
+                   or self._owner_is_gone(e.name)]
 
         def keys_of(names: list[str]) -> set[str]:
             keys: set[str] = set()
@@ -622,10 +627,53 @@ class Store:
             return 0  # a rerun that found everything done, after a job that ended: nothing to settle or write
         self._unclean |= keys_of(intents)
         parts = self.committed_parts(clean=True, video_ids=video_ids, protect=running)
+        # The intents are settled once their folders are clean: dropped before the manifest and the
+        # index (two caches, rebuilt by any later job), so a write that fails there (a full disk)
+        # leaves no intent that would look like a running job's for 10 minutes.
+        for name in intents:
+            self.remove(f"{INDEX_DIR}/{name}")
         manifest = pa.table({"video_id": pa.array([p[0] for p in parts], pa.string()),
                              "path": pa.array([p[1] for p in parts], pa.string())})
         self.write_table(MANIFEST, manifest)
         self._write_index(self._videos or {})
-        for name in intents:
-            self.remove(f"{INDEX_DIR}/{name}")
         return self.removed
+
+    def _owner_is_gone(self, name: str) -> bool:
+        """Whether intent `name` was written by a driver on this machine, since its last boot, whose
+        process no longer runs (its pid gone, or reused by a process started at another time)."""
+        try:
+            meta = self.read_table(f"{INDEX_DIR}/{name}").schema.metadata or {}
+        except StorageError:
+            return False
+        owner = meta.get(INTENT_OWNER.encode(), b"").decode(errors="replace").split("|")
+        here = _this_process().split("|")
+        if len(owner) != 4 or owner[:2] != here[:2] or not owner[1] or not owner[2].isdigit():
+            return False  # another machine, another boot, or an intent without an owner (an older version)
+        return _process_start(int(owner[2])) != owner[3]
+
+
+def _process_start(pid: int) -> str:
+    """When process `pid` started (clock ticks since boot, /proc/PID/stat field 22); "" if it is gone
+    or this system has no /proc."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return fields[19].decode()
+    except (OSError, IndexError):
+        return ""
+
+
+@functools.lru_cache(maxsize=1)
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _this_process() -> str:
+    import socket
+
+    pid = os.getpid()
+    return f"{socket.gethostname()}|{_boot_id()}|{pid}|{_process_start(pid)}"

@@ -202,3 +202,34 @@ def test_files_command_says_what_is_wrong(tmp_path, proxied):
     proxy.fail_next(1, 403, "AccessDenied", method="GET")  # the listing is refused
     denied = CliRunner().invoke(main, ["files", store.uri])
     assert denied.exit_code == 5 and "ACCESS_DENIED" in denied.output and "Traceback" not in denied.output
+
+
+def test_a_dead_drivers_intent_is_settled_at_once_a_live_ones_never(tmp_path):
+    """A job killed on this machine (its driver's pid gone since) no longer waits INTENT_STALE_S: the
+    next job's end deletes the parts it left; a running job's fresh intent still protects its folders."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    fake = fake_output(out, junk=False)
+    Store(str(out)).finish_job([])
+    victim = next(v for v in fake.videos.values() if v.status == "ok" and v.tracks)
+    key, store = video_key(victim.video_id), Store(str(out))
+
+    def orphan() -> str:  # parts of an attempt no row names, as a killed finish leaves them
+        name = store.list_parquet(f"poses/{key}")[0]
+        dead = name.replace(attempt_of(victim.video_id), "dead00000000")
+        store.write_table(f"poses/{key}/{dead}", store.read_table(f"poses/{key}/{name}"))
+        return dead
+
+    begin = "import sys; from posepipe.pipeline.io.store import Store; Store(sys.argv[1]).begin_job([sys.argv[2]])"
+    subprocess.run([sys.executable, "-c", begin, str(out), victim.video_id], check=True, timeout=120)
+    dead = orphan()
+    assert Store(str(out)).finish_job([]) == 1  # the intent is fresh, but its driver is gone
+    assert not store.exists(f"poses/{key}/{dead}") and not list((out / INDEX_DIR).glob("intent-*"))
+
+    running = Store(str(out))
+    running.begin_job([victim.video_id])  # this process: alive
+    dead = orphan()
+    assert Store(str(out)).finish_job([]) == 0 and store.exists(f"poses/{key}/{dead}")
+    assert running.finish_job([victim.video_id]) == 1 and not store.exists(f"poses/{key}/{dead}")
