@@ -21,3 +21,11 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -p no:cacheprovider
+
+.PHONY: gpu-prepare gpu-dry-run
+# The prepared GPU run: what travels to the GPU machine (.gpu/, checked against the device tool's
+# 64 MiB), and the whole run on this CPU in Python 3.12 with only the GPU image's packages (.venv-gpu/).
+gpu-prepare:
+	bash infra/gpu/prepare.sh
+gpu-dry-run:
+	bash infra/gpu/dry_run.sh

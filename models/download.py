@@ -387,19 +387,25 @@ def _file_lock(root: Path, name: str) -> Iterator[None]:
 
 
 class _Progress:
+    """A download counter on stderr: redrawn with '\r' on a terminal, written once when done elsewhere
+    (in a log the redraws would pile up); the label's hidden characters are escaped (it is a URL's)."""
+
     def __init__(self, enabled: bool, label: str, total: int | None, done: int = 0) -> None:
-        self.enabled, self.label, self.total, self.done = enabled, label, total, done
+        self.enabled = enabled
+        self.redraw = enabled and sys.stderr.isatty()  # elsewhere: one line when it is done
+        self.label = "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in label)
+        self.total, self.done = total, done
         self._last = 0.0
 
     def update(self, n: int) -> None:
         self.done += n
-        if self.enabled and time.monotonic() - self._last >= 0.5:
+        if self.redraw and time.monotonic() - self._last >= 0.5:
             self._last = time.monotonic()
             self._print("\r")
 
     def close(self) -> None:
         if self.enabled:
-            self._print("\r")
+            self._print("\r" if self.redraw else "")
             sys.stderr.write("\n")
 
     def _print(self, lead: str) -> None:

@@ -38,6 +38,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from posepipe.pipeline.run.options import JobOptions
+from posepipe.pipeline.run.terminal import say
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_VIDEO = REPO.parent / "shared" / "media" / "vtest.avi"
@@ -93,7 +94,7 @@ def _package_version(name: str) -> str | None:
 
 
 def _log(message: str) -> None:
-    print(f"bench: {message}", file=sys.stderr, flush=True)
+    say(f"bench: {message}", err=True)
 
 
 # --------------------------------------------------------------------------------------------------
