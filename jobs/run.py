@@ -205,6 +205,7 @@ def print_summary(summary: JobSummary, options: JobOptions, *, json_summary: boo
         "frames": summary.frames, "rows": summary.rows, "seconds": round(summary.seconds, 2),
         "frames_per_second": round(summary.frames_per_second, 2), "workers": summary.workers,
         "finishers": summary.finishers,
+        "device_windows": summary.device_windows, "fallback_windows": dict(summary.fallback_windows),
         "plumbing_run_random_weights": summary.random_weights, "output": redact(options.output),
         "failures": [{"video_id": v, "error": e} for v, e in summary.failures],
         "skipped_inputs": [{"name": n, "reason": r} for n, r in summary.skipped_inputs],
@@ -221,6 +222,10 @@ def print_summary(summary: JobSummary, options: JobOptions, *, json_summary: boo
         f"posepipe: {summary.ok} ok, {summary.failed} failed, {summary.skipped} already complete of {summary.videos} videos{ignored}; "
         f"{summary.frames} frames, {summary.rows} person rows in {summary.seconds:.1f}s "
         f"({summary.frames_per_second:.1f} frames/s, {summary.workers} workers){label}"]
+    if summary.fallback_windows:  # the device path gave some windows to the slower reference path
+        why = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in sorted(summary.fallback_windows.items()))
+        lines.append(f"  device path: {sum(summary.fallback_windows.values())} of {summary.device_windows} windows "
+                     f"redone the reference way ({why})")
     lines += [f"  failed: {video_id}: {error}" for video_id, error in summary.failures]
     lines += [f"  skipped: {name}: {reason}" for name, reason in summary.skipped_inputs]
     if explain:

@@ -316,7 +316,16 @@ def bench_in_process(worker: Any, uri: str, info: dict[str, Any], shard_frames: 
     frames = int(sum(s.frames_decoded for s in shards))
     return {"shards": len(shards), "shard_frames": shard_frames, "rows": result.rows,
             "tracks": result.record["num_tracks"], "persons_per_frame": round(result.rows / max(frames, 1), 3),
-            "stage_seconds": stages, **rate(frames, t2 - t0)}
+            "stage_seconds": stages, **device_windows(shards), **rate(frames, t2 - t0)}
+
+
+def device_windows(shards: Sequence[Any]) -> dict[str, Any]:
+    """How many windows the device path ran and, by reason, how many it gave to the reference path."""
+    fallbacks: dict[str, int] = {}
+    for shard in shards:
+        for why, n in shard.fallback_windows.items():
+            fallbacks[why] = fallbacks.get(why, 0) + n
+    return {"device_windows": int(sum(s.device_windows for s in shards)), "fallback_windows": fallbacks}
 
 
 def bench_per_frame_paths(worker: Any, uri: str, info: dict[str, Any], shard_frames: int) -> dict[str, Any]:

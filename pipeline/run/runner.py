@@ -169,6 +169,8 @@ class JobSummary:
     skipped_inputs: list[tuple[str, str]] = field(default_factory=list)   # (name, why it is not a video job)
     bytes_read: int = 0    # bytes the shards read from the inputs (container headers: once per video, by the probe)
     decisions: list[tuple[str, str]] = field(default_factory=list)   # (video_id, why it was skipped or redone)
+    device_windows: int = 0   # windows the device path ran (pipeline.perframe.ondevice)
+    fallback_windows: dict[str, int] = field(default_factory=dict)   # of those, redone the reference way, by reason
 
     @property
     def exit_code(self) -> int:
@@ -526,7 +528,8 @@ class _RayWorker(PoseWorker):
     def shard(self, task: ShardTask, header: dict[int, bytes] | None = None) -> tuple[dict[str, int], ShardResult]:
         result = self.process_shard(task, header=header)
         return {"rows": len(result.frame_index), "frames_decoded": result.frames_decoded,
-                "bytes_read": result.bytes_read}, result
+                "bytes_read": result.bytes_read, "device_windows": result.device_windows,
+                **{f"fallback:{why}": n for why, n in result.fallback_windows.items()}}, result
 
 
 @dataclass(eq=False)
@@ -827,6 +830,11 @@ class _Scheduler:
         video.results[shard.start] = rows_ref
         self.summary.frames += shard.stop - shard.start
         self.summary.bytes_read += counts.get("bytes_read", 0)
+        self.summary.device_windows += counts.get("device_windows", 0)
+        for key, n in counts.items():
+            if key.startswith("fallback:"):
+                why = key.partition(":")[2]
+                self.summary.fallback_windows[why] = self.summary.fallback_windows.get(why, 0) + n
         self.report("frames", {"video_id": video.ref.video_id, "frames": shard.stop - shard.start})
         if video.complete:
             self.finish_queue.append(video)
