@@ -160,6 +160,8 @@ def _scan_local(root: Path) -> Listing:
             raise InputError(f"INPUT {root} does not exist; pass a folder of videos, a video file or a URI prefix")
         raise InputError(f"INPUT {root}: {problem}")
     if stat.S_ISREG(st.st_mode):
+        if _undecodable(root.name):
+            raise InputError(f"INPUT {root}: {UNDECODABLE}")
         return Listing([VideoRef(video_id=root.name, uri=str(root), size=st.st_size, version=str(st.st_mtime_ns))])
     if not stat.S_ISDIR(st.st_mode):
         raise InputError(f"INPUT {root} is {_file_kind(st.st_mode)}, not a video file or a folder of videos")
@@ -201,6 +203,9 @@ def _scan_local(root: Path) -> Listing:
             if _hidden(rel):
                 skipped.append((rel, "hidden (a name on its path starts with '.')"))
                 continue
+            if _undecodable(rel):
+                skipped.append((rel, UNDECODABLE))
+                continue
             file_st, problem = _stat_problem(path)
             if file_st is None:
                 skipped.append((rel, problem))
@@ -209,6 +214,16 @@ def _scan_local(root: Path) -> Listing:
             else:
                 refs.append(VideoRef(video_id=rel, uri=str(path), size=file_st.st_size, version=str(file_st.st_mtime_ns)))
     return Listing(sorted(refs, key=lambda r: r.video_id), sorted(skipped))
+
+
+# A name the file system holds as bytes that are not UTF-8 (Python keeps them as lone surrogates):
+# a video id is text in every table, so such a file is skipped with this reason, never a failed job.
+UNDECODABLE = ("its name is not valid UTF-8 text (video ids are stored as text in Parquet); rename it, "
+               "e.g. with `convmv -f latin1 -t utf8`")
+
+
+def _undecodable(name: str) -> bool:
+    return any("\udc80" <= c <= "\udcff" for c in name)
 
 
 def _hidden(relative_key: str) -> bool:

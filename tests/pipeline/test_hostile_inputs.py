@@ -152,9 +152,7 @@ def test_a_relative_input_is_stored_absolute_and_renders_from_elsewhere(ray_loca
     (work / "link").symlink_to(work / "my clips")  # a relative INPUT through a link and '..'
     elsewhere.mkdir()
     monkeypatch.chdir(work)
-    # (OUTPUT absolute: a relative one reaches Ray's workers as written, and they resolve it in their
-    # own working directory, which is where Ray was started, not here.)
-    result, summary = run_cli("link/../my clips", "--output", str(work / "out"), *FAST)
+    result, summary = run_cli("link/../my clips", "--output", "out", *FAST)  # OUTPUT relative too
     assert result.exit_code == 0 and summary["ok"] == 1, result.output
     row = videos_table(work / "out")["walk.mp4"]
     assert row["uri"] == str(clip) and os.path.isabs(row["uri"])
@@ -163,6 +161,22 @@ def test_a_relative_input_is_stored_absolute_and_renders_from_elsewhere(ray_loca
     rendered = CliRunner().invoke(main, ["render", str(work / "out"), "--video", "walk.mp4", "--frame", "0",
                                          "--out", "frame.png"])
     assert rendered.exit_code == 0 and (elsewhere / "frame.png").stat().st_size > 0, rendered.output
+
+
+@pytest.mark.slow
+def test_a_file_name_that_is_not_utf8_is_skipped_with_its_reason(ray_local, tmp_path):
+    """Bytes that are not UTF-8 in a name (a latin-1 camera folder) once ended the job at its first
+    table write with a traceback; now that file is skipped, said why, and the others are processed."""
+    src = tmp_path / "in"
+    media.street_clip(src / "good.mp4", n=3)
+    bad = os.fsdecode(b"caf\xe9.mp4")
+    os.link(src / "good.mp4", src / bad)
+    result, summary = run_cli(str(src), "--output", str(tmp_path / "out"), *FAST)
+    assert result.exit_code == 0 and summary["ok"] == 1, result.output
+    skipped = {s["name"]: s["reason"] for s in summary["skipped_inputs"]}
+    assert "not valid UTF-8" in skipped[bad] and "Traceback" not in result.output
+    single, _ = run_cli(str(src / bad), "--output", str(tmp_path / "out2"), *FAST)
+    assert single.exit_code == 2 and "not valid UTF-8" in single.output
 
 
 def test_local_inputs_are_absolute_at_the_edge(tmp_path, monkeypatch):
