@@ -226,7 +226,7 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 
 def detect_persons(worker: Any, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
     """What `PoseWorker` keeps of one detector batch: (K, 5) [x1, y1, x2, y2, score] per frame."""
-    from posepipe.pipeline.perframe.worker import PERSON_CLASS, select_persons
+    from posepipe.pipeline.perframe.persons import PERSON_CLASS, select_persons
 
     opts = worker.options
     dets = worker.detector.detect_batch(frames, conf_threshold=opts.det_conf, nms_threshold=opts.det_nms,
@@ -301,7 +301,7 @@ def bench_in_process(worker: Any, uri: str, info: dict[str, Any], shard_frames: 
     """The pipeline's two units of work without Ray: every shard, then the video's finish."""
     from posepipe.pipeline.run.runner import provenance
     from posepipe.pipeline.io.schema import provenance_metadata
-    from posepipe.pipeline.perframe.worker import ShardTask
+    from posepipe.pipeline.perframe.shards import ShardTask
 
     opts = worker.options
     n = info["num_frames"]
@@ -339,7 +339,7 @@ def bench_per_frame_paths(worker: Any, uri: str, info: dict[str, Any], shard_fra
     worker: the device path exists to shrink it.
     """
     from posepipe.pipeline.perframe.ondevice import supports_device_path
-    from posepipe.pipeline.perframe.worker import ShardTask
+    from posepipe.pipeline.perframe.shards import ShardTask
 
     n = info["num_frames"]
     out: dict[str, Any] = {}
@@ -510,7 +510,8 @@ def memory_child(payload: str) -> None:
     """Entry point of the measuring subprocess: run one clip through a PoseWorker, print peak RSS."""
     from posepipe.pipeline.run.runner import provenance
     from posepipe.pipeline.io.schema import provenance_metadata
-    from posepipe.pipeline.perframe.worker import PoseWorker, ShardTask
+    from posepipe.pipeline.perframe.shards import ShardTask
+    from posepipe.pipeline.perframe.worker import PoseWorker
 
     args = json.loads(payload)
     options = JobOptions(**args["options"])

@@ -1,6 +1,6 @@
 """Per-frame work on the model device, window by window: frames up once, small arrays down.
 
-The reference path (`PoseWorker._frames`) hands each model numpy frames and gets numpy back, so a GPU
+The reference path (`PoseWorker.reference_frames`) hands each model numpy frames and gets numpy back, so a GPU
 worker spends its time on the host: letterbox, NMS, one crop per box, heatmap decoding, a sync per
 forward. Here a window's frames go to the device once (from a pinned buffer, asynchronously) and
 each model's `*_frames` method keeps its work there (models.yolox.detect_frames, the 2D families'
@@ -31,9 +31,10 @@ import numpy as np
 import torch
 
 from posepipe.models.precision import fp32_pass, note_overflow
+from posepipe.pipeline.perframe.persons import PERSON_CLASS, select_persons
+from posepipe.pipeline.perframe.shards import empty_rows
 from posepipe.pipeline.temporal.association import MAX_CANDIDATES, pose_candidates
 
-PERSON_CLASS = 0
 # Why a window left the device path (the keys of `DeviceWindows.fallbacks`):
 DETECTOR_OVERFLOW = "detector_fp16_overflow"  # YOLOX's fp16 output held inf/NaN: the window in fp32, on the host
 NMS_NOT_EXACT = "nms_not_exact"               # more candidates than the device NMS considered, or not converged
@@ -157,8 +158,6 @@ class DeviceWindows:
 
     def complete(self, pending: _Pending, width: int, height: int) -> dict[str, np.ndarray]:
         """Pick the boxes to pose, run 2D and SMPL on the device, and bring the rows back."""
-        from posepipe.pipeline.perframe.worker import empty_rows, select_persons
-
         worker, opts = self.worker, self.worker.options
         t_cpu = time.thread_time()
         if pending.ready is not None:
@@ -173,7 +172,7 @@ class DeviceWindows:
                 note_overflow(worker.detector, "YOLOX")
             self.clock.add_host("select", time.thread_time() - t_cpu)
             with fp32_pass(worker.detector) if overflow else nullcontext():
-                return worker._frames(list(pending.frames_host), pending.indices, pending.stamps, width, height,
+                return worker.reference_frames(list(pending.frames_host), pending.indices, pending.stamps, width, height,
                                       {"decode": 0.0, "detect": 0.0, "pose2d": 0.0, "smpl": 0.0})
         rows, counts = pending.candidates.numpy(), pending.count.numpy()
         dets = [rows[b, :int(n)] for b, n in enumerate(counts)]

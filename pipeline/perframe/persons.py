@@ -1,6 +1,6 @@
-"""A window's person boxes on the device: `worker.select_persons` for `YOLOXDetector.detect_frames`' output.
+"""Which detections are persons to pose: `select_persons` on the host, `select_persons_device` on the device.
 
-Same rule, same numbers: person class only, boxes clipped to the frame, those under MIN_BOX_PX wide or
+One rule, the same numbers on both: person class only, boxes clipped to the frame, those under MIN_BOX_PX wide or
 high or not finite dropped, best first (score = obj * cls_conf), at most `max_persons`. Fixed shapes
 and no host sync, so the window's detections stay on the device until the caller reads them once.
 """
@@ -13,9 +13,23 @@ import torch
 
 from posepipe.models.yolox import DeviceDetections, first_true
 
-# The worker's select_persons uses the same two numbers (tests/models/test_yolox_device.py checks it).
 PERSON_CLASS = 0
 MIN_BOX_PX = 2.0
+
+
+def select_persons(dets: np.ndarray, width: int, height: int, max_persons: int) -> np.ndarray:
+    """Person boxes clipped to the frame, degenerate ones dropped, the `max_persons` best kept, best first."""
+    dets = dets[dets[:, 6] == PERSON_CLASS] if len(dets) else dets
+    if len(dets) == 0:
+        return np.zeros((0, 5), np.float32)
+    boxes = dets[:, :4].copy()
+    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
+    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
+    scores = dets[:, 4] * dets[:, 5]
+    keep = ((boxes[:, 2] - boxes[:, 0]) >= MIN_BOX_PX) & ((boxes[:, 3] - boxes[:, 1]) >= MIN_BOX_PX) & np.isfinite(boxes).all(1)
+    boxes, scores = boxes[keep], scores[keep]
+    order = np.argsort(-scores, kind="stable")[:max_persons]
+    return np.concatenate([boxes[order], scores[order, None]], axis=1).astype(np.float32)
 
 
 @dataclass

@@ -17,84 +17,14 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from posepipe.pipeline.temporal.association import MAX_CANDIDATES, pose_candidates
-from posepipe.pipeline.run.options import JobOptions
+from posepipe.pipeline.faults import injected_fault
 from posepipe.pipeline.io.prefetch import prefetched
-from posepipe.pipeline.temporal.finish import POSE_COLUMNS
+from posepipe.pipeline.perframe.persons import PERSON_CLASS, select_persons
+from posepipe.pipeline.perframe.shards import POSE_COLUMNS, ShardResult, ShardTask, empty_rows
+from posepipe.pipeline.run.options import JobOptions
+from posepipe.pipeline.temporal.association import MAX_CANDIDATES, pose_candidates
 
 log = logging.getLogger(__name__)
-PERSON_CLASS = 0
-MIN_BOX_PX = 2.0
-
-
-@dataclass
-class ShardTask:
-    video_id: str
-    uri: str
-    start: int
-    stop: int
-    attempt: int = 0
-    info: dict[str, Any] | None = None   # the probe's VideoInfo.as_dict(): the shard opens without probing
-
-
-@dataclass
-class ShardResult:
-    """Dense per-person rows of one shard (N rows), in frame order."""
-    video_id: str
-    start: int
-    stop: int
-    frame_index: np.ndarray        # (N,) int32
-    timestamp_s: np.ndarray        # (N,) float64
-    bbox_xyxy: np.ndarray          # (N, 4) float32
-    bbox_score: np.ndarray         # (N,) float32
-    keypoints_2d: np.ndarray       # (N, 17, 2)
-    keypoint_scores: np.ndarray    # (N, 17)
-    smpl_global_orient: np.ndarray  # (N, 3)
-    smpl_body_pose: np.ndarray     # (N, 23, 3)
-    smpl_betas: np.ndarray         # (N, 10)
-    smpl_camera: np.ndarray        # (N, 3)
-    frame_timestamps: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (stop - start,) every frame's time, s
-    # Every person box that reaches the tracker (D >= N, pipeline.temporal.association), frame order, best first
-    # within a frame; row i above is candidate `det_rank[i]` of its frame.
-    det_frame_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))       # (D,)
-    det_bbox_xyxy: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))  # (D, 4)
-    det_score: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))           # (D,)
-    det_rank: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))              # (N,)
-    uri: str = ""                  # what the shard read (finish_video reopens it for boxes kept after tracking)
-    frames_decoded: int = 0
-    bytes_read: int = 0
-    seconds: float = 0.0
-    timings: dict[str, float] = field(default_factory=dict)
-    device_windows: int = 0        # windows run on the device path (0 on the reference path)
-    fallback_windows: dict[str, int] = field(default_factory=dict)  # of those, redone the reference way, by reason
-
-
-def empty_rows() -> dict[str, np.ndarray]:
-    """A shard's columns with no rows."""
-    return {
-        "frame_index": np.zeros(0, np.int32), "timestamp_s": np.zeros(0, np.float64),
-        "bbox_xyxy": np.zeros((0, 4), np.float32), "bbox_score": np.zeros(0, np.float32),
-        "keypoints_2d": np.zeros((0, 17, 2), np.float32), "keypoint_scores": np.zeros((0, 17), np.float32),
-        "smpl_global_orient": np.zeros((0, 3), np.float32), "smpl_body_pose": np.zeros((0, 23, 3), np.float32),
-        "smpl_betas": np.zeros((0, 10), np.float32), "smpl_camera": np.zeros((0, 3), np.float32),
-        "det_rank": np.zeros(0, np.int32), "det_frame_index": np.zeros(0, np.int32),
-        "det_bbox_xyxy": np.zeros((0, 4), np.float32), "det_score": np.zeros(0, np.float32),
-    }
-
-
-def select_persons(dets: np.ndarray, width: int, height: int, max_persons: int) -> np.ndarray:
-    """Person boxes clipped to the frame, degenerate ones dropped, the `max_persons` best kept, best first."""
-    dets = dets[dets[:, 6] == PERSON_CLASS] if len(dets) else dets
-    if len(dets) == 0:
-        return np.zeros((0, 5), np.float32)
-    boxes = dets[:, :4].copy()
-    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
-    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
-    scores = dets[:, 4] * dets[:, 5]
-    keep = ((boxes[:, 2] - boxes[:, 0]) >= MIN_BOX_PX) & ((boxes[:, 3] - boxes[:, 1]) >= MIN_BOX_PX) & np.isfinite(boxes).all(1)
-    boxes, scores = boxes[keep], scores[keep]
-    order = np.argsort(-scores, kind="stable")[:max_persons]
-    return np.concatenate([boxes[order], scores[order, None]], axis=1).astype(np.float32)
 
 
 class PoseWorker:
@@ -187,7 +117,7 @@ class PoseWorker:
                     decoded += len(frames)
                     stamps.append(window_stamps)
                     if on_device is None:
-                        chunks.append(self._frames(frames, indices, window_stamps, info.width, info.height, timings))
+                        chunks.append(self.reference_frames(frames, indices, window_stamps, info.width, info.height, timings))
                     else:  # queue this window's detection, then finish the previous one's (they overlap)
                         queued = on_device.submit(frames, indices, window_stamps)
                         if pending is not None:
@@ -242,7 +172,7 @@ class PoseWorker:
                             out[f"smpl_{c}"][m] = smpl[c]
         return out
 
-    def _frames(self, frames: Sequence[np.ndarray], indices: np.ndarray, stamps: np.ndarray,
+    def reference_frames(self, frames: Sequence[np.ndarray], indices: np.ndarray, stamps: np.ndarray,
                 width: int, height: int, timings: dict[str, float]) -> dict[str, np.ndarray]:
         opts = self.options
         t = time.perf_counter()
@@ -285,34 +215,3 @@ class PoseWorker:
             "smpl_camera": np.concatenate([m["camera"] for m in mesh]).astype(np.float32),
             **found,
         }
-
-def injected_fault(stage: str, video_id: str, start: int | None = None) -> None:
-    """Test-only crash point, inert unless POSEPIPE_TEST_KILL_AT is set (the runner's recovery tests).
-
-    POSEPIPE_TEST_KILL_AT lists points, comma-separated: `shard:VIDEO_ID:START` (as the worker
-    starts that shard) or `finish:VIDEO_ID` (after writing the video's parts, before its commit row).
-    At a listed point the worker process exits at once, as if killed; a point written
-    `oom@shard:VIDEO_ID:START` instead raises a CUDA out-of-memory error there (a failure that
-    passes). Each point fires once per job, whichever worker reaches it, however often actors
-    restart, unless its marker file already exists in POSEPIPE_TEST_KILL_DIR.
-    """
-    points = os.environ.get("POSEPIPE_TEST_KILL_AT")
-    if not points:
-        return
-    point = f"{stage}:{video_id}" if start is None else f"{stage}:{video_id}:{start}"
-    listed = points.split(",")
-    oom = f"oom@{point}" in listed
-    if point not in listed and not oom:
-        return
-    import hashlib
-
-    marker = os.path.join(os.environ["POSEPIPE_TEST_KILL_DIR"], hashlib.sha1(point.encode()).hexdigest()[:16])
-    try:
-        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-    except FileExistsError:
-        return
-    if oom:
-        import torch
-
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected by POSEPIPE_TEST_KILL_AT)")
-    os._exit(1)

@@ -56,7 +56,8 @@ from posepipe.pipeline.io.output import Output, StorageError, video_key
 from posepipe.pipeline.io.redaction import redact, scrub
 from posepipe.pipeline.io.destinations import DestinationError, refuse_inside_output
 from posepipe.pipeline.io.sources import VideoRef, scan_inputs, scheme_of
-from posepipe.pipeline.perframe.worker import PoseWorker, ShardResult, ShardTask
+from posepipe.pipeline.perframe.shards import ShardResult, ShardTask
+from posepipe.pipeline.perframe.worker import PoseWorker
 from posepipe.pipeline.temporal.finish import VideoFinisher
 
 log = logging.getLogger(__name__)

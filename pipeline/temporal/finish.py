@@ -15,13 +15,12 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from posepipe.pipeline.faults import injected_fault
+from posepipe.pipeline.perframe.shards import POSE_COLUMNS, ShardResult, empty_rows
 from posepipe.pipeline.run.options import JobOptions
 
 log = logging.getLogger(__name__)
 
-# The per-frame model outputs of a row, and their shapes.
-POSE_COLUMNS = {"keypoints_2d": (17, 2), "keypoint_scores": (17,), "smpl_global_orient": (3,),
-                "smpl_body_pose": (23, 3), "smpl_betas": (10,), "smpl_camera": (3,)}
 # (uri, info, frame_index, boxes_xyxy) -> {column: array} for those boxes (PoseWorker.pose_boxes)
 PoseBoxes = Callable[[str, Mapping[str, Any], np.ndarray, np.ndarray], "dict[str, np.ndarray]"]
 
@@ -60,7 +59,6 @@ class VideoFinisher:
         method is used), a Ray actor handle of one, or a plain function."""
         from posepipe.pipeline.io.output import Output, part_name, video_key
         from posepipe.pipeline.io.schema import poses_table, videos_table
-        from posepipe.pipeline.perframe.worker import injected_fault
 
         results = [_resolve(s) for s in shards]
         results.sort(key=lambda r: r.start)
@@ -143,7 +141,6 @@ def associate_rows(results: Sequence[Any], info: Mapping[str, Any], uri: str, op
     """The video's rows after tracking all its candidates (pipeline.temporal.association), with 2D/SMPL
     from the shards, or from `pose_boxes` for the few kept boxes the shards did not run them for."""
     from posepipe.pipeline.io.video import grid_timestamps, valid_timestamps
-    from posepipe.pipeline.perframe.worker import empty_rows
     from posepipe.pipeline.temporal.association import associate
 
     empty = empty_rows()
@@ -188,8 +185,6 @@ def associate_rows(results: Sequence[Any], info: Mapping[str, Any], uri: str, op
 
 
 def _resolve(item: Any) -> Any:
-    from posepipe.pipeline.perframe.worker import ShardResult
-
     if isinstance(item, ShardResult):
         return item
     import ray

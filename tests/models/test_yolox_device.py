@@ -1,5 +1,5 @@
 """YOLOX on the device (`YOLOXDetector.detect_frames`, `pipeline.perframe.persons`) against the reference
-path (`detect_batch` + `worker.select_persons`): the same boxes, in the same order, on real footage;
+path (`detect_batch` + `persons.select_persons`): the same boxes, in the same order, on real footage;
 the letterbox bit-identical to the host's; the static NMS identical to `nms`; and no host sync.
 
 CPU tensors (CI has no GPU); the CUDA tests at the end run where there is one. Measured on CPU: boxes
@@ -19,8 +19,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from posepipe.models import yolox
 from posepipe.models.precision import PrecisionWarning, fall_back_to_fp32
-from posepipe.pipeline.perframe import worker
-from posepipe.pipeline.perframe.persons import MIN_BOX_PX, PERSON_CLASS, DevicePersons, select_persons_device
+from posepipe.pipeline.perframe.persons import PERSON_CLASS, DevicePersons, select_persons, select_persons_device
 from posepipe.pipeline.temporal.association import MAX_CANDIDATES
 from tests.golden import GOLDEN, generate_state_dict, golden_cases, load_case
 from tests.media import VTEST, source_frames
@@ -140,12 +139,12 @@ def test_worker_settings_match_the_reference_path(nano, frames):
     assert sum(len(r) for r in ref) > 0
     box_err = assert_same_rows(dets.to_host(), ref, "detections")
     # The worker's selection: clipped, degenerate boxes dropped, best first, capped.
-    ref_persons = [worker.select_persons(r, WIDTH, HEIGHT, MAX_CANDIDATES) for r in ref]
+    ref_persons = [select_persons(r, WIDTH, HEIGHT, MAX_CANDIDATES) for r in ref]
     persons = select_persons_device(dets, WIDTH, HEIGHT, MAX_CANDIDATES)
     assert isinstance(persons, DevicePersons) and persons.boxes.shape == (8, MAX_CANDIDATES, 4)
     person_err = assert_same_rows(persons.to_host(), ref_persons, "persons")
     capped = select_persons_device(dets, WIDTH, HEIGHT, 5).to_host()
-    assert_same_rows(capped, [worker.select_persons(r, WIDTH, HEIGHT, 5) for r in ref], "persons capped at 5")
+    assert_same_rows(capped, [select_persons(r, WIDTH, HEIGHT, 5) for r in ref], "persons capped at 5")
     print(f"\nworker settings: {[len(p) for p in ref_persons]} persons per frame; "
           f"max |diff| boxes {box_err} px, persons {person_err} px")
     assert box_err == 0 and person_err == 0
@@ -310,10 +309,6 @@ def test_postprocess_device_candidates_and_exactness_flag():
 # Person selection
 # ---------------------------------------------------------------------------------------------
 
-def test_selection_constants_are_the_workers():
-    assert (PERSON_CLASS, MIN_BOX_PX) == (worker.PERSON_CLASS, worker.MIN_BOX_PX)
-
-
 def test_select_persons_device_edge_cases():
     """Boxes off the frame, too thin after clipping, NaN, other classes, score ties: as select_persons."""
     rows = np.array([
@@ -338,7 +333,7 @@ def test_select_persons_device_edge_cases():
         overflow=torch.zeros((), dtype=torch.bool), exact=torch.ones(2, dtype=torch.bool))
     for cap in (10, 3, 0):
         out = select_persons_device(dets, WIDTH, HEIGHT, cap).to_host()
-        ref = [worker.select_persons(rows, WIDTH, HEIGHT, cap), worker.select_persons(rows[[4, 2, 5]], WIDTH, HEIGHT, cap)]
+        ref = [select_persons(rows, WIDTH, HEIGHT, cap), select_persons(rows[[4, 2, 5]], WIDTH, HEIGHT, cap)]
         assert_same_rows(out, ref, f"cap {cap}")
     assert len(select_persons_device(dets, WIDTH, HEIGHT, 10).to_host()[0]) == 5
 
@@ -465,7 +460,7 @@ def test_cuda_matches_reference_without_a_sync(frames, half):
         for o, r in zip(out, ref):
             np.testing.assert_allclose(o[:, :4], r[:, :4], rtol=0, atol=BOX_PX)
             np.testing.assert_allclose(o[:, 4:], r[:, 4:], rtol=0, atol=1e-6)
-        assert_same_rows(persons.to_host(), [worker.select_persons(r, WIDTH, HEIGHT, MAX_CANDIDATES) for r in ref],
+        assert_same_rows(persons.to_host(), [select_persons(r, WIDTH, HEIGHT, MAX_CANDIDATES) for r in ref],
                          "persons", box_px=BOX_PX)
         print(f"\nCUDA half={half}: max |diff| boxes {err} px")
     finally:

@@ -159,7 +159,7 @@ def stub_worker(**options):
 def run_video(worker, clip: Path, shard_frames: int, out: Path):
     from posepipe.pipeline.io.schema import provenance_metadata
     from posepipe.pipeline.io.video import probe_video, shard_bounds
-    from posepipe.pipeline.perframe.worker import ShardTask
+    from posepipe.pipeline.perframe.shards import ShardTask
     from posepipe.pipeline.temporal.finish import VideoFinisher
 
     probe = probe_video(str(clip))

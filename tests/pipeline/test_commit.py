@@ -11,7 +11,8 @@ from posepipe.pipeline.io.readback import read_poses
 from posepipe.pipeline.run.runner import _clean_superseded
 from posepipe.pipeline.io.schema import provenance_metadata
 from posepipe.pipeline.io.video import probe_video, shard_bounds
-from posepipe.pipeline.perframe.worker import PoseWorker, ShardTask
+from posepipe.pipeline.perframe.shards import ShardTask
+from posepipe.pipeline.perframe.worker import PoseWorker
 from posepipe.pipeline.temporal.finish import VideoFinisher
 from tests import media
 

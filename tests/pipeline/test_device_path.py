@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from posepipe.pipeline.io.video import probe_video, shard_bounds
-from posepipe.pipeline.perframe.worker import PoseWorker, ShardTask
+from posepipe.pipeline.perframe.shards import ShardTask
+from posepipe.pipeline.perframe.worker import PoseWorker
 from posepipe.pipeline.run.options import JobOptions
 from tests.media import street_clip
 

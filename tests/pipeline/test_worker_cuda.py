@@ -13,7 +13,8 @@ import torch
 
 from posepipe.models import PrecisionWarning
 from posepipe.pipeline.run.options import DEFAULT_MODELS, JobOptions
-from posepipe.pipeline.perframe.worker import PoseWorker, ShardTask
+from posepipe.pipeline.perframe.shards import ShardTask
+from posepipe.pipeline.perframe.worker import PoseWorker
 from tests.golden import generate_state_dict, golden_cases, golden_dir, load_case
 from tests.media import street_clip
 

@@ -56,7 +56,7 @@ def run_tests(work: Path, seconds: float) -> dict:
 
 def rows(worker, clip: str, frames: int, on_device: bool) -> tuple[dict, dict]:
     from posepipe.pipeline.io.video import probe_video
-    from posepipe.pipeline.perframe.worker import ShardTask
+    from posepipe.pipeline.perframe.shards import ShardTask
 
     worker.options = replace(worker.options, device_path=on_device)
     probe = probe_video(clip)

@@ -24,7 +24,7 @@ from runner_plan import runner_plan
 
 def shards(worker: Any, clip: Path, frames: int, shard_frames: int) -> list[Any]:
     from posepipe.pipeline.io.video import probe_video, shard_bounds
-    from posepipe.pipeline.perframe.worker import ShardTask
+    from posepipe.pipeline.perframe.shards import ShardTask
 
     probe = probe_video(str(clip))
     info = probe.info

@@ -129,7 +129,8 @@ def through_ray(args: argparse.Namespace, plan: Any, clip: Path, clip_frames: in
 def _model_worker(options: Any, threads: int, tasks: Any, results: Any, barrier: Any, seconds: float) -> None:
     import torch
 
-    from posepipe.pipeline.perframe.worker import PoseWorker, ShardTask
+    from posepipe.pipeline.perframe.shards import ShardTask
+    from posepipe.pipeline.perframe.worker import PoseWorker
 
     worker = PoseWorker(options, threads=threads)
     try:
@@ -198,7 +199,8 @@ def finisher_fps(plan: Any, work: Path, clip: Path) -> dict[str, Any]:
 
     from posepipe.pipeline.io.schema import provenance_metadata
     from posepipe.pipeline.io.video import probe_video, shard_bounds
-    from posepipe.pipeline.perframe.worker import PoseWorker, ShardTask
+    from posepipe.pipeline.perframe.shards import ShardTask
+    from posepipe.pipeline.perframe.worker import PoseWorker
     from posepipe.pipeline.temporal.finish import VideoFinisher
 
     options = job_options(plan, clip.parent, work / "finisher-out", 1)
