@@ -28,7 +28,7 @@ PoseBoxes = Callable[[str, Mapping[str, Any], np.ndarray, np.ndarray], "dict[str
 class ModelWorkerLost(RuntimeError):
     """The model worker asked for a few kept boxes' 2D/SMPL died meanwhile: not the video's fault."""
 
-    transient = True  # the driver retries the finish (pipeline.run.runner._transient)
+    transient = True  # the driver retries the finish (pipeline.run.scheduler.is_transient)
 
 
 @dataclass

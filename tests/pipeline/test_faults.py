@@ -306,16 +306,16 @@ def test_a_lost_shard_result_is_recognised_inside_a_task_error():
     is an ObjectLostError; the runner must see "lost" (recompute), not "the video's own error"."""
     import ray
 
-    from posepipe.pipeline.run.runner import _failure_kind
+    from posepipe.pipeline.run.scheduler import failure_kind
 
     lost = ray.exceptions.ObjectLostError("ab" * 14, None, "")
     wrapped = ray.exceptions.RayTaskError("finish_video", "Traceback ...", lost)
-    assert _failure_kind(ray, wrapped) == "lost"
-    assert _failure_kind(ray, wrapped.as_instanceof_cause()) == "lost"
-    assert _failure_kind(ray, ray.exceptions.OwnerDiedError("ab" * 14, None, "")) == "lost"
-    assert _failure_kind(ray, ray.exceptions.ActorUnavailableError("restarting", None)) == "worker"
-    assert _failure_kind(ray, ray.exceptions.ActorDiedError()) == "worker"
-    assert _failure_kind(ray, ray.exceptions.RayTaskError("finish_video", "tb", ValueError("bad"))) == "task"
+    assert failure_kind(ray, wrapped) == "lost"
+    assert failure_kind(ray, wrapped.as_instanceof_cause()) == "lost"
+    assert failure_kind(ray, ray.exceptions.OwnerDiedError("ab" * 14, None, "")) == "lost"
+    assert failure_kind(ray, ray.exceptions.ActorUnavailableError("restarting", None)) == "worker"
+    assert failure_kind(ray, ray.exceptions.ActorDiedError()) == "worker"
+    assert failure_kind(ray, ray.exceptions.RayTaskError("finish_video", "tb", ValueError("bad"))) == "task"
 
 
 def test_forwarded_env_never_collides_with_a_ray_jobs_runtime_env():

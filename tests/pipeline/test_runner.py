@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 
 from posepipe.pipeline.run.options import JobOptions, OptionError
-from posepipe.pipeline.run.runner import _cluster_plan
+from posepipe.pipeline.run.cluster import cluster_plan
 
 
 def _cluster(cpus: float, gpus: float = 0) -> SimpleNamespace:
@@ -15,7 +15,7 @@ def _cluster(cpus: float, gpus: float = 0) -> SimpleNamespace:
 
 
 def _plan(cpus: float, gpus: float = 0, **options):
-    return _cluster_plan(JobOptions(input="in", output="out", **options), _cluster(cpus, gpus))
+    return cluster_plan(JobOptions(input="in", output="out", **options), _cluster(cpus, gpus))
 
 
 @pytest.mark.parametrize("cpus, gpus, workers, gpu_share, worker_cpus", [
@@ -55,8 +55,8 @@ def test_cuda_without_gpus_is_refused():
     (64, 40, 32),
 ])
 def test_the_finisher_count_follows_the_cpus(cpus, workers, finishers):
-    from posepipe.pipeline.run.runner import _finish_plan
+    from posepipe.pipeline.run.cluster import finish_plan
 
-    n, resources = _finish_plan(workers, {"num_cpus": 1}, _cluster(cpus))
+    n, resources = finish_plan(workers, {"num_cpus": 1}, _cluster(cpus))
     assert n == finishers and resources["num_gpus"] == 0
     assert resources["num_cpus"] == (1 if cpus - workers >= n else 0)  # a free CPU each, else they share

@@ -1,4 +1,4 @@
-"""The runner's own plan for this machine (pipeline/run/runner.py: `_cluster_plan`, `_finish_plan`):
+"""The runner's own plan for this machine (pipeline/run/cluster.py: `cluster_plan`, `finish_plan`):
 how many model workers, with how many CPUs and torch threads each, and how many finishers. Asked of
 the runner with this machine's CPUs and GPUs, so the sections time what a job here would start."""
 from __future__ import annotations
@@ -31,10 +31,10 @@ def runner_plan(options: Any) -> dict[str, Any]:
     cpus, gpus = machine()
     ray = _Resources(cpus, gpus)
     try:
-        from posepipe.pipeline.run.runner import _cluster_plan, _finish_plan
+        from posepipe.pipeline.run.cluster import cluster_plan, finish_plan
 
-        workers, resources, threads = _cluster_plan(options, ray)
-        finishers, finish_resources = _finish_plan(workers, resources, ray)
+        workers, resources, threads = cluster_plan(options, ray)
+        finishers, finish_resources = finish_plan(workers, resources, ray)
     except Exception as exc:  # the runner's private plan moved: say so, time with a plain guess
         return {"cpus": cpus, "gpus": gpus, "workers": options.num_workers or 1, "threads": 4, "finishers": 1,
                 "error": f"{type(exc).__name__}: {exc}"}
