@@ -74,7 +74,10 @@ def cluster_plan(options: JobOptions, ray: Any) -> tuple[int, dict[str, Any], in
         # it decodes, crops and runs NMS on the CPU; on an H100 a second one doubled the steady-state
         # frames/s (README, Benchmark).
         n = options.num_workers or max(gpus, min(gpus * WORKERS_PER_GPU, cpus // 2))
-        per_cpu = options.cpus_per_worker or max(1, min(4, cpus // max(n, 1)))
+        # The node's vCPUs go to the workers (decode threads, launches, host work: docs/gpu-budget.md),
+        # less one for each finisher finish_plan will start: none left idle (16 vCPUs: 2 x 7 + 2 x 1).
+        finishers = max(1, min(n, cpus // CPUS_PER_FINISHER))
+        per_cpu = options.cpus_per_worker or max(1, (cpus - finishers) // max(n, 1))
         return n, {"num_cpus": per_cpu, "num_gpus": min(1.0, gpus / n)}, int(per_cpu)
     per_cpu = options.cpus_per_worker or (2 if cpus >= 2 else 1)
     n = options.num_workers or max(1, cpus // int(per_cpu))

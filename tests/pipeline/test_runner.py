@@ -19,10 +19,10 @@ def _plan(cpus: float, gpus: float = 0, **options):
 
 
 @pytest.mark.parametrize("cpus, gpus, workers, gpu_share, worker_cpus", [
-    (16, 1, 2, 0.5, 4),    # two per GPU: one worker leaves the GPU idle during its CPU work
-    (32, 4, 8, 0.5, 4),
-    (8, 1, 2, 0.5, 4),
-    (2, 1, 1, 1.0, 2),     # too few CPUs to feed two
+    (16, 1, 2, 0.5, 7),    # two per GPU: one worker leaves the GPU idle during its CPU work; all vCPUs used
+    (32, 4, 8, 0.5, 3),
+    (8, 1, 2, 0.5, 3),
+    (2, 1, 1, 1.0, 1),     # too few CPUs to feed two; one left for the finisher
     (6, 4, 4, 1.0, 1),     # never fewer workers than GPUs
 ])
 def test_gpu_default_is_two_workers_per_gpu_when_cpus_allow(cpus, gpus, workers, gpu_share, worker_cpus):
@@ -33,6 +33,17 @@ def test_gpu_default_is_two_workers_per_gpu_when_cpus_allow(cpus, gpus, workers,
 def test_explicit_workers_share_the_gpus():
     n, resources, _ = _plan(16, 1, num_workers=3)
     assert n == 3 and resources["num_gpus"] == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("workers", [None, 3, 4])
+def test_a_gpu_node_plans_every_vcpu(workers):
+    """Workers and finishers together take the node's 16 vCPUs, none idle, none oversubscribed."""
+    from posepipe.pipeline.run.cluster import finish_plan
+
+    n, resources, _ = _plan(16, 1, num_workers=workers)
+    finishers, finish_resources = finish_plan(n, resources, _cluster(16, 1))
+    planned = n * resources["num_cpus"] + finishers * finish_resources["num_cpus"]
+    assert 15 <= planned <= 16, (n, resources, finishers, finish_resources)
 
 
 def test_cpu_default_is_one_worker_per_two_cpus():
