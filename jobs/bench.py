@@ -9,9 +9,12 @@ from pathlib import Path
 
 import click
 
-from posepipe.pipeline.measure.benchmark import BenchError, default_shard_frames, run_benchmark
+from posepipe.jobs.conventions import Command
 from posepipe.pipeline.run.options import JobOptions, OptionError
 from posepipe.pipeline.run.terminal import say_json
+
+BENCH_EXIT_CODES = ((0, "measured; the JSON report is on stdout (and in --output)"),
+                    (2, "a bad option or VIDEO"), (1, "a section could not be measured, or model weights could not be had"))
 
 
 def parse_workers(value: str | None) -> list[int]:
@@ -26,12 +29,14 @@ def parse_workers(value: str | None) -> list[int]:
     return counts
 
 
-@click.command("bench")
+@click.command("bench", cls=Command, renamed={"--out": "--output"}, exit_codes=BENCH_EXIT_CODES)
 @click.argument("video", required=False)
-@click.option("--frames", "n_frames", type=click.IntRange(min=1), default=64, show_default=True, help="Frames to time (N).")
-@click.option("--max-persons", type=click.IntRange(min=1), default=3, show_default=True, help="People kept per frame (K).")
-@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N]")
-@click.option("--half/--no-half", default=None, help="Reduced-precision autocast: fp16 on CUDA (default on), bf16 on a CPU (default off).")
+@click.option("--frames", "n_frames", type=click.IntRange(min=1), default=64, help="Frames to time (N).")
+@click.option("--max-persons", type=click.IntRange(min=1), default=3,
+              help="People kept per frame (K): 3, the setting of the README's figures (`run`'s default is 10).")
+@click.option("--device", default="auto", help="auto | cpu | cuda[:N]")
+@click.option("--half/--no-half", default=None, show_default=False,
+              help="Reduced-precision autocast: fp16 on CUDA (default on), bf16 on a CPU (default off).")
 @click.option("--frames-per-batch", type=click.IntRange(min=1), default=None,
               help="Frames per model batch (default: the job's).")
 @click.option("--pose-model", default=None, help="2D keypoint weights name to time (default: the job's).")
@@ -44,17 +49,20 @@ def parse_workers(value: str | None) -> list[int]:
 @click.option("--memory", is_flag=True, help="Also measure a worker process's peak RSS on N and 10xN frames.")
 @click.option("--no-ray", is_flag=True, help="Skip the run_job sections (no Ray startup).")
 @click.option("--no-h264", is_flag=True, help="Skip decoding generated H.264 720p/1080p clips with 1, 2, 4 threads.")
-@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the JSON here.")
+@click.option("--output", "-o", "output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the JSON report to this file (was --out).")
 def bench_command(video: str | None, n_frames: int, max_persons: int, device: str, half: bool | None,
                   frames_per_batch: int | None, pose_model: str | None, lifter: str | None, weights: tuple[str, ...],
                   random_weights: bool, shard_frames: int | None, workers: str | None, memory: bool, no_ray: bool,
-                  no_h264: bool, out_path: Path | None) -> None:
+                  no_h264: bool, output: Path | None) -> None:
     """Time decoding, each model batched, the pipeline end to end, and a naive per-frame loop; print JSON.
 
-    VIDEO defaults to ../shared/media/vtest.avi, or a generated clip where that is absent.
+    VIDEO defaults to ../shared/media/vtest.avi, or a generated clip where that is absent. The report
+    is always JSON (a measurement is for comparing and keeping), on stdout and, with --output, in a file.
     """
     from posepipe.jobs.run import parse_weights
     from posepipe.models import CATALOGUE
+    from posepipe.pipeline.measure.benchmark import BenchError, default_shard_frames, run_benchmark
     from posepipe.pipeline.run.runner import WeightsError
     from posepipe.pipeline.io.video import VideoError
 
@@ -84,7 +92,7 @@ def bench_command(video: str | None, n_frames: int, max_persons: int, device: st
     except BenchError as exc:
         raise click.ClickException(str(exc)) from None
 
-    if out_path:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        out_path.write_text(json.dumps(report, indent=2) + "\n")
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(report, indent=2) + "\n")
     say_json(report)

@@ -6,9 +6,12 @@ import sys
 
 import click
 
-from posepipe.pipeline.io.readback import NotAnOutputError, ReadbackError, open_store
-from posepipe.pipeline.io.store import StorageError
-from posepipe.pipeline.run.terminal import plain
+from posepipe.jobs.conventions import Command
+from posepipe.pipeline.run.terminal import plain, say
+
+FILES_EXIT_CODES = ((0, "listed (an OUTPUT with no committed part lists nothing)"),
+                    (2, "OUTPUT is not a posepipe OUTPUT (missing, a file, a folder no run wrote)"),
+                    (5, "the store failed (an outage, access refused)"))
 
 
 def _sql_string(text: str) -> str:
@@ -30,11 +33,12 @@ def _sql_string(text: str) -> str:
     return pieces[0] if len(pieces) == 1 else "(" + " || ".join(pieces) + ")"
 
 
-@click.command("files")
+@click.command("files", cls=Command, exit_codes=FILES_EXIT_CODES)
 @click.argument("output")
-@click.option("--format", "fmt", type=click.Choice(["lines", "duckdb", "json"]), default="lines", show_default=True,
-              help="lines: one path per line; duckdb: a read_parquet([...]) query; json: a list of paths.")
-def files_command(output: str, fmt: str) -> None:
+@click.option("--format", "fmt", type=click.Choice(["lines", "duckdb", "json"]), default="lines",
+              help="lines: one path per line; duckdb: a read_parquet([...]) query (json: write --json).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of the paths (was --format json).")
+def files_command(output: str, fmt: str, as_json: bool) -> None:
     """Print the poses parts OUTPUT's videos rows commit, and no other.
 
     A plain glob (OUTPUT/poses/**/*.parquet) also sees the parts of a video being written, of a
@@ -42,11 +46,16 @@ def files_command(output: str, fmt: str) -> None:
     These paths are exactly the committed rows at the moment this runs:
 
         duckdb -c "$(posepipe files OUT --format duckdb)"
-        pl.read_parquet(json.loads(subprocess.check_output(["posepipe", "files", OUT, "--format", "json"])))
-
-    Exit codes: 0 ok, 2 OUTPUT is not a posepipe OUTPUT (missing, a file, a folder no run wrote),
-    5 the store failed (outage, access).
+        pl.read_parquet(json.loads(subprocess.check_output(["posepipe", "files", OUT, "--json"])))
     """
+    from posepipe.pipeline.io.readback import NotAnOutputError, ReadbackError, open_store
+    from posepipe.pipeline.io.store import StorageError
+
+    if fmt == "json":  # the old spelling of --json
+        say("posepipe files: --format json is deprecated and will be removed; write --json", err=True, fg="yellow")
+        as_json = True
+    elif as_json and fmt != "lines":
+        raise click.UsageError(f"--json prints JSON; drop --format {fmt} or --json")
     try:
         store = open_store(output)  # exit 2 for what is not an OUTPUT: an empty answer would read as "no parts"
         parts = store.committed_parts()
@@ -56,7 +65,7 @@ def files_command(output: str, fmt: str) -> None:
         click.echo(plain(f"Error: {exc}"), err=True)
         sys.exit(5)
     paths = [store.where(path) for _, path in parts]
-    if fmt == "json":  # exact: JSON escapes every control and non-ASCII character itself
+    if as_json:  # exact: JSON escapes every control and non-ASCII character itself
         click.echo(json.dumps(paths, ensure_ascii=True))
     elif fmt == "duckdb":
         if not paths:  # read_parquet([]) is an error in DuckDB; an empty result keeps scripts simple

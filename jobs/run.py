@@ -1,11 +1,12 @@
 """`posepipe run` and `posepipe demo`: options -> JobOptions -> pipeline.run.runner, with the summary.
 
-Exit codes of `posepipe run`: 0 every video succeeded (or was already complete); 3 some videos
-failed (see OUTPUT/videos and the summary); 4 model weights could not be had or loaded; 2 a bad
-option, input or output (nothing was processed); 5 the output storage failed mid-job (what was
-committed is kept; rerun to resume); 6 the local Ray died under the job; 130 stopped by Ctrl-C
-(SIGINT) and 143 stopped by SIGTERM (128 + the signal's number, as a shell reports a process the
-signal killed): a clean stop, what was committed is kept, rerun to resume; 1 an unexpected error.
+Exit codes of `posepipe run` (`RUN_EXIT_CODES`, listed by `--help`): 0 every video succeeded (or was
+already complete); 3 some videos failed (see OUTPUT/videos and the summary); 4 model weights could
+not be had or loaded; 2 a bad option, input or output (nothing was processed); 5 the output storage
+failed mid-job (what was committed is kept; rerun to resume); 6 the local Ray died under the job;
+130 stopped by Ctrl-C (SIGINT) and 143 stopped by SIGTERM (128 + the signal's number, as a shell
+reports a process the signal killed): a clean stop, what was committed is kept, rerun to resume; 1
+an unexpected error.
 
 Everything printed goes through `pipeline.run.terminal` (one line per message, hidden characters
 escaped); the commands printed for pasting (rerun, query) are quoted by `terminal.shell_quote`.
@@ -17,16 +18,30 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import click
 
-from posepipe.pipeline.run.options import DEFAULT_MODELS, JobOptions, OptionError
-from posepipe.pipeline.run.runner import (EXIT_RAY_DIED, EXIT_STORAGE, EXIT_USAGE, EXIT_WEIGHTS, JobSummary, RayDiedError,
-                                          WeightsError, exit_code_for_signal, ignore_stop_signals, run_job,
-                                          stop_on_signals)
+from posepipe.jobs.conventions import Command, quiet_option
 from posepipe.pipeline.io.redaction import redact
+from posepipe.pipeline.run.options import DEFAULT_MODELS, JobOptions, OptionError
 from posepipe.pipeline.run.terminal import configure_logging, plain, say, say_json, shell_join, shell_quote
+
+if TYPE_CHECKING:  # the runner imports torch and Ray: loaded when a job runs, not for --help
+    from posepipe.pipeline.run.runner import JobSummary
+
+# `posepipe run`'s exit codes, as --help lists them (pipeline.run.runner's EXIT_* constants; a test
+# keeps the two the same).
+RUN_EXIT_CODES = (
+    (0, "every video succeeded (or was already complete)"),
+    (3, "some videos failed: each has a failed row with its reason (the rest were processed)"),
+    (4, "model weights could not be had or loaded (nothing was processed)"),
+    (2, "a bad option, INPUT or OUTPUT (refused before any work)"),
+    (5, "the output storage failed mid-job: what was committed is kept; rerun to resume"),
+    (6, "the local Ray died under the job: what was committed is kept; rerun to resume"),
+    (130, "stopped by Ctrl-C; 143: stopped by SIGTERM (a clean stop: committed videos kept, rerun to resume)"),
+    (1, "an unexpected error"),
+)
 
 RANDOM_BANNER = (
     "WARNING: --random-weights: models use RANDOM weights. This is a PLUMBING RUN: every box, keypoint "
@@ -44,45 +59,46 @@ def parse_weights(values: tuple[str, ...]) -> dict[str, str]:
     return parsed
 
 
-@click.command("run")
+@click.command("run", cls=Command, renamed={"--json-summary": "--json"}, exit_codes=RUN_EXIT_CODES)
 @click.argument("input_uri", metavar="INPUT")
 @click.option("--output", "-o", required=True, help="Folder or s3:// prefix for the Parquet tables.")
 @click.option("--address", default=None, help="Ray cluster to join (e.g. auto, ray://HEAD:10001). Default: a local Ray started on demand.")
 @click.option("--num-workers", type=int, default=None, help="Model workers. Default: two per GPU, else one per 2 CPUs.")
-@click.option("--shard-frames", type=int, default=256, show_default=True, help="Frames per shard (unit of parallel work).")
-@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N]")
-@click.option("--half/--no-half", default=None,
+@click.option("--shard-frames", type=int, default=256, help="Frames per shard (unit of parallel work).")
+@click.option("--device", default="auto", help="auto | cpu | cuda[:N]")
+@click.option("--half/--no-half", default=None, show_default=False,
               help="Reduced-precision autocast: fp16 on CUDA (default on), bf16 on a CPU (default off; README, Precision).")
-@click.option("--device-path/--reference-path", "device_path", default=None,
+@click.option("--device-path/--reference-path", "device_path", default=None, show_default=False,
               help="Per-frame pre/post-processing (letterbox, NMS, crops, decoding) on the models' device, or "
                    "on the host as the reference path does. Default: device on a GPU, reference on a CPU.")
-@click.option("--max-persons", type=int, default=10, show_default=True,
+@click.option("--max-persons", type=int, default=10,
               help="At most K rows per frame, chosen after tracking: tracked people first, best box score first.")
-@click.option("--det-conf", type=float, default=0.3, show_default=True,
+@click.option("--det-conf", type=float, default=0.3,
               help="Score (obj x cls) a box needs to be written without a track; the tracker sees boxes down to 0.1.")
-@click.option("--det-nms", type=float, default=0.7, show_default=True, help="Detector NMS IoU threshold (ByteTrack's 0.7).")
+@click.option("--det-nms", type=float, default=0.7, help="Detector NMS IoU threshold (ByteTrack's 0.7).")
 @click.option("--no-flip-test", is_flag=True, help="Skip the 2D model's flip test (faster, slightly less accurate).")
-@click.option("--frames-per-batch", type=int, default=8, show_default=True, help="Frames batched through the detector.")
+@click.option("--frames-per-batch", type=int, default=8, help="Frames batched through the detector.")
 @click.option("--decode-threads", type=int, default=None, help="FFmpeg decode threads per worker. Default: the worker's CPUs.")
-@click.option("--detector", default=DEFAULT_MODELS["detector"], show_default=True, help="Detector weights name.")
-@click.option("--pose-model", default=DEFAULT_MODELS["pose"], show_default=True,
-              help="2D keypoint weights name: any pose model of `posepipe weights list` (HRNet, RTMPose, SimpleBaseline, RLE).")
-@click.option("--lifter", default=DEFAULT_MODELS["lifter"], show_default=True,
-              help="2D-to-3D lifter weights name: videopose3d_243_coco (temporal) or simplebaseline3d_h36m (per frame).")
+@click.option("--detector", default=DEFAULT_MODELS["detector"], help="Detector weights name.")
+@click.option("--pose-model", default=DEFAULT_MODELS["pose"],
+              help="2D keypoint weights name: any pose model of `posepipe weights list` (HRNet, RTMPose, SimpleBaseline, RLE, ...).")
+@click.option("--lifter", default=DEFAULT_MODELS["lifter"],
+              help="2D-to-3D lifter weights name: any lifter of `posepipe weights list` (VideoPose3D, SimpleBaseline3D, ...).")
 @click.option("--weights", "weights", multiple=True, metavar="NAME=URI", help="Checkpoint for a model (repeatable): path, file://, http(s):// or s3://.")
 @click.option("--random-weights", is_flag=True, help="Random weights for a plumbing check only (outputs are meaningless).")
 @click.option("--force", is_flag=True, help="Reprocess videos that are already complete.")
-@click.option("--json-summary", is_flag=True, help="Print the final summary as JSON on stdout.")
+@click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON on stdout (was --json-summary).")
 @click.option("--explain-skip", is_flag=True, help="Say for every video why it was skipped or (re)done.")
+@quiet_option
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details, and show Ray's worker output.")
 def run_command(input_uri: str, output: str, address: str | None, num_workers: int | None, shard_frames: int,
                 device: str, half: bool | None, device_path: bool | None, max_persons: int, det_conf: float, det_nms: float, no_flip_test: bool,
                 frames_per_batch: int, decode_threads: int | None, detector: str, pose_model: str, lifter: str, weights: tuple[str, ...], random_weights: bool,
-                force: bool, json_summary: bool, explain_skip: bool, verbose: bool) -> None:
+                force: bool, as_json: bool, explain_skip: bool, quiet: bool, verbose: bool) -> None:
     """Detect, track and pose every person in every video under INPUT; write Parquet under --output."""
     configure_logging(logging.INFO if verbose else logging.WARNING)
     options = options_from_run_params(click.get_current_context().params, address=address)
-    summary = execute(options, json_summary=json_summary, explain=explain_skip)
+    summary = execute(options, json_summary=as_json, explain=explain_skip, quiet=quiet)
     sys.exit(summary.exit_code)
 
 
@@ -101,29 +117,40 @@ def options_from_run_params(params: Mapping[str, Any], *, address: str | None) -
     )
 
 
-def execute(options: JobOptions, *, json_summary: bool = False, explain: bool = False) -> JobSummary:
+def execute(options: JobOptions, *, json_summary: bool = False, explain: bool = False, quiet: bool = False) -> JobSummary:
     """Validate, run with a progress display, print the summary; exits on usage/weights errors.
 
     SIGTERM stops the job as Ctrl-C does (`runner.stop_on_signals`): the workers are stopped, what
-    was committed is kept, and it exits 128 + the signal's number with the command to rerun."""
+    was committed is kept, and it exits 128 + the signal's number with the command to rerun.
+    `quiet`: no progress display and no summary lines; failures, warnings and errors still show."""
+    from posepipe.pipeline.run.runner import exit_code_for_signal, ignore_stop_signals, stop_on_signals
+
     with stop_on_signals():
         try:
-            summary = _execute(options)
+            summary = _execute(options, quiet=quiet)
         except KeyboardInterrupt as exc:
             signum = getattr(exc, "signum", signal.SIGINT)
             ignore_stop_signals()  # the work is already stopped: the message is said whole
             say(f"posepipe: stopped by {signal.Signals(signum).name}; videos committed before this are kept.",
                 f"Rerun the same command to resume: {rerun_command()}", err=True, fg="yellow")
             sys.exit(exit_code_for_signal(signum))
-    print_summary(summary, options, json_summary=json_summary, explain=explain)
+    print_summary(summary, options, json_summary=json_summary, explain=explain, quiet=quiet)
     return summary
 
 
-def _execute(options: JobOptions) -> JobSummary:
+def _quiet_reporter(event: str, data: dict[str, Any]) -> None:
+    """`run_job`'s reporter under --quiet: nothing as it goes (the failures are said at the end)."""
+
+
+def _execute(options: JobOptions, *, quiet: bool = False) -> JobSummary:
+    import contextlib
+
     from posepipe.models import CATALOGUE
     from posepipe.pipeline.io.output import OutputError, StorageError
-    from posepipe.pipeline.run.progress import ProgressReporter
     from posepipe.pipeline.io.sources import InputError
+    from posepipe.pipeline.run.progress import ProgressReporter
+    from posepipe.pipeline.run.runner import (EXIT_RAY_DIED, EXIT_STORAGE, EXIT_USAGE, EXIT_WEIGHTS, RayDiedError,
+                                              WeightsError, run_job)
 
     try:
         options.validate(CATALOGUE)
@@ -132,7 +159,7 @@ def _execute(options: JobOptions) -> JobSummary:
     if options.random_weights:
         say(RANDOM_BANNER, err=True, fg="red", bold=True)
     try:
-        with ProgressReporter() as reporter:
+        with contextlib.nullcontext(_quiet_reporter) if quiet else ProgressReporter() as reporter:
             return run_job(options, reporter=reporter)
     except OptionError as exc:
         raise click.UsageError(plain(exc)) from None
@@ -196,8 +223,10 @@ def query_command(output: str) -> str:
     return f"duckdb -c {shell_quote(sql)}"
 
 
-def print_summary(summary: JobSummary, options: JobOptions, *, json_summary: bool, explain: bool = False) -> None:
-    """The job's summary: JSON on stdout (`--json-summary`), or lines on stderr, each through `terminal.say`."""
+def print_summary(summary: JobSummary, options: JobOptions, *, json_summary: bool, explain: bool = False,
+                  quiet: bool = False) -> None:
+    """The job's summary: JSON on stdout (`--json`), or lines on stderr, each through `terminal.say`
+    (under `quiet`, only the failures)."""
     from collections import Counter
 
     data = {
@@ -215,6 +244,9 @@ def print_summary(summary: JobSummary, options: JobOptions, *, json_summary: boo
         data["explain"] = [{"video_id": v, "decision": why} for v, why in summary.decisions]
     if json_summary:
         say_json(data)
+        return
+    if quiet:
+        say(*(f"failed: {video_id}: {error}" for video_id, error in summary.failures), err=True)
         return
     label = " (PLUMBING RUN: random weights)" if summary.random_weights else ""
     ignored = f", {len(summary.skipped_inputs)} input files skipped" if summary.skipped_inputs else ""
@@ -235,30 +267,42 @@ def print_summary(summary: JobSummary, options: JobOptions, *, json_summary: boo
     say(*lines, err=True)
 
 
+# The bundled sample: the checkout's samples/, which a wheel installs as posepipe/samples (package data,
+# pyproject.toml), beside posepipe/jobs either way.
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "samples"
 
 
-@click.command("demo")
-@click.option("--output", "-o", default="out/demo", show_default=True, help="Where to write the Parquet tables.")
-@click.option("--input", "input_uri", default=None, help="Videos to process (default: the bundled sample street clip).")
-@click.option("--max-persons", type=int, default=3, show_default=True)
-def demo_command(output: str, input_uri: str | None, max_persons: int) -> None:
+@click.command("demo", cls=Command, exit_codes=RUN_EXIT_CODES)
+@click.option("--output", "-o", default="out/demo", help="Where to write the Parquet tables.")
+@click.option("--input", "input_uri", default=None, help="Videos to process. Default: the bundled sample street clip.")
+@click.option("--max-persons", type=int, default=3,
+              help="At most K rows per frame, as `run --max-persons` (whose default is 10): 3 keeps the demo short on a CPU.")
+@click.option("--no-flip-test", is_flag=True, help="Skip the 2D model's flip test, as `run --no-flip-test` (faster).")
+@click.option("--random-weights", is_flag=True,
+              help="Go straight to the plumbing run (random weights, meaningless outputs) without trying to fetch weights.")
+@click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON on stdout.")
+@quiet_option
+def demo_command(output: str, input_uri: str | None, max_persons: int, no_flip_test: bool, random_weights: bool,
+                 as_json: bool, quiet: bool) -> None:
     """Run the main job on the bundled sample, with official weights when they can be had.
 
     Offline, where the official checkpoints cannot be downloaded, it says so and runs the same
-    pipeline with --random-weights, labelled as a plumbing run.
+    pipeline with --random-weights, labelled as a plumbing run. The sample is part of the package:
+    the demo works from any folder, in a checkout or a pip install.
     """
+    if random_weights:
+        options = JobOptions(input=_demo_source(input_uri), output=output, max_persons=max_persons, random_weights=True,
+                             flip_test=not no_flip_test, shard_frames=16)
+        sys.exit(execute(options, json_summary=as_json, quiet=quiet).exit_code)
     from posepipe.models import get_weights
     from posepipe.models.download import WeightsUnavailable, fetch
 
-    source = input_uri or str(SAMPLE_DIR)
-    if input_uri is None and not SAMPLE_DIR.is_dir():
-        raise click.UsageError(f"the bundled sample folder {SAMPLE_DIR} is missing; pass --input VIDEOS")
+    source = _demo_source(input_uri)
     missing = []
     for name in DEFAULT_MODELS.values():
         spec = get_weights(name)
         try:
-            fetch(spec.url, sha256=spec.sha256, hash_prefix=spec.hash_prefix, filename=spec.filename, progress=True)
+            fetch(spec.url, sha256=spec.sha256, hash_prefix=spec.hash_prefix, filename=spec.filename, progress=not quiet)
         except WeightsUnavailable as exc:
             missing.append((name, str(exc).splitlines()[0]))
     random_weights = bool(missing)
@@ -270,8 +314,16 @@ def demo_command(output: str, input_uri: str | None, max_persons: int) -> None:
             "with meaningless numbers. Put the checkpoints in the cache (`posepipe weights fetch --all` "
             "online) or pass --weights NAME=PATH to `posepipe run` for real poses.", err=True, fg="yellow")
     options = JobOptions(input=source, output=output, max_persons=max_persons, random_weights=random_weights,
-                         shard_frames=16)
-    summary = execute(options)
-    if random_weights:
+                         flip_test=not no_flip_test, shard_frames=16)
+    summary = execute(options, json_summary=as_json, quiet=quiet)
+    if random_weights and not quiet:
         say("Demo finished as a PLUMBING RUN (random weights): the output's metadata says so.", err=True, fg="yellow")
     sys.exit(summary.exit_code)
+
+
+def _demo_source(input_uri: str | None) -> str:
+    if input_uri is not None:
+        return input_uri
+    if not SAMPLE_DIR.is_dir():
+        raise click.UsageError(f"the bundled sample folder {SAMPLE_DIR} is missing (a broken install?); pass --input VIDEOS")
+    return str(SAMPLE_DIR)

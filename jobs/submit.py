@@ -50,9 +50,10 @@ from urllib.parse import urlsplit
 import click
 from click.core import ParameterSource
 
-from posepipe.pipeline.run.options import JobOptions, OptionError
+from posepipe.jobs.config import ENV_PREFIX
+from posepipe.jobs.conventions import Command
 from posepipe.pipeline.io.redaction import redact, scrub
-from posepipe.pipeline.run.runner import exit_code_for_signal, stop_on_signals
+from posepipe.pipeline.run.options import JobOptions, OptionError
 from posepipe.pipeline.run.terminal import say, say_json, shell_quote
 
 SOURCE_ROOT = Path(__file__).resolve().parents[1]  # a checkout, or site-packages/posepipe when installed
@@ -139,7 +140,8 @@ def run_argv(run_ctx: click.Context) -> list[str]:
     argv = ["posepipe", "run", on_cluster(params["input_uri"]), "--output", on_cluster(params["output"]),
             "--address", "auto"]
     for param in run_command.params:
-        if not isinstance(param, click.Option) or param.name in ("output", "address"):
+        # --config's values are in params already (as defaults from the file): the file stays here
+        if not isinstance(param, click.Option) or param.name in ("output", "address") or not param.expose_value:
             continue
         if run_ctx.get_parameter_source(param.name) in (None, ParameterSource.DEFAULT):
             continue
@@ -317,6 +319,8 @@ def _first_line(text: str | None) -> str:
 
 
 def _interrupted(job_id: str, address: str, signum: int = signal.SIGINT) -> None:
+    from posepipe.pipeline.run.runner import exit_code_for_signal
+
     say("", f"posepipe: stopped following; the job keeps running. Stop it with "
         f"`ray job stop {shell_quote(job_id)} --address {shell_quote(redact(address))}`", err=True)
     raise SystemExit(exit_code_for_signal(signum))
@@ -324,10 +328,20 @@ def _interrupted(job_id: str, address: str, signum: int = signal.SIGINT) -> None
 
 # --------------------------------------------------------------------------- commands
 
-ADDRESS_HELP = "Ray dashboard of the cluster, http://HEAD:8265. Default: $RAY_API_SERVER_ADDRESS, then $RAY_ADDRESS."
+ADDRESS_HELP = ("Ray dashboard of the cluster, http://HEAD:8265. Default: $RAY_API_SERVER_ADDRESS, then $RAY_ADDRESS "
+                "(one of the three is needed).")
+SUBMIT_EXIT_CODES = (
+    (0, "submitted, or with --wait the job SUCCEEDED"),
+    (2, "nothing was submitted: a bad option, no or an unreachable dashboard, an unknown job id"),
+    (3, "with --wait, the job's `posepipe run` exit code when it FAILED (3 some videos failed, 4 weights, ...); "
+        "1 when it gave none"),
+    (130, "with --wait, a STOPPED job; Ctrl-C (130) or SIGTERM (143) while following stops following, not the job"),
+)
+CLUSTER_EXIT_CODES = ((0, "done"), (2, "no or an unreachable dashboard, or an unknown job id"),
+                      (1, "the dashboard went away while following"))
 
 
-@click.command("submit", context_settings={"ignore_unknown_options": True})
+@click.command("submit", cls=Command, context_settings={"ignore_unknown_options": True}, exit_codes=SUBMIT_EXIT_CODES)
 @click.argument("run_args", nargs=-1, type=click.UNPROCESSED, metavar="INPUT --output OUTPUT [RUN OPTIONS]...")
 @click.option("--address", default=None, help=ADDRESS_HELP)
 @click.option("--wait", is_flag=True, help="Print the job's log until it ends; exit with its status.")
@@ -345,9 +359,16 @@ def submit_command(ctx: click.Context, run_args: tuple[str, ...], address: str |
     have posepipe's dependencies. Credentials are never sent: the nodes use their own.
     """
     from posepipe.jobs.run import run_command
+    from posepipe.pipeline.run.runner import stop_on_signals
 
+    # `posepipe run`'s parser, with the defaults `posepipe run` itself would get here: the config
+    # file's [run] table and the POSEPIPE_RUN_* variables (forwarded to the job as options: the
+    # cluster has neither the file nor this environment).
+    root = ctx.find_root()
+    run_defaults = (root.default_map or {}).get("run") if root is not ctx else None
     try:
-        run_ctx = run_command.make_context("run", list(run_args))
+        run_ctx = run_command.make_context("run", list(run_args), default_map=run_defaults,
+                                           auto_envvar_prefix=f"{ENV_PREFIX}_RUN", show_default=True)
         options = job_options(run_ctx.params)
     except click.ClickException as exc:
         raise click.UsageError(f"{exc.format_message()} (see `posepipe run --help`)", ctx=ctx) from None
@@ -416,7 +437,7 @@ def _notes(params: Mapping[str, Any], address: str) -> None:
             "exist there (a shared filesystem); else use s3://", err=True)
 
 
-@click.command("status")
+@click.command("status", cls=Command, exit_codes=CLUSTER_EXIT_CODES)
 @click.argument("job_id")
 @click.option("--address", default=None, help=ADDRESS_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
@@ -435,12 +456,14 @@ def status_command(job_id: str, address: str | None, as_json: bool) -> None:
                                                       "driver_exit_code") if data[key] is not None))
 
 
-@click.command("logs")
+@click.command("logs", cls=Command, exit_codes=CLUSTER_EXIT_CODES)
 @click.argument("job_id")
 @click.option("--address", default=None, help=ADDRESS_HELP)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing until the job ends.")
 def logs_command(job_id: str, address: str | None, follow: bool) -> None:
     """The log (stdout and stderr) of a submitted job's `posepipe run`."""
+    from posepipe.pipeline.run.runner import stop_on_signals
+
     address = resolve_address(address)
     client = connect(address)
     with cluster_errors(address, job_id):

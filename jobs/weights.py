@@ -10,9 +10,13 @@ import sys
 
 import click
 
+from posepipe.jobs.conventions import Group
 from posepipe.pipeline.run.options import DEFAULT_MODELS
-from posepipe.pipeline.run.runner import EXIT_WEIGHTS
 from posepipe.pipeline.run.terminal import say, say_json
+
+EXIT_WEIGHTS = 4  # pipeline.run.runner.EXIT_WEIGHTS (`run` exits with it too; a test keeps them equal)
+WEIGHTS_EXIT_CODES = ((0, "every checkpoint is good"), (4, "a checkpoint could not be had or loaded (the reason is printed)"),
+                      (2, "an unknown NAME or a bad option"))
 
 
 def _spec(name: str):  # -> models.Weights
@@ -24,7 +28,7 @@ def _spec(name: str):  # -> models.Weights
         raise click.BadParameter(str(exc.args[0]), param_hint="NAME") from None
 
 
-@click.group("weights")
+@click.group("weights", cls=Group)
 def weights_group() -> None:
     """List, fetch and verify the catalogue's official checkpoints."""
 
@@ -50,8 +54,8 @@ def _cost(spec, catalogue) -> str:
     return f"cost: {spec.gmacs:.3g} GMACs per {unit}{versus}"
 
 
-@weights_group.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@weights_group.command("list", exit_codes=((0, "listed"),))
+@click.option("--json", "as_json", is_flag=True, help="Print the catalogue as JSON.")
 def weights_list(as_json: bool) -> None:
     """Every weight set posepipe knows, by stage: official URL, how its file is checked, licence,
     accuracy (as published for that file) and cost (multiply-accumulates, relative to the stage's default)."""
@@ -72,12 +76,13 @@ def weights_list(as_json: bool) -> None:
         say("    " + "; ".join(notes), f"    accuracy: {metric}; {_cost(spec, CATALOGUE)}")
 
 
-@weights_group.command("fetch")
+@weights_group.command("fetch", exit_codes=WEIGHTS_EXIT_CODES)
 @click.argument("names", nargs=-1)
 @click.option("--all", "fetch_all", is_flag=True, help="Fetch the four models `posepipe run` uses by default.")
 @click.option("--from", "source", default=None,
               help="Fill NAME's cache entry from this URI (a mirror) instead of the official URL (one NAME only).")
-def weights_fetch(names: tuple[str, ...], fetch_all: bool, source: str | None) -> None:
+@click.option("-q", "--quiet", is_flag=True, help="No download progress; warnings, errors and the fetched files only.")
+def weights_fetch(names: tuple[str, ...], fetch_all: bool, source: str | None, quiet: bool) -> None:
     """Download NAME's checkpoint into the cache ($POSEPIPE_CACHE), check its hash, and load it."""
     from posepipe.models.download import WeightsUnavailable, fetch, sha256_file
     from posepipe.models.verify import verify_weights
@@ -93,7 +98,7 @@ def weights_fetch(names: tuple[str, ...], fetch_all: bool, source: str | None) -
         spec = _spec(name)
         try:
             path = fetch(source or spec.url, sha256=spec.sha256, hash_prefix=spec.hash_prefix, filename=spec.filename,
-                         progress=True, require_source=bool(source))
+                         progress=not quiet, require_source=bool(source))
         except WeightsUnavailable as exc:
             failed = True
             say(f"{name}: {exc}", err=True, fg="red")
@@ -105,7 +110,7 @@ def weights_fetch(names: tuple[str, ...], fetch_all: bool, source: str | None) -
             failed = True
             say(f"{name}: {path} is not a usable checkpoint: {result.problem}", err=True, fg="red")
             continue
-        say(f"{name}: {path} (sha256 {sha256_file(path)})")
+        say(f"{name}: {path} (sha256 {sha256_file(path)})")  # the result: printed under --quiet too
     sys.exit(EXIT_WEIGHTS if failed else 0)
 
 
@@ -139,7 +144,7 @@ def _print_verification(result) -> None:  # result: models.verify.Verification
         say(f"  {'warning':10s} {message}")
 
 
-@weights_group.command("verify")
+@weights_group.command("verify", exit_codes=WEIGHTS_EXIT_CODES)
 @click.argument("names", nargs=-1)
 @click.option("--weights", "weights", multiple=True, metavar="NAME=URI",
               help="Verify this file for NAME (repeatable): path, file://, http(s):// or s3://.")

@@ -1,8 +1,14 @@
 """Animation exports of an OUTPUT's tracks: AMASS-style SMPL ``.npz`` files, or BVH skeletons.
 
-``posepipe export smpl OUT --out DIR`` writes one file per confirmed track (``track_id >= 0``)
-with at least ``min_frames`` rows, named ``<video key>/track_<id>.npz`` (or ``.bvh``) under DIR,
-and ``tracks_smpl.csv`` (``tracks_bvh.csv``) listing them: ``video_id,track_id,file,frames,fps``.
+``posepipe export smpl OUT --output DIR`` writes one file per confirmed track (``track_id >= 0``)
+with at least ``min_frames`` rows, named ``<video key>/track_<id>.npz`` (or ``.bvh``) under DIR, the
+id written with four digits (``track_0000.npz``, ``track_0012.npz``: they sort in track order), and
+``tracks_smpl.csv`` (``tracks_bvh.csv``) listing them: ``video_id,track_id,file,frames,fps``.
+
+Tracks of a random-weights plumbing run (`pipeline.downstream.plumbing`) are exported like any other,
+marked where the format has room: an ``.npz`` gets a ``plumbing_run`` entry (the note, as a string)
+and the CSV a ``plumbing_run`` column (``true`` on their lines); BVH has no place for a note, so the
+CSV beside it and the command's warning say it.
 The video key is the one OUTPUT's own ``poses/<video key>/`` uses (`pipeline.io.output.video_key`:
 the id made file-name safe and cut to 80 characters, then ``-`` and a hash of the whole id), so
 two videos never share a folder: not ``Clip.mp4`` and ``clip.mp4`` on a case-insensitive disk,
@@ -54,7 +60,7 @@ import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -62,10 +68,12 @@ from scipy.spatial.transform import Rotation, Slerp
 
 from posepipe.models.skeletons import H36M17_NAMES, H36M17_PARENTS
 from posepipe.pipeline.downstream.camera import full_frame_translation
+from posepipe.pipeline.downstream.plumbing import PLUMBING_NOTE, plumbing_videos
 from posepipe.pipeline.io.destinations import Claims, count_on_disk, refuse_inside_output
 from posepipe.pipeline.io.output import video_key
 from posepipe.pipeline.io.readback import OutputReader, UnknownVideoError
 
+OPTION = "--output"   # the command-line option DIR came from, for messages
 Format = Literal["smpl", "bvh"]
 DEFAULT_MIN_FRAMES = 10
 # camera (x right, y down, z forward) -> AMASS world (z up)
@@ -109,6 +117,7 @@ class AnimationReport:
     skipped: list[tuple[str, int, str]] = field(default_factory=list)   # (video_id, track_id, why)
     videos: int = 0
     manifest: Path | None = None
+    plumbing: list[str] = field(default_factory=list)   # videos whose rows a random-weights run wrote
 
     def summary_lines(self) -> list[str]:
         lines = [f"{len(self.written)} track file(s) ({self.fmt}) from {self.videos} video(s)"
@@ -301,8 +310,10 @@ def skeleton_motion(rows: pa.Table, fps: float, width: int, height: int, focal: 
 
 def export_animation(output_uri: str, out_dir: str | os.PathLike[str], *, fmt: Format = "smpl",
                      video_ids: list[str] | None = None, min_frames: int = DEFAULT_MIN_FRAMES,
-                     focal: float | None = None) -> AnimationReport:
+                     focal: float | None = None, progress: Callable[[int, int], None] | None = None) -> AnimationReport:
     """Write one file per confirmed track of OUTPUT's committed videos (or `video_ids`) under `out_dir`.
+
+    `progress(done, total)` is called after each video.
 
     `AnimationError` if a file written is not on disk at the end (the report counts what is);
     `DestinationError` if `out_dir` lies in OUTPUT's own folders or two files would share a name."""
@@ -312,21 +323,24 @@ def export_animation(output_uri: str, out_dir: str | os.PathLike[str], *, fmt: F
         raise AnimationError(f"min_frames {min_frames}: must be at least 1")
     reader = OutputReader(output_uri)
     out_dir = Path(out_dir)
-    refuse_inside_output(out_dir, reader.uri)
+    refuse_inside_output(out_dir, reader.uri, option=OPTION)
     known = reader.video_ids()
     wanted = list(dict.fromkeys(known if video_ids is None else video_ids))
     missing = sorted(set(wanted) - set(known))
     if missing:
         raise UnknownVideoError(missing, known, reader.uri)
     claims = Claims()
-    manifest = claims.claim(out_dir / manifest_name(fmt), "the list of track files")
+    manifest = claims.claim(out_dir / manifest_name(fmt), "the list of track files", option=OPTION)
     for video_id in wanted:  # one folder per video, all claimed before the first file is written
         claims.claim(out_dir / video_key(video_id), f"the tracks of {video_id!r}", option=None)
     report = AnimationReport(output_uri=output_uri, fmt=fmt)
     columns = ["frame_index", "timestamp_s", "track_id", "bbox_xyxy", "smpl_camera"]
     columns += ["smpl_global_orient", "smpl_body_pose", "smpl_betas"] if fmt == "smpl" else ["keypoints_3d"]
     written: list[tuple[str, int, Path, int, float]] = []   # video_id, track_id, path, frames, fps
-    for video_id, table in reader.iter_poses(wanted, columns):
+    report.plumbing = sorted(plumbing_videos(output_uri, wanted))
+    for done, (video_id, table) in enumerate(reader.iter_poses(wanted, columns), 1):
+        if progress is not None and done > 1:
+            progress(done - 1, len(wanted))
         row = reader.video_row(video_id)
         if row["status"] != "ok":
             report.skipped.append((video_id, -1, f"failed in the job: {row.get('error')}"))
@@ -345,6 +359,8 @@ def export_animation(output_uri: str, out_dir: str | os.PathLike[str], *, fmt: F
                                 option=None)
             if fmt == "smpl":
                 arrays = smpl_motion(rows, fps, int(row["width"]), int(row["height"]), focal)
+                if video_id in report.plumbing:
+                    arrays["plumbing_run"] = np.array(PLUMBING_NOTE)
                 _write(path, lambda tmp: np.savez(tmp, **arrays))
                 frames = len(arrays["poses"])
             else:
@@ -353,6 +369,8 @@ def export_animation(output_uri: str, out_dir: str | os.PathLike[str], *, fmt: F
                 _write(path, lambda tmp: tmp.write_text(text))
                 frames = len(joints)
             written.append((video_id, track_id, path, frames, fps))
+    if progress is not None and wanted:
+        progress(len(wanted), len(wanted))
     present, lost = count_on_disk(entry[2] for entry in written)
     report.written = present
     if lost:
@@ -362,9 +380,11 @@ def export_animation(output_uri: str, out_dir: str | os.PathLike[str], *, fmt: F
     if written:
         table_text = io.StringIO(newline="")
         out = csv.writer(table_text, lineterminator="\n")
-        out.writerow(["video_id", "track_id", "file", "frames", "fps"])
+        marked = bool(report.plumbing)
+        out.writerow(["video_id", "track_id", "file", "frames", "fps"] + (["plumbing_run"] if marked else []))
         for video_id, track_id, path, frames, fps in written:
-            out.writerow([video_id, track_id, path.relative_to(out_dir).as_posix(), frames, f"{fps:g}"])
+            flag = ["true" if video_id in report.plumbing else "false"] if marked else []
+            out.writerow([video_id, track_id, path.relative_to(out_dir).as_posix(), frames, f"{fps:g}", *flag])
         text = table_text.getvalue()
         report.manifest = _write(manifest, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return report

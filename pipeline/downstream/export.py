@@ -42,8 +42,10 @@ concatenated as a third channel), so 3D annotations carry **no** ``keypoint_scor
 of), 0 where the person or their 3D is absent. H36M-17 is not one of the built-in GCN graph layouts
 (coco, openpose, nturgb+d): give the model a custom layout with 17 nodes and ``H36M17_SKELETON``.
 
-Labels come from the parent folder of each video_id (``jump/clip01.mp4`` -> ``jump``) or from a
-mapping ``video_id -> label`` (a CSV ``video_id,label``; ids may also be given without extension).
+Labels come from the folder holding each video (``jump/clip01.mp4`` -> ``jump``; a video at the top
+of INPUT, whose video_id names no folder, takes the name of the folder its file lies in, as stored in
+the videos table's ``uri``: ``samples`` for the demo's ``samples/street.mp4``) or from a mapping
+``video_id -> label`` (a CSV ``video_id,label``; ids may also be given without extension).
 Label names are indexed in sorted order; when every label is an integer it is used as the index
 itself. The label map (one name per line, line i = label i) is written beside the pickle.
 
@@ -55,6 +57,11 @@ split named ``'all'``.
 
 Videos that are not exported (failed, no confirmed person, no 3D, no label, no split) are listed with
 the reason in the report; nothing is skipped silently.
+
+Videos of a random-weights plumbing run (`pipeline.downstream.plumbing`) are exported like any other
+and marked: the pickle gets a top-level ``'posepipe_plumbing_run'`` entry (the note and the video_ids;
+mmaction2's and PYSKL's loaders read only ``split`` and ``annotations``), the 3D config a comment
+line, and ``report.plumbing`` lists them for the command's warning.
 
 The files an export writes (`posec3d_files`: the pickle, ``<out stem>.labels.txt``, and for 3D
 ``<out stem>.mmaction2.py`` and ``posepipe_h36m.py``) are checked before anything is built
@@ -76,21 +83,25 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence
+from urllib.parse import urlsplit
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from posepipe.models.skeletons import COCO17_NAMES, H36M17_NAMES
+from posepipe.pipeline.downstream.plumbing import PLUMBING_NOTE, plumbing_videos
 from posepipe.pipeline.io.destinations import Claims, DestinationError, refuse_inside_output
 from posepipe.pipeline.io.readback import OutputReader
 from posepipe.pipeline.io.schema import NUM_KP2D, NUM_KP3D
+from posepipe.pipeline.io.uris import file_uri_path, is_object_uri, scheme_of, split_object_uri
 
 Kind = Literal["2d", "3d"]
 PICKLE_PROTOCOL = 4
 DEFAULT_SPLIT = "all"
 DEFAULT_MAX_PERSONS = 2   # mmaction2/PYSKL: FormatGCNInput(num_person=2); PreNormalize3D asserts M in [1, 2]
+PLUMBING_KEY = "posepipe_plumbing_run"
 
 # Each H36M-17 joint's 2D confidence, from the COCO-17 joints it corresponds to (mean where several).
 H36M_FROM_COCO: dict[str, tuple[str, ...]] = {
@@ -159,6 +170,7 @@ class ExportReport:
     dropped_tracks: int = 0                                       # confirmed tracks beyond max_persons
     unmatched: dict[str, list[str]] = field(default_factory=dict)  # 'labels'/'splits' -> ids OUTPUT lacks
     notes: list[str] = field(default_factory=list)
+    plumbing: list[str] = field(default_factory=list)             # exported videos of a random-weights run
 
     def summary_lines(self) -> list[str]:
         lines = [
@@ -488,14 +500,15 @@ def build_posec3d(
     seed: int = 0,
     with_3d_scores: bool = False,
     focal: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[dict[str, Any], ExportReport]:
     """The PoseC3D/PYSKL dataset dict of an OUTPUT, and a report of what was exported and skipped.
 
     `labels`: video_id -> label name or int (label_from='csv', implied when given); otherwise labels
     are the parent folder names (label_from='parent'). `split`: video_id -> split name; or `ratio`:
     split name -> fraction, drawn with `seed`. `max_persons`: M, None for every confirmed track.
-    `focal`: the camera's focal length in pixels for 3D (default: the image diagonal). See the
-    module docstring for the format.
+    `focal`: the camera's focal length in pixels for 3D (default: the image diagonal).
+    `progress(done, total)` is called after each video. See the module docstring for the format.
     """
     if kind not in ("2d", "3d"):
         raise ExportError(f"kind {kind!r}: choose '2d' or '3d'")
@@ -527,7 +540,7 @@ def build_posec3d(
         raw_label, report.unmatched["labels"] = _match(labels, video_ids, "labels", "--labels")
         index, report.label_names = _label_index(list(labels.values()), "--labels")
     else:
-        raw_label = {v: posixpath.basename(posixpath.dirname(v)) for v in video_ids if posixpath.dirname(v)}
+        raw_label = {v["video_id"]: label for v in videos if (label := folder_label(v["video_id"], v.get("uri")))}
         index, report.label_names = _label_index(sorted(set(raw_label.values())))
     split_of: dict[str, str] | None = None
     if split is not None:
@@ -537,7 +550,9 @@ def build_posec3d(
     columns = ["frame_index", "track_id", "bbox_score", "keypoint_scores"]
     columns += ["keypoints_3d", "bbox_xyxy", "smpl_camera"] if kind == "3d" else ["keypoints_2d"]
     annotations: dict[str, dict[str, Any]] = {}
-    for row in videos:
+    for done, row in enumerate(videos):
+        if progress is not None and done:
+            progress(done, len(videos))
         video_id = row["video_id"]
         reason = _reason_to_skip(row, video_id, raw_label, split_of, label_from)
         if reason:
@@ -578,8 +593,31 @@ def build_posec3d(
     if kind == "3d" and (max_persons is None or max_persons > 2) and any(m > 2 for m in report.persons.values()):
         report.notes.append("3d: some videos have more than 2 persons; mmaction2's PreNormalize3D accepts at most 2 "
                             "(export with --max-persons 2)")
-    dataset = {"split": splits, "annotations": list(annotations.values())}
+    if progress is not None and videos:
+        progress(len(videos), len(videos))
+    dataset: dict[str, Any] = {"split": splits, "annotations": list(annotations.values())}
+    report.plumbing = sorted(plumbing_videos(output_uri, report.exported)) if report.exported else []
+    if report.plumbing:
+        dataset[PLUMBING_KEY] = {"note": PLUMBING_NOTE, "video_ids": list(report.plumbing)}
     return dataset, report
+
+
+def folder_label(video_id: str, uri: str | None) -> str | None:
+    """The name of the folder holding a video: its video_id's (``jump/clip01.mp4`` -> ``jump``), or,
+    for a video at the top of INPUT, the folder its file lies in (`uri`); None where there is none."""
+    if posixpath.dirname(video_id):
+        return posixpath.basename(posixpath.dirname(video_id))
+    if not uri:
+        return None
+    if is_object_uri(uri):
+        path = split_object_uri(uri)[1]
+    elif scheme_of(uri) == "file":
+        path = file_uri_path(uri)
+    elif scheme_of(uri):
+        path = urlsplit(uri).path
+    else:
+        path = uri.replace(os.sep, "/")
+    return posixpath.basename(posixpath.dirname(path)) or None
 
 
 def _reason_to_skip(row: Mapping[str, Any], video_id: str, raw_label: Mapping[str, Any],
@@ -589,7 +627,8 @@ def _reason_to_skip(row: Mapping[str, Any], video_id: str, raw_label: Mapping[st
     if not row.get("num_frames") or not row.get("width") or not row.get("height"):
         return "the videos table has no frame count or frame size for it"
     if video_id not in raw_label:
-        return "no parent folder to take the label from (expected class/video.ext)" if label_from == "parent" else "not in the labels CSV"
+        return ("no folder to take the label from (its file lies at the top of its bucket): give --labels"
+                if label_from == "parent" else "not in the labels CSV")
     if split_of is not None and video_id not in split_of:
         return "not in the splits CSV"
     return None
@@ -636,7 +675,7 @@ def posec3d_files(out: str | os.PathLike[str], kind: str) -> dict[str, Path]:
 
     out = Path(out)
     if not out.name or out.name in (".", ".."):
-        raise DestinationError(f"--out {str(out)!r} names no file; give the pickle's path, e.g. dataset.pkl")
+        raise DestinationError(f"--output {str(out)!r} names no file; give the pickle's path, e.g. dataset.pkl", "--output")
     files = {"pickle": out, "label map": out.with_suffix(".labels.txt")}
     if kind == "3d":
         files["mmaction2 config"] = out.with_suffix(".mmaction2.py")
@@ -647,13 +686,13 @@ def posec3d_files(out: str | os.PathLike[str], kind: str) -> dict[str, Path]:
 def check_posec3d_files(out: str | os.PathLike[str], kind: str, output_uri: str,
                         inputs: Sequence[tuple[str, Path | None]] = ()) -> dict[str, Path]:
     """`posec3d_files`, or `DestinationError` if one lies in OUTPUT's own folders, two are one file
-    (``--out posepipe_h36m.py --kind 3d`` would write the pickle and the module to one name), or one is
+    (``--output posepipe_h36m.py --kind 3d`` would write the pickle and the module to one name), or one is
     an input file (``inputs``: (option, path) pairs such as the --labels CSV)."""
     files = posec3d_files(out, kind)
     claims = Claims()
     for what, path in files.items():
-        refuse_inside_output(path, output_uri)
-        claims.claim(path, f"the {what}")
+        refuse_inside_output(path, output_uri, option="--output")
+        claims.claim(path, f"the {what}", option="--output")
     claims.refuse_inputs(inputs)
     return files
 
@@ -690,6 +729,8 @@ def write_mmaction_config(report: ExportReport, out: str | os.PathLike[str]) -> 
     out = files["pickle"]
     written = []
     config = config_text(out.name, len(report.label_names), list(report.split_sizes), files["mmaction2 config"].name)
+    if report.plumbing:
+        config = f"# {PLUMBING_NOTE}: {len(report.plumbing)} of the pickle's videos. Not for training.\n" + config
     for path, text in ((files["mmaction2 config"], config),
                        (files["bone transform module"], TRANSFORM_MODULE)):
         tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"

@@ -15,16 +15,25 @@ The source video is found through the videos table's ``uri`` (pass ``source`` wh
 decoded with `pipeline.io.video.open_video`. Before anything is drawn, the source is checked against
 the video's ``videos`` row: a different frame count, frame size or frame rate, or (for ``source``)
 a different file name than the video_id's, means the poses would be drawn over another video, so
-`SourceMismatchError` is raised; ``force_source=True`` draws anyway. Videos are written with OpenCV's ``mp4v`` codec at the
-video's frame rate, frames as PNG (or JPEG, by extension). Files appear whole (temp + rename).
+`SourceMismatchError` is raised; ``force_source=True`` draws anyway. Frames are written as PNG (or
+JPEG, by extension); videos as H.264 through PyAV (`H264Writer`), at the video's frame rate, in the
+form every player takes: yuv420p (4:2:0, so width and height are made even by a black pixel row or
+column), High profile, and for MP4/MOV/M4V the index (``moov``) before the data (``+faststart``), so
+a browser starts playing before the file has arrived. (OpenCV's writer gave MPEG-4 Part 2,
+``mp4v``, which browsers, Jupyter and VS Code do not play.) Files appear whole (temp + rename).
+
+**A random-weights plumbing run's rows** (`pipeline.downstream.plumbing`) are drawn with
+``PLUMBING_NOTE`` written across the bottom of every frame, so no picture of meaningless poses passes
+for a real one.
 
 **A video whose frame size changes mid-stream** (a concatenated or spliced stream): the output
 has one size, the video's first frame's (the size the videos table records; plus the 3D panel),
 whatever frame ``start`` picks. Each frame is drawn at the size it is decoded at (the size the
 run's poses are in), and a frame of another size is then scaled to fit, its aspect ratio kept,
 centred on black bars. (Where `pipeline.io.video` already scales every frame to the first size,
-as the run then saw them, nothing is left to fit.) OpenCV's writer would otherwise drop every frame
-of another size without a word. The result says how many frames were scaled.
+as the run then saw them, nothing is left to fit.) A video stream has one size: a writer given
+frames of another either drops them (OpenCV's did, without a word) or fails. The result says how
+many frames were scaled.
 
 **What is reported is what the file holds**: after writing, the video file is read back and its
 frames counted (its coded video packets); a count short of the frames drawn is a `RenderError`
@@ -38,7 +47,9 @@ import os
 import posixpath
 import uuid
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
+from typing import Callable
 from urllib.parse import urlsplit
 
 import cv2
@@ -47,6 +58,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from posepipe.models.skeletons import COCO17_SKELETON, H36M17_LEFT, H36M17_RIGHT, H36M17_SKELETON
+from posepipe.pipeline.downstream.plumbing import PLUMBING_NOTE, plumbing_videos
 from posepipe.pipeline.io.destinations import DestinationError, refuse_inside_output
 from posepipe.pipeline.io.readback import OutputReader
 from posepipe.pipeline.io.redaction import scrub
@@ -59,6 +71,12 @@ PANEL_HEIGHT_M = 2.2          # metres shown over the 3D panel's height
 UNCONFIRMED_COLOR = (160, 160, 160)
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi")
+# H.264 encoders in the order tried: FFmpeg's x264 (PyAV's wheels carry it), then Cisco's OpenH264
+# (an FFmpeg built without GPL parts). Every one writes a stream any H.264 decoder plays.
+H264_ENCODERS = ("libx264", "libopenh264")
+H264_OPTIONS = {"libx264": {"crf": "20", "preset": "veryfast", "profile": "high"}, "libopenh264": {}}
+FASTSTART_SUFFIXES = (".mp4", ".m4v", ".mov")
+OPTION = "--output"   # the command-line option the output path came from, for messages
 _GOLDEN = 0.618033988749895
 
 
@@ -171,6 +189,7 @@ class _Loaded:
     source_given: bool = False
     force_source: bool = False
     source_size: tuple[int, int] = (0, 0)  # (width, height) of the source's first frame, once opened
+    plumbing_run: bool = False             # a random-weights run wrote these rows: every frame says so
 
 
 def _load(output_uri: str, video_id: str, start: int, stop: int | None, with_3d: bool, source: str | None,
@@ -221,16 +240,35 @@ def _load(output_uri: str, video_id: str, start: int, stop: int | None, with_3d:
         has = np.isfinite(k3d).all(axis=(1, 2))
         columns_3d = sorted(int(t) for t in np.unique(track[has]))
     return _Loaded(source or row["uri"], float(row["fps"] or 0.0), num_frames, frames, columns_3d, video_id,
-                   (int(row["width"] or 0), int(row["height"] or 0)), source is not None, force_source)
+                   (int(row["width"] or 0), int(row["height"] or 0)), source is not None, force_source,
+                   plumbing_run=bool(plumbing_videos(output_uri, [video_id])))
 
 
 def _compose(image: np.ndarray, poses: FramePoses | None, loaded: _Loaded, with_3d: bool) -> np.ndarray:
     if poses is not None:
         draw_poses(image, poses)
-    if not with_3d:
-        return image
-    panel = draw_3d_panel(image.shape[0], poses, loaded.columns_3d)
-    return np.concatenate([image, panel], axis=1)
+    if with_3d:
+        image = np.concatenate([image, draw_3d_panel(image.shape[0], poses, loaded.columns_3d)], axis=1)
+    if loaded.plumbing_run:
+        draw_watermark(image, PLUMBING_NOTE)
+    return image
+
+
+WATERMARK_COLOR = (0, 0, 255)   # BGR red on a black band
+
+
+def draw_watermark(image: np.ndarray, text: str) -> np.ndarray:
+    """`text` in red on a black band across the bottom of `image`, scaled to the image's width (in place)."""
+    height, width = image.shape[:2]
+    font, thickness = cv2.FONT_HERSHEY_SIMPLEX, 1
+    (w, h), base = cv2.getTextSize(text, font, 1.0, thickness)
+    scale = max(0.3, min(1.0, 0.95 * width / max(w, 1)))
+    thickness = 2 if scale >= 0.8 else 1
+    (w, h), base = cv2.getTextSize(text, font, scale, thickness)
+    top = max(0, height - h - base - 6)
+    image[top:] = 0
+    cv2.putText(image, text, (max(0, (width - w) // 2), height - base - 3), font, scale, WATERMARK_COLOR, thickness, cv2.LINE_AA)
+    return image
 
 
 def _file_stem(uri_or_path: str) -> str:
@@ -301,11 +339,11 @@ def _decode(loaded: _Loaded, start: int, stop: int):  # noqa: ANN202 - generator
 
 def _refuse_bad_destination(out: Path, output_uri: str, loaded: _Loaded) -> None:
     if scheme_of(loaded.uri) in ("", "file") and out.resolve() == Path(local_path(loaded.uri)).resolve():
-        raise RenderOptionError(f"{out} is the source video itself; write the render elsewhere", "--out")
+        raise RenderOptionError(f"{out} is the source video itself; write the render elsewhere", OPTION)
     try:
-        refuse_inside_output(out, output_uri)
+        refuse_inside_output(out, output_uri, option=OPTION)
     except DestinationError as exc:
-        raise RenderOptionError(str(exc), "--out") from None
+        raise RenderOptionError(str(exc), OPTION) from None
 
 
 def fit_frame(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -325,16 +363,82 @@ def fit_frame(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def count_video_frames(path: str | os.PathLike[str]) -> int:
     """Frames a written video file holds: its video stream's coded packets, read back with PyAV."""
+    return read_back(path)[0]
+
+
+def even_size(size: tuple[int, int]) -> tuple[int, int]:
+    """(width, height) rounded up to even numbers: 4:2:0 chroma covers 2x2 pixel blocks."""
+    return size[0] + size[0] % 2, size[1] + size[1] % 2
+
+
+class H264Writer:
+    """BGR uint8 frames of one size into an H.264 video that browsers play (see the module).
+
+    Frames of an odd width or height get one black column or row; `size` is the size written.
+    `close()` flushes the encoder and writes the container's index; use it as a context manager."""
+
+    def __init__(self, path: str | os.PathLike[str], fps: float, size: tuple[int, int], suffix: str | None = None) -> None:
+        import av
+
+        suffix = (suffix or Path(path).suffix).lower()
+        self.codec = _h264_encoder()
+        self.size = even_size(size)
+        rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(30)
+        fmt = {".mov": "mov", ".avi": "avi"}.get(suffix, "mp4")   # .m4v is MP4 (FFmpeg's "m4v" is raw MPEG-4)
+        options = {"movflags": "+faststart"} if suffix in FASTSTART_SUFFIXES else {}
+        self.container = av.open(str(path), "w", format=fmt, options=options)
+        try:
+            self.stream = self.container.add_stream(self.codec, rate=rate, options=dict(H264_OPTIONS.get(self.codec, {})))
+            self.stream.width, self.stream.height = self.size
+            self.stream.pix_fmt = "yuv420p"
+            self.stream.codec_context.time_base = 1 / rate
+        except Exception:
+            self.container.close()
+            raise
+        self.frames = 0
+
+    def write(self, image: np.ndarray) -> None:
+        import av
+
+        height, width = image.shape[:2]
+        if even_size((width, height)) != self.size:  # a bug upstream (fit_frame skipped): never a silent drop
+            raise RenderError(f"a {width}x{height} frame reached the writer of a {self.size[0]}x{self.size[1]} video; "
+                              "frames of another size must be fitted first")
+        if (width, height) != self.size:
+            image = cv2.copyMakeBorder(image, 0, self.size[1] - height, 0, self.size[0] - width, cv2.BORDER_CONSTANT, value=0)
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
+        frame.pts = self.frames
+        frame.time_base = self.stream.codec_context.time_base
+        self.container.mux(self.stream.encode(frame))
+        self.frames += 1
+
+    def close(self) -> None:
+        if self.container is None:
+            return
+        try:
+            self.container.mux(self.stream.encode(None))
+        finally:
+            self.container.close()
+            self.container = None
+
+    def __enter__(self) -> "H264Writer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _h264_encoder() -> str:
     import av
 
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                return 0
-            stream = container.streams.video[0]
-            return sum(1 for packet in container.demux(stream) if packet.size)
-    except av.error.FFmpegError as exc:
-        raise RenderError(f"the video written to {path} cannot be read back: {exc}") from None
+    for name in H264_ENCODERS:
+        try:
+            av.codec.Codec(name, "w")
+        except (av.error.FFmpegError, ValueError):  # UnknownCodecError is a ValueError
+            continue
+        return name
+    raise RenderError(f"this PyAV's FFmpeg has no H.264 encoder ({', '.join(H264_ENCODERS)}); install PyAV's "
+                      "own wheel (pip install --force-reinstall av), which carries libx264")
 
 
 def _temp_beside(path: Path) -> Path:
@@ -347,7 +451,7 @@ def render_frame(output_uri: str, video_id: str, frame_index: int, out_png: str 
     """Draw one frame of `video_id` with its poses to an image file (PNG/JPEG by extension)."""
     out = Path(out_png)
     if out.suffix.lower() not in FRAME_SUFFIXES:
-        raise RenderOptionError(f"{out}: write a frame to one of {', '.join(FRAME_SUFFIXES)}", "--out")
+        raise RenderOptionError(f"{out}: write a frame to one of {', '.join(FRAME_SUFFIXES)}", OPTION)
     loaded = _load(output_uri, video_id, frame_index, frame_index + 1, with_3d, source, force_source, "--frame")
     _refuse_bad_destination(out, output_uri, loaded)
     decoded = list(_decode(loaded, frame_index, frame_index + 1))
@@ -374,22 +478,26 @@ class RenderedVideo:
     size: tuple[int, int]   # (width, height)
     scaled: int = 0         # frames of another size, scaled to fit `size`
     other_sizes: tuple[tuple[int, int], ...] = ()   # those frames' (width, height) as decoded, with the panel
+    codec: str = "h264"     # the written stream's codec, as read back
+    plumbing_run: bool = False   # the rows are a random-weights run's: every frame is watermarked
 
 
 def render_video(output_uri: str, video_id: str, out_path: str | os.PathLike[str], *, with_3d: bool = False,
                  start: int | None = None, stop: int | None = None, source: str | None = None,
-                 force_source: bool = False) -> RenderedVideo:
-    """Draw frames [start, stop) of `video_id` with its poses into an mp4 (mp4v) at the video's fps."""
+                 force_source: bool = False, progress: Callable[[int, int], None] | None = None) -> RenderedVideo:
+    """Draw frames [start, stop) of `video_id` with its poses into an H.264 video at the video's fps.
+
+    `progress(done, total)` is called after each frame written."""
     out = Path(out_path)
     if out.suffix.lower() not in VIDEO_SUFFIXES:
-        raise RenderOptionError(f"{out}: write a video to one of {', '.join(VIDEO_SUFFIXES)}", "--out")
+        raise RenderOptionError(f"{out}: write a video to one of {', '.join(VIDEO_SUFFIXES)}", OPTION)
     start = start or 0
     loaded = _load(output_uri, video_id, start, stop, with_3d, source, force_source)
     _refuse_bad_destination(out, output_uri, loaded)
     stop = loaded.num_frames if stop is None else min(stop, loaded.num_frames)
     fps = loaded.fps if loaded.fps > 0 else 30.0
     tmp = _temp_beside(out)
-    writer: cv2.VideoWriter | None = None
+    writer: H264Writer | None = None
     count, scaled, size = 0, 0, (0, 0)
     others: dict[tuple[int, int], None] = {}
     try:
@@ -399,30 +507,45 @@ def render_video(output_uri: str, video_id: str, out_path: str | os.PathLike[str
                 # The video's first frame size (as the run recorded it), whatever frame --start picks.
                 width, height = loaded.source_size if all(loaded.source_size) else (frame.shape[1], frame.shape[0])
                 size = (width + (height if with_3d else 0), height)
-                writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-                if not writer.isOpened():
-                    raise RenderError(f"OpenCV's mp4v writer would not open a {size[0]}x{size[1]} {out.suffix} video"
-                                      + (" (MPEG-4 needs frames of at least 2x2 pixels); render single frames with "
-                                         "--frame instead" if min(size) < 2 else " here; try another suffix"))
+                writer = H264Writer(tmp, fps, size, suffix=out.suffix)
             if (image.shape[1], image.shape[0]) != size:
                 others[(image.shape[1], image.shape[0])] = None
                 image = fit_frame(image, size)
+                if loaded.plumbing_run:  # the note stays legible on a scaled frame
+                    draw_watermark(image, PLUMBING_NOTE)
                 scaled += 1
             writer.write(image)
             count += 1
+            if progress is not None:
+                progress(count, stop - start)
         if writer is None:
             raise RenderError(f"no frame of {redact(loaded.uri)} decoded in {start}..{stop}")
-        writer.release()
+        codec, size = writer.codec, writer.size
+        writer.close()
         writer = None
-        held = count_video_frames(tmp)
+        held, written_codec = read_back(tmp)
         if held != count:
-            raise RenderError(f"OpenCV's video writer kept {held} of the {count} frames drawn ({out.suffix}, mp4v); "
+            raise RenderError(f"the video writer kept {held} of the {count} frames drawn ({out.suffix}, {codec}); "
                               f"nothing was written to {out}")
         os.replace(tmp, out)
     finally:
         if writer is not None:
-            writer.release()
+            writer.close()
         tmp.unlink(missing_ok=True)
     if not out.is_file():
         raise RenderError(f"{out} is not on disk after writing it (removed meanwhile?)")
-    return RenderedVideo(out, held, fps, size, scaled, tuple(others))
+    return RenderedVideo(out, held, fps, size, scaled, tuple(others), written_codec, loaded.plumbing_run)
+
+
+def read_back(path: str | os.PathLike[str]) -> tuple[int, str]:
+    """(frames, codec name) of a written video file's first video stream, read back with PyAV."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                return 0, ""
+            stream = container.streams.video[0]
+            return sum(1 for packet in container.demux(stream) if packet.size), stream.codec_context.name
+    except av.error.FFmpegError as exc:
+        raise RenderError(f"the video written to {path} cannot be read back: {exc}") from None

@@ -43,7 +43,7 @@ def positive_rate(section: dict, count: str = "frames", unit: str = "fps") -> No
 def test_bench_reports_every_section(clip, tmp_path):
     out = tmp_path / "results.json"
     result = CliRunner().invoke(bench_command, [str(clip), "--random-weights", "--frames", str(FRAMES), "--max-persons", "1",
-                                                "--device", "cpu", "--no-ray", "--no-h264", "--out", str(out)],
+                                                "--device", "cpu", "--no-ray", "--no-h264", "--output", str(out)],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)

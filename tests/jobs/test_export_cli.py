@@ -21,7 +21,7 @@ def run(*args: str):
 
 def test_posec3d_writes_pickle_and_label_map_and_lists_skipped_videos(out, tmp_path):
     dest = tmp_path / "dataset.pkl"
-    result = run(str(out.root), "--out", str(dest), "--max-persons", "2", "--split-ratio", "train=0.5,val=0.5", "--seed", "3")
+    result = run(str(out.root), "--output", str(dest), "--max-persons", "2", "--split-ratio", "train=0.5,val=0.5", "--seed", "3")
     assert result.exit_code == 0, result.output
     assert "3 of 5 videos exported (2d), 2 classes, splits: train=" in result.output
     assert "run/broken.mp4: failed in the job" in result.output
@@ -36,7 +36,7 @@ def test_posec3d_3d_with_label_and_split_csvs(out, tmp_path):
     (tmp_path / "labels.csv").write_text("video_id,label\njump/a.mp4,1\njump/b.mp4,0\nrun/c.mp4,1\n")
     (tmp_path / "splits.csv").write_text("video_id,split\njump/a.mp4,train\njump/b.mp4,train\nrun/c.mp4,test\n")
     dest = tmp_path / "ds3d.pkl"
-    result = run(str(out.root), "--out", str(dest), "--kind", "3d",
+    result = run(str(out.root), "--output", str(dest), "--kind", "3d",
                  "--labels", str(tmp_path / "labels.csv"), "--splits", str(tmp_path / "splits.csv"))
     assert result.exit_code == 0, result.output
     data = pickle.loads(dest.read_bytes())
@@ -52,7 +52,7 @@ def test_posec3d_3d_with_label_and_split_csvs(out, tmp_path):
 
 def test_posec3d_max_persons_zero_keeps_every_confirmed_track(out, tmp_path):
     dest = tmp_path / "all.pkl"
-    result = run(str(out.root), "--out", str(dest), "--max-persons", "0")
+    result = run(str(out.root), "--output", str(dest), "--max-persons", "0")
     assert result.exit_code == 0, result.output
     assert max(a["keypoint"].shape[0] for a in pickle.loads(dest.read_bytes())["annotations"]) == 3
     assert not (tmp_path / "all.mmaction2.py").exists()  # 2D: mmaction2's shipped configs fit as they are
@@ -67,14 +67,14 @@ def test_posec3d_option_errors_are_clear(out, tmp_path, extra, message):
     csv = tmp_path / "s.csv"
     csv.write_text("jump/a.mp4,train\n")
     extra = [str(csv) if e == "__CSV__" else e for e in extra]
-    result = run(str(out.root), "--out", str(tmp_path / "d.pkl"), *extra)
+    result = run(str(out.root), "--output", str(tmp_path / "d.pkl"), *extra)
     assert result.exit_code != 0 and message in result.output
     assert not (tmp_path / "d.pkl").exists()
 
 
 def test_posec3d_on_a_folder_that_is_not_an_output(tmp_path):
     (tmp_path / "nothing").mkdir()
-    result = run(str(tmp_path / "nothing"), "--out", str(tmp_path / "d.pkl"))
+    result = run(str(tmp_path / "nothing"), "--output", str(tmp_path / "d.pkl"))
     assert result.exit_code == 2 and "not a posepipe OUTPUT" in result.output and "OUTPUT" in result.output
     assert not (tmp_path / "d.pkl").exists()
 
@@ -101,7 +101,7 @@ def test_posec3d_on_a_folder_that_is_not_an_output(tmp_path):
 def test_malformed_label_and_split_files_are_usage_errors(out, tmp_path, option, data, message):
     csv = tmp_path / "mapping.csv"
     csv.write_bytes(data)
-    result = run(str(out.root), "--out", str(tmp_path / "d.pkl"), option, str(csv))
+    result = run(str(out.root), "--output", str(tmp_path / "d.pkl"), option, str(csv))
     assert result.exit_code == 2, result.output
     assert f"Invalid value for '{option}'" in result.output and str(csv) in result.output and message in result.output
     assert not (tmp_path / "d.pkl").exists()
@@ -109,14 +109,14 @@ def test_malformed_label_and_split_files_are_usage_errors(out, tmp_path, option,
 
 def test_a_header_names_the_columns_in_any_order(out, tmp_path):
     (tmp_path / "labels.csv").write_text("label,video_id\nup,jump/a.mp4\ndown,jump/b.mp4\n")
-    result = run(str(out.root), "--out", str(tmp_path / "d.pkl"), "--labels", str(tmp_path / "labels.csv"))
+    result = run(str(out.root), "--output", str(tmp_path / "d.pkl"), "--labels", str(tmp_path / "labels.csv"))
     assert result.exit_code == 0, result.output
     assert (tmp_path / "d.labels.txt").read_text() == "down\nup\n"
 
 
 def test_when_nothing_is_exported_the_csv_ids_that_matched_nothing_are_listed(out, tmp_path):
     (tmp_path / "labels.csv").write_text("a.mp4,jump\nb.mp4,jump\n")   # file names, not paths relative to INPUT
-    result = run(str(out.root), "--out", str(tmp_path / "d.pkl"), "--labels", str(tmp_path / "labels.csv"))
+    result = run(str(out.root), "--output", str(tmp_path / "d.pkl"), "--labels", str(tmp_path / "labels.csv"))
     assert result.exit_code == 1
     assert "2 id(s) in the labels CSV are not videos of this OUTPUT: a.mp4, b.mp4" in result.output
     assert "no video could be exported" in result.output
@@ -124,7 +124,7 @@ def test_when_nothing_is_exported_the_csv_ids_that_matched_nothing_are_listed(ou
 
 def test_an_unwritable_out_is_a_message(out, tmp_path):
     (tmp_path / "file").write_text("")
-    result = run(str(out.root), "--out", str(tmp_path / "file" / "d.pkl"))
+    result = run(str(out.root), "--output", str(tmp_path / "file" / "d.pkl"))
     assert result.exit_code == 1 and "cannot write" in result.output and str(tmp_path / "file") in result.output
 
 
@@ -134,7 +134,7 @@ def test_video_ids_with_markup_spaces_and_unicode_are_printed_as_they_are(tmp_pa
     ids = ["cls [/x]/clip [bold]1.mp4", "vidéos ünï/clip 2.mp4", "cls [/x]/nobody.mp4"]
     spec = fake_output(tmp_path / "out", [FakeVideo(ids[0], 3, tracks={0: [0, 1, 2]}), FakeVideo(ids[1], 3, tracks={0: [0, 1]}),
                                           FakeVideo(ids[2], 3)], junk=False)
-    result = run(str(spec.root), "--out", str(tmp_path / "d.pkl"))
+    result = run(str(spec.root), "--output", str(tmp_path / "d.pkl"))
     assert result.exit_code == 0, result.output
     assert "cls [/x]/nobody.mp4: no person detected" in result.output
     data = pickle.loads((tmp_path / "d.pkl").read_bytes())
@@ -150,7 +150,7 @@ def test_names_and_errors_from_the_output_are_printed_inert(tmp_path):
         FakeVideo("cls/good.mp4", 3, tracks={0: [0, 1, 2]}),
         FakeVideo(evil, 0, status="failed", error="could not read https://u:hunter2@host/x.mp4?sig=s3cr3t \x1b[2J"),
     ], junk=False)
-    result = run(str(spec.root), "--out", str(tmp_path / "d.pkl"))
+    result = run(str(spec.root), "--output", str(tmp_path / "d.pkl"))
     assert result.exit_code == 0, result.output
     assert "\x1b" not in result.stderr and "\x07" not in result.stderr
     assert not any(line.startswith("fake") for line in result.stderr.splitlines())  # the newline is shown escaped
@@ -162,6 +162,6 @@ def test_names_and_errors_from_the_output_are_printed_inert(tmp_path):
 def test_out_that_would_overwrite_the_labels_file_is_refused(out, tmp_path):
     labels = tmp_path / "labels.csv"
     labels.write_text("jump/a.mp4,jump\n")
-    result = run(str(out.root), "--out", str(labels), "--labels", str(labels))
+    result = run(str(out.root), "--output", str(labels), "--labels", str(labels))
     assert result.exit_code == 2 and "is the --labels file" in result.output
     assert labels.read_text() == "jump/a.mp4,jump\n"

@@ -97,7 +97,7 @@ def reserved_snapshot(root: Path) -> dict[str, bytes]:
 def test_export_smpl_gives_every_video_its_own_files(tmp_path, fmt):
     out = smpl_output(tmp_path / "out", HOSTILE_IDS)
     anim = tmp_path / "anim"
-    result = cli("export", "smpl", out, "--out", anim, "--format", fmt, "--min-frames", "5")
+    result = cli("export", "smpl", out, "--output", anim, "--format", fmt, "--min-frames", "5")
     assert result.exit_code == 0, result.output
     assert "\x1b" not in result.output and all(line.isprintable() for line in result.output.splitlines())
     suffix = ".npz" if fmt == "smpl" else ".bvh"
@@ -127,12 +127,12 @@ def test_export_smpl_gives_every_video_its_own_files(tmp_path, fmt):
 
 
 def test_two_videos_that_would_share_a_folder_stop_the_export_before_anything_is_written(tmp_path):
-    """A link in --out makes two videos' folders one, as a case-insensitive disk would: refused, not overwritten."""
+    """A link in --output makes two videos' folders one, as a case-insensitive disk would: refused, not overwritten."""
     out = smpl_output(tmp_path / "out", ["walk/Clip.mp4", "walk/clip.mp4"])
     anim = tmp_path / "anim"
     (anim / video_key("walk/Clip.mp4")).mkdir(parents=True)
     (anim / video_key("walk/clip.mp4")).symlink_to(anim / video_key("walk/Clip.mp4"), target_is_directory=True)
-    result = cli("export", "smpl", out, "--out", anim)
+    result = cli("export", "smpl", out, "--output", anim)
     assert result.exit_code == 1, result.output
     assert "would overwrite the other" in result.output and "Traceback" not in result.output
     assert not list(anim.rglob("*.npz")) and not (anim / "tracks_smpl.csv").exists()
@@ -150,11 +150,11 @@ def test_a_file_two_names_lead_to_is_counted_once(tmp_path):
 
 @pytest.mark.parametrize("name", ["posepipe_h36m.py", "POSEPIPE_H36M.py", "Posepipe_H36m.PY"])
 def test_posec3d_files_that_would_be_one_file_are_refused(tmp_path, name):
-    """--out named like the bone transform module written beside a 3D pickle (in any case)."""
+    """--output named like the bone transform module written beside a 3D pickle (in any case)."""
     out = smpl_output(tmp_path / "out", ["jump/a.mp4", "jump/b.mp4"])
-    result = cli("export", "posec3d", out, "--out", tmp_path / "ds" / name, "--kind", "3d")
+    result = cli("export", "posec3d", out, "--output", tmp_path / "ds" / name, "--kind", "3d")
     assert result.exit_code == 2, result.output
-    assert "would overwrite the other" in result.output and "'--out'" in result.output
+    assert "would overwrite the other" in result.output and "'--output'" in result.output
     assert not (tmp_path / "ds").exists()
 
 
@@ -162,7 +162,7 @@ def test_posec3d_reports_the_files_on_disk_and_frame_dirs_stay_distinct(tmp_path
     ids = ["jump/a.b", "jump/a.c", "jump/a.b.d", "jump/A.b.d", "jump/x.mp4", "jump/x.mov"]
     out = smpl_output(tmp_path / "out", ids)
     dest = tmp_path / "ds" / "set.pkl"
-    result = cli("export", "posec3d", out, "--out", dest, "--kind", "3d")
+    result = cli("export", "posec3d", out, "--output", dest, "--kind", "3d")
     assert result.exit_code == 0, result.output
     written = [line[len("wrote "):] for line in result.output.splitlines() if line.startswith("wrote ")]
     assert sorted(written) == sorted(str(p) for p in (dest, dest.with_suffix(".labels.txt"),
@@ -182,7 +182,7 @@ def test_the_mmaction2_config_names_the_pickle_whatever_its_name(tmp_path, name)
 
     out = smpl_output(tmp_path / "out", ["jump/a.mp4", "jump/b.mp4"])
     dest = tmp_path / "ds" / name
-    result = cli("export", "posec3d", out, "--out", dest, "--kind", "3d")
+    result = cli("export", "posec3d", out, "--output", dest, "--kind", "3d")
     assert result.exit_code == 0, result.output
     config = dest.with_suffix(".mmaction2.py")
     tree = ast.parse(config.read_text())  # a SyntaxError here is the break
@@ -228,7 +228,7 @@ def test_render_keeps_every_frame_of_a_stream_whose_size_changes(tmp_path, secon
     out = fake_output(tmp_path / "out", [FakeVideo("spliced.ts", 6, width=160, height=120, fps=10.0, uri=str(clip),
                                                    tracks={1: [0]})], junk=False)
     dest = tmp_path / "o.mp4"
-    result = cli("render", out.root, "--video", "spliced.ts", "--out", dest, *extra)
+    result = cli("render", out.root, "--video", "spliced.ts", "--output", dest, *extra)
     assert result.exit_code == 0, result.output
     frames = frames_in(dest)
     expected = 6 - (4 if "--start" in extra else 0)
@@ -246,9 +246,9 @@ def test_render_keeps_every_frame_of_a_stream_whose_size_changes(tmp_path, secon
         assert abs(float(np.median(last[:10])) - 130) < 12 and abs(float(np.median(last[:, :10])) - 130) < 12
 
 
-def test_render_says_so_when_the_writer_drops_frames(tmp_path, monkeypatch):
-    """Frames of another size reaching OpenCV's writer are dropped without a word: were the fitting
-    ever skipped, the read-back count says so and nothing is written."""
+def test_render_says_so_when_the_writer_is_given_another_size(tmp_path, monkeypatch):
+    """A video stream has one size (OpenCV's writer dropped frames of another without a word): were
+    the fitting ever skipped, the writer refuses the frame, the render stops and nothing is written."""
     from posepipe.pipeline.downstream import render
 
     clip = size_changing_clip(tmp_path / "in", (240, 120))
@@ -262,11 +262,11 @@ def test_render_says_so_when_the_writer_drops_frames(tmp_path, monkeypatch):
 
     monkeypatch.setattr(render, "_decode", own_sizes)
     monkeypatch.setattr(render, "fit_frame", lambda image, size: image)
-    result = cli("render", out.root, "--video", "spliced.ts", "--out", tmp_path / "o.mp4")
-    assert result.exit_code == 1 and "kept 3 of the 6 frames" in result.output, result.output
+    result = cli("render", out.root, "--video", "spliced.ts", "--output", tmp_path / "o.mp4")
+    assert result.exit_code == 1 and "a 240x120 frame reached the writer of a 160x120 video" in result.output, result.output
     assert not (tmp_path / "o.mp4").exists() and not list(tmp_path.glob(".o.*"))
     monkeypatch.setattr(render, "fit_frame", FIT_FRAME)  # the real fitting back: all six kept
-    result = cli("render", out.root, "--video", "spliced.ts", "--out", tmp_path / "o.mp4")
+    result = cli("render", out.root, "--video", "spliced.ts", "--output", tmp_path / "o.mp4")
     assert result.exit_code == 0 and len(frames_in(tmp_path / "o.mp4")) == 6, result.output
     assert "3 frame(s) of 240x120 were scaled to fit 160x120" in result.output
 
@@ -278,10 +278,10 @@ def test_render_says_so_when_the_writer_drops_frames(tmp_path, monkeypatch):
 def commands(tmp_path: Path, gt: Path) -> dict[str, list[str]]:
     return {
         "files": ["files"],
-        "posec3d": ["export", "posec3d", "{OUTPUT}", "--out", str(tmp_path / "w" / "d.pkl")],
-        "smpl": ["export", "smpl", "{OUTPUT}", "--out", str(tmp_path / "w" / "anim")],
-        "render": ["render", "{OUTPUT}", "--video", "walk/clip.mp4", "--out", str(tmp_path / "w" / "o.mp4")],
-        "frame": ["render", "{OUTPUT}", "--video", "walk/clip.mp4", "--frame", "0", "--out", str(tmp_path / "w" / "f.png")],
+        "posec3d": ["export", "posec3d", "{OUTPUT}", "--output", str(tmp_path / "w" / "d.pkl")],
+        "smpl": ["export", "smpl", "{OUTPUT}", "--output", str(tmp_path / "w" / "anim")],
+        "render": ["render", "{OUTPUT}", "--video", "walk/clip.mp4", "--output", str(tmp_path / "w" / "o.mp4")],
+        "frame": ["render", "{OUTPUT}", "--video", "walk/clip.mp4", "--frame", "0", "--output", str(tmp_path / "w" / "f.png")],
         "eval": ["eval", "{OUTPUT}", "--gt", str(gt)],
     }
 
@@ -354,7 +354,7 @@ def test_a_job_that_committed_nothing_is_an_output_with_nothing_in_it(tmp_path):
     Output(str(tmp_path / "ended")).finish_job([])
     result = cli("files", tmp_path / "ended")
     assert result.exit_code == 0 and result.output == ""
-    result = cli("export", "posec3d", tmp_path / "ended", "--out", tmp_path / "d.pkl")
+    result = cli("export", "posec3d", tmp_path / "ended", "--output", tmp_path / "d.pkl")
     assert result.exit_code == 1 and "holds no committed video yet" in result.output
 
 
@@ -513,27 +513,27 @@ def inside_cases(root: Path, tmp_path: Path) -> list[tuple[str, list[str], str]]
     (tmp_path / "alias").symlink_to(root, target_is_directory=True)
     o = str(root)
     return [
-        ("posec3d to a link that is a row", ["export", "posec3d", o, "--out", str(tmp_path / "elsewhere" / "row.pkl")],
+        ("posec3d to a link that is a row", ["export", "posec3d", o, "--output", str(tmp_path / "elsewhere" / "row.pkl")],
          "videos"),
-        ("posec3d through OUTPUT's alias", ["export", "posec3d", str(tmp_path / "alias"), "--out", f"{o}/videos/x.pkl"],
+        ("posec3d through OUTPUT's alias", ["export", "posec3d", str(tmp_path / "alias"), "--output", f"{o}/videos/x.pkl"],
          "videos"),
-        ("posec3d into the alias", ["export", "posec3d", o, "--out", str(tmp_path / "alias" / "poses" / "x.pkl")], "poses"),
-        ("posec3d in videos/", ["export", "posec3d", o, "--out", f"{o}/videos/x.parquet"], "videos"),
-        ("posec3d in poses/", ["export", "posec3d", o, "--out", f"{o}/poses/new/x.pkl"], "poses"),
-        ("posec3d as the manifest", ["export", "posec3d", o, "--out", f"{o}/_committed.parquet"], "_committed.parquet"),
-        ("posec3d in _index/", ["export", "posec3d", o, "--out", f"{o}/_index/x.pkl"], "_index"),
-        ("posec3d in a new _folder", ["export", "posec3d", o, "--out", f"{o}/_tmp/x.pkl"], "_tmp"),
-        ("posec3d in Videos/ (case)", ["export", "posec3d", o, "--out", f"{o}/Videos/x.pkl"], "Videos"),
-        ("posec3d through ..", ["export", "posec3d", o, "--out", f"{o}/anim/../videos/x.pkl"], "videos"),
-        ("posec3d through a link elsewhere", ["export", "posec3d", o, "--out", str(tmp_path / "elsewhere" / "link" / "x.pkl")],
+        ("posec3d into the alias", ["export", "posec3d", o, "--output", str(tmp_path / "alias" / "poses" / "x.pkl")], "poses"),
+        ("posec3d in videos/", ["export", "posec3d", o, "--output", f"{o}/videos/x.parquet"], "videos"),
+        ("posec3d in poses/", ["export", "posec3d", o, "--output", f"{o}/poses/new/x.pkl"], "poses"),
+        ("posec3d as the manifest", ["export", "posec3d", o, "--output", f"{o}/_committed.parquet"], "_committed.parquet"),
+        ("posec3d in _index/", ["export", "posec3d", o, "--output", f"{o}/_index/x.pkl"], "_index"),
+        ("posec3d in a new _folder", ["export", "posec3d", o, "--output", f"{o}/_tmp/x.pkl"], "_tmp"),
+        ("posec3d in Videos/ (case)", ["export", "posec3d", o, "--output", f"{o}/Videos/x.pkl"], "Videos"),
+        ("posec3d through ..", ["export", "posec3d", o, "--output", f"{o}/anim/../videos/x.pkl"], "videos"),
+        ("posec3d through a link elsewhere", ["export", "posec3d", o, "--output", str(tmp_path / "elsewhere" / "link" / "x.pkl")],
          "videos"),
-        ("posec3d through a link inside", ["export", "posec3d", o, "--out", f"{o}/sneaky/x.pkl"], "poses"),
-        ("posec3d to a file:// OUTPUT", ["export", "posec3d", root.as_uri(), "--out", f"{o}/videos/x.pkl"], "videos"),
-        ("smpl into videos/", ["export", "smpl", o, "--out", f"{o}/videos"], "videos"),
-        ("smpl into poses/anim", ["export", "smpl", o, "--out", f"{o}/poses/anim"], "poses"),
-        ("smpl into _index/", ["export", "smpl", o, "--out", f"{o}/_index/anim"], "_index"),
-        ("render into videos/", ["render", o, "--video", "walk/clip.mp4", "--out", f"{o}/videos/o.mp4"], "videos"),
-        ("render a frame into poses/", ["render", o, "--video", "walk/clip.mp4", "--frame", "1", "--out",
+        ("posec3d through a link inside", ["export", "posec3d", o, "--output", f"{o}/sneaky/x.pkl"], "poses"),
+        ("posec3d to a file:// OUTPUT", ["export", "posec3d", root.as_uri(), "--output", f"{o}/videos/x.pkl"], "videos"),
+        ("smpl into videos/", ["export", "smpl", o, "--output", f"{o}/videos"], "videos"),
+        ("smpl into poses/anim", ["export", "smpl", o, "--output", f"{o}/poses/anim"], "poses"),
+        ("smpl into _index/", ["export", "smpl", o, "--output", f"{o}/_index/anim"], "_index"),
+        ("render into videos/", ["render", o, "--video", "walk/clip.mp4", "--output", f"{o}/videos/o.mp4"], "videos"),
+        ("render a frame into poses/", ["render", o, "--video", "walk/clip.mp4", "--frame", "1", "--output",
                                         f"{o}/poses/f.png"], "poses"),
     ]
 
@@ -544,7 +544,7 @@ def test_no_output_lands_inside_outputs_own_folders(tmp_path, rendered_output):
     for name, args, entry in inside_cases(root, tmp_path):
         result = cli(*args)
         assert result.exit_code == 2, (name, result.output)
-        assert f"inside OUTPUT's own '{entry}'" in result.output and "'--out'" in result.output, (name, result.output)
+        assert f"inside OUTPUT's own '{entry}'" in result.output and "'--output'" in result.output, (name, result.output)
         assert reserved_snapshot(root) == before, name
     assert not (root / "_tmp").exists() and not (root / "Videos").exists()
     assert read_videos(str(root)).num_rows == 1 and cli("files", root).exit_code == 0
@@ -553,21 +553,21 @@ def test_no_output_lands_inside_outputs_own_folders(tmp_path, rendered_output):
 def test_no_output_lands_inside_another_outputs_folders(tmp_path, rendered_output):
     other = smpl_output(tmp_path / "other", ["run/x.mp4"])
     before = reserved_snapshot(other)
-    for args in (["export", "posec3d", rendered_output, "--out", other / "videos" / "x.pkl"],
-                 ["export", "smpl", rendered_output, "--out", other / "poses" / "anim"],
-                 ["render", rendered_output, "--video", "walk/clip.mp4", "--out", other / "_index" / "o.mp4"]):
+    for args in (["export", "posec3d", rendered_output, "--output", other / "videos" / "x.pkl"],
+                 ["export", "smpl", rendered_output, "--output", other / "poses" / "anim"],
+                 ["render", rendered_output, "--video", "walk/clip.mp4", "--output", other / "_index" / "o.mp4"]):
         result = cli(*args)
         assert result.exit_code == 2 and f"inside the posepipe OUTPUT {other}'s own" in result.output, result.output
     assert reserved_snapshot(other) == before
     # a folder that merely has a videos/ subfolder is no OUTPUT: writing there is the user's business
     (tmp_path / "footage" / "videos").mkdir(parents=True)
-    result = cli("export", "posec3d", rendered_output, "--out", tmp_path / "footage" / "videos" / "x.pkl")
+    result = cli("export", "posec3d", rendered_output, "--output", tmp_path / "footage" / "videos" / "x.pkl")
     assert result.exit_code == 0, result.output
 
 
 def test_a_relative_out_inside_videos_is_refused_too(tmp_path, rendered_output, monkeypatch):
     monkeypatch.chdir(rendered_output)
-    result = cli("export", "posec3d", ".", "--out", "videos/x.pkl")
+    result = cli("export", "posec3d", ".", "--output", "videos/x.pkl")
     assert result.exit_code == 2 and "inside OUTPUT's own 'videos'" in result.output
     assert not (rendered_output / "videos" / "x.pkl").exists()
 
@@ -576,16 +576,16 @@ def test_side_files_at_outputs_top_level_are_allowed_and_harmless(tmp_path, rend
     """The decided rule: OUTPUT's top level takes side files under any name that is not the store's."""
     root = rendered_output
     before = reserved_snapshot(root)
-    files_before = cli("files", root, "--format", "json").output
-    for args in (["export", "posec3d", root, "--out", root / "dataset.pkl", "--kind", "3d"],
-                 ["export", "smpl", root, "--out", root],                       # the top level itself
-                 ["export", "smpl", root, "--out", root / "anim", "--format", "bvh"],
-                 ["render", root, "--video", "walk/clip.mp4", "--out", root / "videos.mp4"],
-                 ["render", root, "--video", "walk/clip.mp4", "--frame", "2", "--out", root / "poses.png"]):
+    files_before = cli("files", root, "--json").output
+    for args in (["export", "posec3d", root, "--output", root / "dataset.pkl", "--kind", "3d"],
+                 ["export", "smpl", root, "--output", root],                       # the top level itself
+                 ["export", "smpl", root, "--output", root / "anim", "--format", "bvh"],
+                 ["render", root, "--video", "walk/clip.mp4", "--output", root / "videos.mp4"],
+                 ["render", root, "--video", "walk/clip.mp4", "--frame", "2", "--output", root / "poses.png"]):
         result = cli(*args)
         assert result.exit_code == 0, (args, result.output)
     assert reserved_snapshot(root) == before
-    assert cli("files", root, "--format", "json").output == files_before
+    assert cli("files", root, "--json").output == files_before
     assert read_videos(str(root)).num_rows == 1
     assert (root / video_key("walk/clip.mp4") / "track_0000.npz").exists() and (root / "tracks_smpl.csv").exists()
     assert cv2.imread(str(root / "poses.png")).shape == (HEIGHT, WIDTH, 3)
@@ -612,7 +612,7 @@ def test_a_relative_output_is_the_folder_meant_and_never_inside_another_output(r
     assert rows.column("uri").to_pylist() == [str(tmp_path / "in" / "walk.mp4")]  # absolute: render finds it anywhere
     assert any((tmp_path / "out" / "poses").rglob("*.parquet"))
     monkeypatch.chdir(tmp_path / "in")  # render from elsewhere finds the input
-    assert cli("render", tmp_path / "out", "--video", "walk.mp4", "--frame", "0", "--out", tmp_path / "f.png").exit_code == 0
+    assert cli("render", tmp_path / "out", "--video", "walk.mp4", "--frame", "0", "--output", tmp_path / "f.png").exit_code == 0
     for inside in ("out/poses/more", "out/videos", "out/_index/x", "out/Poses/x"):
         result = cli("run", tmp_path / "in", "--output", tmp_path / inside, *fast)
         assert result.exit_code == 2 and "--output" in result.output, (inside, result.output)

@@ -126,7 +126,7 @@ def test_job_options_read_every_run_option():
 
     params = Recording(run_command.make_context("run", ["in", "-o", "out"]).params)
     submit.job_options(params)
-    assert set(params) - params.read == {"address", "json_summary", "explain_skip", "verbose"}
+    assert set(params) - params.read == {"address", "as_json", "explain_skip", "quiet", "verbose"}
 
 
 @pytest.mark.parametrize("status, code, message, expected", [
