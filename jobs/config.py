@@ -9,13 +9,15 @@
     [export.posec3d]
     max-persons = 2
 
-Keys are the options' long names without the dashes (`max-persons`; `max_persons` works too), values
-what the command line would take (a list for a repeatable option). It is read by `--config FILE`,
+Keys are the options' long names without the dashes (`max-persons`, `json`, `3d`, `half = false` for
+`--no-half`; `max_persons` works too), values what the command line would take (a list for a
+repeatable option, true/false for a flag). It is read by `--config FILE`,
 which every command and the `posepipe` group itself take, or from `$POSEPIPE_CONFIG`.
 
 Precedence is click's: the command line, then a `POSEPIPE_<COMMAND>_<OPTION>` environment variable
 (`POSEPIPE_RUN_MAX_PERSONS=3`, `POSEPIPE_EXPORT_POSEC3D_MAX_PERSONS=2`), then the config file, then
-the built-in default `--help` shows. A table or key that names no command or option is refused
+the built-in default `--help` shows. The variable's name is the option's long name too
+(`--json` -> `POSEPIPE_RUN_JSON`, `--3d` -> `POSEPIPE_RENDER_3D`; `posepipe.jobs.conventions` sets them). A table or key that names no command or option is refused
 (exit 2) with the names it could be: a typo must not leave a setting silently unapplied.
 """
 from __future__ import annotations
@@ -51,8 +53,24 @@ def read_toml(path: str | Path, option: str = "--config") -> dict[str, Any]:
         raise click.BadParameter(plain(f"{path} is not valid TOML: {exc}"), param_hint=f"'{option}'") from None
 
 
+def option_key(param: click.Parameter) -> str:
+    """An option's name in a config file and in its environment variable: its (first) long flag without
+    the dashes (`--max-persons` -> max-persons, `--json` -> json, `--3d` -> 3d, `--half/--no-half` -> half),
+    whatever the Python parameter behind it is called."""
+    for opt in param.opts:
+        if opt.startswith("--"):
+            return opt[2:]
+    return (param.name or "").replace("_", "-")
+
+
+def env_name(prefix: str, param: click.Parameter) -> str:
+    """`POSEPIPE_<COMMAND>_<OPTION>`: the option's long name, upper case, dashes as underscores."""
+    return f"{prefix}_{option_key(param).upper().replace('-', '_')}"
+
+
 def _options(command: click.Command) -> dict[str, click.Parameter]:
-    return {p.name: p for p in command.params
+    """The options a file may set, by their config key."""
+    return {option_key(p): p for p in command.params
             if isinstance(p, click.Option) and p.name and p.name not in NOT_CONFIGURABLE and p.expose_value}
 
 
@@ -73,17 +91,16 @@ def defaults_for(command: click.Command, table: Mapping[str, Any], where: str, p
     options = _options(command)
     out = {}
     for key, value in table.items():
-        name = key.replace("-", "_")
-        param = options.get(name)
+        param = options.get(key.replace("_", "-"))
         if param is None:
-            known = ", ".join(sorted(n.replace("_", "-") for n in options))
+            known = ", ".join(sorted(options))
             raise _error(path, f"[{where}] {key}: `posepipe {where.replace('.', ' ')}` has no option --{key.replace('_', '-')}; "
                                f"its options: {known}")
         if isinstance(value, Mapping):
             raise _error(path, f"[{where}] {key}: give a value, not a table")
         if getattr(param, "multiple", False) and not isinstance(value, list):
             value = [value]
-        out[name] = value
+        out[param.name] = value   # click's default_map is keyed by the parameter's Python name
     return out
 
 
@@ -146,5 +163,5 @@ def load_for_command(ctx: click.Context, _param: click.Parameter, value: str | N
     return value
 
 
-__all__ = ["ENV_CONFIG", "ENV_PREFIX", "command_path", "defaults_for", "group_defaults", "load_for_command",
-           "load_for_group", "merge", "read_toml"]
+__all__ = ["ENV_CONFIG", "ENV_PREFIX", "command_path", "defaults_for", "env_name", "group_defaults", "load_for_command",
+           "load_for_group", "merge", "option_key", "read_toml"]

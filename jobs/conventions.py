@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 
 import click
 
-from posepipe.jobs.config import load_for_command
+from posepipe.jobs.config import env_name, load_for_command
 from posepipe.pipeline.run.terminal import say
 
 CONFIG_HELP = ("TOML file of option defaults, a table per command ([run], [export.posec3d]); below the command "
@@ -75,7 +75,19 @@ class Command(click.Command):
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if self.renamed:
             args = respell(args, self.renamed, " ".join(filter(None, [*_parents(ctx), ctx.info_name])))
+        self._name_environment(ctx)
         return super().parse_args(ctx, args)
+
+    def _name_environment(self, ctx: click.Context) -> None:
+        """Each option's variable, `POSEPIPE_<COMMAND>_<OPTION>` after its long name (`--json` ->
+        POSEPIPE_RUN_JSON), where click's own would use the Python name (POSEPIPE_RUN_AS_JSON)."""
+        for param in self.params:
+            if not isinstance(param, click.Option) or not param.allow_from_autoenv:
+                continue
+            if param.envvar is not None and not getattr(param, "posepipe_envvar", False):
+                continue  # named by its declaration
+            param.envvar = env_name(ctx.auto_envvar_prefix, param) if ctx.auto_envvar_prefix else None
+            param.posepipe_envvar = True  # type: ignore[attr-defined]
 
 
 class Group(click.Group):

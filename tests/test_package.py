@@ -72,3 +72,77 @@ def test_jobs_modules_import_no_circle():
         assert "posepipe.jobs.cli" not in imported, f"{path.name} imports posepipe.jobs.cli"
         result = subprocess.run([sys.executable, "-c", f"import posepipe.jobs.{path.stem}"], capture_output=True, text=True)
         assert result.returncode == 0, (path.name, result.stderr[-2000:])
+
+
+# ---------------------------------------------------------------------------------------------
+# Every import is declared
+
+# Import names that are not their distribution's name (namespace packages by their full name).
+DISTRIBUTION_OF = {"cv2": "opencv-python-headless", "PIL": "pillow", "smart_open": "smart-open", "yaml": "pyyaml",
+                   "google.cloud": "google-cloud-storage", "azure.storage.blob": "azure-storage-blob",
+                   "azure.identity": "azure-identity"}
+
+
+def _distribution(module: str) -> str:
+    for name in sorted(DISTRIBUTION_OF, key=len, reverse=True):
+        if module == name or module.startswith(name + "."):
+            return DISTRIBUTION_OF[name]
+    return module.split(".")[0].replace("_", "-").lower()
+
+
+def _imports(path: Path) -> list[tuple[str, bool]]:
+    """(module, at import time) for each absolute import of a file: at import time means a statement of
+    the module's own body (not inside a function, class or `try`/`if TYPE_CHECKING`)."""
+    tree = ast.parse(path.read_text())
+    top = {id(node) for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, id(node) in top) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node.module, id(node) in top))
+    return found
+
+
+def _declared() -> tuple[set[str], set[str]]:
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    core = {canonicalize_name(Requirement(r).name) for r in project["dependencies"]}
+    extras = {canonicalize_name(Requirement(r).name) for reqs in project["optional-dependencies"].values() for r in reqs}
+    return core, extras
+
+
+def test_every_import_of_the_package_is_a_declared_dependency():
+    """What jobs/, pipeline/ and models/ import is in pyproject: a module imported when posepipe loads in
+    the core dependencies, one imported inside a function (an optional feature) at least in an extra."""
+    from packaging.utils import canonicalize_name
+
+    core, extras = _declared()
+    problems = []
+    for package in ("jobs", "pipeline", "models"):
+        for path in sorted((REPO / package).rglob("*.py")):
+            for module, at_import in _imports(path):
+                top = module.split(".")[0]
+                if top in sys.stdlib_module_names or top in ("posepipe", "__future__"):
+                    continue
+                if top == "tomli":  # tomllib's backport, declared for Python < 3.11
+                    continue
+                dist = canonicalize_name(_distribution(module))
+                if at_import and dist not in core:
+                    problems.append(f"{path.relative_to(REPO)}: imports {module} when loaded, and {dist} is no core dependency")
+                elif dist not in core | extras:
+                    problems.append(f"{path.relative_to(REPO)}: imports {module} ({dist}), declared nowhere in pyproject.toml")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_rule_finds_an_undeclared_import(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text("import requests\nimport leftpad_xyz\n\ndef f():\n    import decord\n    from google.cloud import storage\n")
+    core, extras = _declared()
+    found = {_distribution(m): at for m, at in _imports(module)}
+    assert found == {"requests": True, "leftpad-xyz": True, "decord": False, "google-cloud-storage": False}
+    assert "requests" in core and "leftpad-xyz" not in core | extras and {"decord", "google-cloud-storage"} <= extras

@@ -258,16 +258,24 @@ WATERMARK_COLOR = (0, 0, 255)   # BGR red on a black band
 
 
 def draw_watermark(image: np.ndarray, text: str) -> np.ndarray:
-    """`text` in red on a black band across the bottom of `image`, scaled to the image's width (in place)."""
+    """`text` in red on a black band across the bottom of `image`, sized to the image's width (in place).
+    Where the whole note would be too small to read, its first words are drawn ("PLUMBING RUN")."""
     height, width = image.shape[:2]
-    font, thickness = cv2.FONT_HERSHEY_SIMPLEX, 1
-    (w, h), base = cv2.getTextSize(text, font, 1.0, thickness)
-    scale = max(0.3, min(1.0, 0.95 * width / max(w, 1)))
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    words = text.split()
+    candidates = [text, text.split(",")[0], " ".join(words[:2]).rstrip(":,")]
+    for note in candidates:
+        (w, _), _ = cv2.getTextSize(note, font, 1.0, 1)
+        scale = min(1.0, 0.95 * width / max(w, 1))
+        if scale >= 0.45:
+            break
+    scale = max(scale, 0.3)
     thickness = 2 if scale >= 0.8 else 1
-    (w, h), base = cv2.getTextSize(text, font, scale, thickness)
+    (w, h), base = cv2.getTextSize(note, font, scale, thickness)
     top = max(0, height - h - base - 6)
     image[top:] = 0
-    cv2.putText(image, text, (max(0, (width - w) // 2), height - base - 3), font, scale, WATERMARK_COLOR, thickness, cv2.LINE_AA)
+    cv2.putText(image, note, (max(0, (width - w) // 2), height - base - 3), font, scale, WATERMARK_COLOR, thickness,
+                cv2.LINE_AA)
     return image
 
 
