@@ -199,8 +199,9 @@ def modulate(heatmaps: torch.Tensor, maxima: torch.Tensor, ksize: int = BLUR_KER
     taps = gaussian_kernel(ksize).to(heatmaps.device)
     border = (ksize - 1) // 2
     x = heatmaps.reshape(n * k, 1, h, w).float()
-    x = F.conv2d(x, taps.view(1, 1, 1, ksize), padding=(0, border))  # rows first, as OpenCV's sepFilter2D
-    x = F.conv2d(x, taps.view(1, 1, ksize, 1), padding=(border, 0))
+    with torch.autocast(x.device.type, enabled=False):  # decoding is float32 whatever the network ran in
+        x = F.conv2d(x, taps.view(1, 1, 1, ksize), padding=(0, border))  # rows first, as OpenCV's sepFilter2D
+        x = F.conv2d(x, taps.view(1, 1, ksize, 1), padding=(border, 0))
     x = x.reshape(n, k, h, w)
     blurred_max = x.flatten(2).amax(dim=2)
     x = x * (maxima.float() / blurred_max)[..., None, None]

@@ -206,14 +206,17 @@ def test_run_with_hourglass(ray_local, tmp_path):
     summary = json.loads(result.stdout[result.stdout.index("{"):])
     assert summary["ok"] == 1 and summary["rows"] > 0
     con = duckdb.connect()
-    rows = con.sql(f"SELECT keypoints_2d, keypoint_scores, bbox_xyxy FROM read_parquet('{out}/poses/**/*.parquet')").fetchall()
+    poses = f"read_parquet('{out}/poses/**/*.parquet')"
+    rows = con.sql(f"SELECT keypoints_2d, keypoint_scores, bbox_xyxy FROM {poses}").fetchall()
     assert len(rows) == summary["rows"] <= 3
     for keypoints, scores, box in rows:
         kp = np.asarray(keypoints)
         assert kp.shape == (17, 2) and np.isfinite(kp).all() and np.asarray(scores).shape == (17,)
-        x1, y1, x2, y2 = box  # square crops: keypoints stay within the padded square around the box
+        # Square crops: keypoints stay within the padded square around the box (or a maximum <= 0's
+        # (-4, -4) crop px, 1/64 of the side outside it).
+        x1, y1, x2, y2 = box
         side = max(x2 - x1, y2 - y1) * 1.25
-        assert (np.abs(kp - [(x1 + x2) / 2, (y1 + y2) / 2]) <= side / 2 + side / 64 + 1e-3).all()  # (-4, -4) crop px allowed
+        assert (np.abs(kp - [(x1 + x2) / 2, (y1 + y2) / 2]) <= side / 2 + side / 64 + 1e-3).all()
     meta = json.loads(con.sql(f"SELECT value FROM parquet_kv_metadata('{next((out / 'poses').rglob('*.parquet'))}') "
                               "WHERE key = 'posepipe.provenance'").fetchall()[0][0])
     assert meta["models"]["pose"]["name"] == NAME

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from torch.utils.flop_counter import FlopCounterMode
 
 from posepipe.models import load_model, read_weights, vitpose
-from posepipe.models.checkpoint import CheckpointError, read_checkpoint
+from posepipe.models.checkpoint import CheckpointError
 from posepipe.models.skeletons import COCO17_NAMES
 from tests import media
 from tests.golden import assert_close, generate_state_dict, golden_cases, golden_dir, load_case
