@@ -200,7 +200,7 @@ def test_run_with_hourglass(ray_local, tmp_path):
     out = tmp_path / "out"
     result = CliRunner().invoke(main, [
         "run", str(clip), "--output", str(out), "--random-weights", "--max-persons", "1", "--no-flip-test",
-        "--pose-model", NAME, "--lifter", "simplebaseline3d_h36m", "--json-summary",
+        "--pose-model", NAME, "--lifter", "simplebaseline3d_h36m", "--json",
     ], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout[result.stdout.index("{"):])

@@ -240,7 +240,7 @@ def test_run_with_motionbert(ray_local, tmp_path):
     out = tmp_path / "out"
     result = CliRunner().invoke(main, [
         "run", str(clip), "--output", str(out), "--random-weights", "--max-persons", "1", "--no-flip-test",
-        "--shard-frames", "2", "--pose-model", "rtmpose_t_coco_256x192", "--lifter", NAME, "--json-summary",
+        "--shard-frames", "2", "--pose-model", "rtmpose_t_coco_256x192", "--lifter", NAME, "--json",
     ], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout[result.stdout.index("{"):])

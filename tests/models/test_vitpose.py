@@ -228,7 +228,7 @@ def test_run_with_vitpose(ray_local, tmp_path):
     out = tmp_path / "out"
     result = CliRunner().invoke(main, [
         "run", str(clip), "--output", str(out), "--random-weights", "--max-persons", "1",
-        "--pose-model", NAME, "--lifter", "simplebaseline3d_h36m", "--json-summary",
+        "--pose-model", NAME, "--lifter", "simplebaseline3d_h36m", "--json",
     ], catch_exceptions=False)  # flip test on: both passes and the unshifted average run in the job
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout[result.stdout.index("{"):])
