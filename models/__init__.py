@@ -243,7 +243,8 @@ def _foreign_layout(name: str, spec: Weights, checkpoint: Any, path: Path) -> st
         missing = [k for k in expected if k not in found]
         unexpected = [k for k in found if k not in expected]
         label = FAMILY_LABELS[spec.family]
-        article = "an" if label[0] in "HR" else "a"  # an HRNet, an RTMPose, an RLE
+        # an HRNet, an HMR, an RTMPose, an RLE (letters read out); a Hourglass (a word)
+        article = "an" if label[:2] in ("HR", "HM") or label[0] == "R" else "a"
 
         def some(keys: list[str]) -> str:
             return f"{len(keys)}" + (f", e.g. {', '.join(keys[:4])}" if keys else "")

@@ -20,7 +20,7 @@ from posepipe.models.checkpoint import CheckpointError, read_checkpoint
 from posepipe.models.skeletons import COCO17_NAMES
 from tests import media
 from tests.golden import assert_close, generate_state_dict, golden_cases, golden_dir, load_case
-from tests.models.mmpose_files import to_0x
+from tests.models.mmpose_files import mmpose_1x_2023, to_0x
 from tests.models.release_files import _with_metadata, pickle_globals, save_as_released
 
 NAME = "hourglass52_coco_256x256"
@@ -167,6 +167,17 @@ def test_convert_layouts_and_refusals(tmp_path):
     short = OrderedDict((k, v) for k, v in state.items() if not k.startswith("backbone.inters."))
     with pytest.raises(CheckpointError, match="backbone.inters.0.conv1.weight"):
         hourglass.create(hourglass.WEIGHTS[NAME], hourglass.convert_checkpoint(short), device=CPU)
+
+
+def test_another_familys_file_is_named_as_such(tmp_path):
+    rtm = OrderedDict((e["name"], torch.zeros(e["shape"], dtype=torch.int64 if e["dtype"] == "int64" else torch.float32))
+                      for e in json.loads((golden_dir("rtmpose_m_coco_256x192") / "manifest.json").read_text()))
+    path = mmpose_1x_2023(rtm, tmp_path / "rtmpose.pth")
+    with pytest.raises(CheckpointError) as info:
+        load_model(NAME, weights=path)
+    text = str(info.value)
+    assert text.startswith(f"{NAME}: ") and "is not a Hourglass checkpoint" in text
+    assert "it is laid out as mmpose 1.x RTMPose" in text and "--weights rtmpose_t_coco_256x192=PATH" in text
 
 
 def test_weights_entry_and_counted_cost():
