@@ -26,8 +26,10 @@ def _on_meta(name: str):
 
 def test_every_stage_has_models_and_every_record_a_known_stage_and_family():
     assert set(BY_STAGE["pose"]) >= {"hrnet_w32_coco_256x192", "rtmpose_m_coco_256x192",
-                                     "simplebaseline_res50_coco_256x192", "rle_res50_coco_256x192"}
-    assert BY_STAGE["lifter"] == ["simplebaseline3d_h36m", "videopose3d_243_coco"]
+                                     "simplebaseline_res50_coco_256x192", "rle_res50_coco_256x192",
+                                     "hourglass52_coco_256x256", "vitpose_b_coco_256x192"}
+    assert BY_STAGE["lifter"] == ["motionbert_dstformer_243_h36m", "motionbert_dstformer_ft_243_h36m",
+                                  "simplebaseline3d_h36m", "videopose3d_243_coco"]
     for name, spec in CATALOGUE.items():
         assert spec.stage in STAGES and spec.family in FAMILIES, name
         family = FAMILIES[spec.family]
@@ -46,6 +48,9 @@ def test_recorded_cost_is_what_the_network_computes(name):
     if spec.family == "videopose3d":
         frames = 1000
         x = torch.zeros((1, frames + predictor.receptive_field - 1, 17, 2), device=META)
+    elif spec.family == "motionbert":  # one frame of a whole clip (its temporal attention included)
+        frames = predictor.receptive_field
+        x = torch.zeros((1, frames, 17, 3), device=META)
     elif spec.stage == "lifter":
         frames, x = 1, torch.zeros((1, 34, 1), device=META)
     else:
@@ -73,7 +78,8 @@ def test_every_lifter_has_the_same_interface(name):
     assert list(inspect.signature(lifter.lift).parameters)[:4] == ["keypoints_px", "width", "height", "flip_augment"]
     assert isinstance(lifter.receptive_field, int) and lifter.receptive_field >= 1
     assert lifter.pad == (lifter.receptive_field - 1) // 2
-    assert {"simplebaseline3d_h36m": 1, "videopose3d_243_coco": 243}[name] == lifter.receptive_field
+    assert {"simplebaseline3d_h36m": 1, "videopose3d_243_coco": 243, "motionbert_dstformer_243_h36m": 243,
+            "motionbert_dstformer_ft_243_h36m": 243}[name] == lifter.receptive_field
 
 
 @pytest.mark.parametrize("stage,name", [(s, n) for s in ("pose", "lifter") for n in BY_STAGE[s]])
