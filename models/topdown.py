@@ -345,6 +345,11 @@ class TopdownPredictor:
                 results[i][1][b] = scores[row]
         return results
 
+    def device_warp_matrices(self, center: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """(N, 2, 3) float64 image->crop matrices of the device path: the tensor twin of `warp_matrices`
+        (a family with its own crop geometry, e.g. ViTPose's UDP, overrides both)."""
+        return ondevice.mmpose_warp_matrices(center, scale, self.input_size_wh)
+
     @torch.inference_mode()
     def predict_frames(
         self,
@@ -379,7 +384,7 @@ class TopdownPredictor:
         step = max(bucket, batch_size // bucket * bucket)
         fob, boxes = ondevice.pad_boxes(frame_of_box, boxes_xywh, total, (0.0, 0.0, 1.0, 1.0))
         center, scale = ondevice.mmpose_center_scale(boxes, self.input_size_wh, BOX_PADDING)
-        matrices = ondevice.mmpose_warp_matrices(center, scale, self.input_size_wh)
+        matrices = self.device_warp_matrices(center, scale)
         keypoints, scores, flags = [], [], []
         for start in range(0, total, step):
             stop = min(start + step, total)

@@ -354,13 +354,11 @@ def vitpose(*, img_size: tuple[int, int] = (256, 192), embed_dims: int = 768, nu
 class ViTPosePredictor(TopdownPredictor):
     """Top-down keypoints from heatmaps with UDP crops and DARK-UDP decoding. Outputs CPU numpy.
 
-    ``supports_device`` is False: :meth:`TopdownPredictor.predict_frames` builds mmpose's plain crop
-    matrices, not UDP's, so the device path is refused (see :meth:`predict_frames`); every crop goes
-    through :meth:`warp_matrices`, which is UDP's.
+    Both paths crop with UDP's matrices (:meth:`warp_matrices` on the host, :meth:`device_warp_matrices`
+    on the device) through the same fixed-point kernel, and decode with the same torch DARK-UDP.
     """
 
     label = "ViTPose"
-    supports_device = False
 
     def __init__(self, model: ViTPose, weights: Weights, device: torch.device, half: bool = False):
         super().__init__(model, weights, device, half)
@@ -392,12 +390,8 @@ class ViTPosePredictor(TopdownPredictor):
         """Network input (N, 3, 256, 192) -> heatmaps (N, J, 64, 48) float32: raw, or flip-averaged."""
         return self.outputs(inputs, flip_test=flip_test)
 
-    def predict_frames(self, *args: Any, **kwargs: Any) -> Any:
-        """Refused: the shared device path crops with mmpose's plain matrices, which are not ViTPose's
-        UDP crops (a silently shifted crop). Use :meth:`predict_batch` (on a GPU too)."""
-        raise NotImplementedError(
-            f"{self.weights.name}: the device path does not crop with UDP matrices yet; run with --reference-path "
-            "(predict_batch), which crops every box as mmpose does for ViTPose")
+    def device_warp_matrices(self, center: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        return udp_warp_matrices(center, scale, self.input_size_wh)
 
 
 def create(spec: Weights, state_dict: Mapping[str, torch.Tensor] | None, *, device: torch.device,

@@ -142,18 +142,22 @@ def test_flip_average_has_no_shift(golden):
     assert _rel(merged, case["heatmaps_flip_avg"]) <= 1e-6
 
 
-def test_predict_batch_matches_predict_and_the_device_path_is_refused(golden):
+def test_predict_batch_and_the_device_path_match_predict(golden):
     case, predictor, out, _ = golden
     image, boxes = case["image_bgr"], case["bboxes_xywh"]
-    ref_kps, _ = out["predict_flip"]
+    ref_kps, ref_scores = out["predict_flip"]
     results = predictor.predict_batch([image, image], [boxes[1:], boxes[:1]], flip_test=True, batch_size=2)
     stable = case["keypoints_stable"]
     _assert_stable_keypoints(results[0][0], ref_kps[1:], stable[1:], "predict_batch", 1e-3)
     _assert_stable_keypoints(results[1][0], ref_kps[:1], stable[:1], "predict_batch", 1e-3)
-    assert predictor.supports_device is False  # the shared device crop is not UDP's: the pipeline keeps to predict_batch
-    with pytest.raises(NotImplementedError, match="UDP"):
-        predictor.predict_frames(torch.zeros((1, 8, 8, 3), dtype=torch.uint8), torch.zeros(1, dtype=torch.long),
-                                 torch.ones((1, 4)))
+    # The device path crops with UDP's matrices too (device_warp_matrices): the same keypoints and scores.
+    assert predictor.supports_device
+    frames = torch.from_numpy(np.ascontiguousarray(image))[None]
+    got = predictor.predict_frames(frames, torch.zeros(len(boxes), dtype=torch.long),
+                                   torch.from_numpy(np.asarray(boxes, np.float32)), flip_test=True)
+    assert not bool(got.overflow)
+    np.testing.assert_allclose(got.keypoints.numpy(), ref_kps, rtol=0, atol=1e-3)
+    np.testing.assert_allclose(got.scores.numpy(), ref_scores, rtol=0, atol=1e-5 * np.abs(ref_scores).max())
 
 
 # ---------------------------------------------------------------------------------------------
