@@ -272,14 +272,14 @@ def bench_models(worker: Any, frames: Sequence[np.ndarray]) -> dict[str, Any]:
     track = firsts[np.arange(n) % len(firsts)]
     h, w = frames[0].shape[:2]
 
-    def lift() -> np.ndarray:
-        return finisher_of(worker).lifter.lift(track, w, h, flip_augment=opts.flip_augment_3d)
+    def lift() -> np.ndarray:  # as a finisher lifts a track (MotionBERT: in clips, not one frame per call)
+        return finisher_of(worker).lifter.lift_batch([track], w, h, flip_augment=opts.flip_augment_3d)[0]
 
     lift()
     lifted, seconds = _timed(lift)
     field = finisher_of(worker).lifter.receptive_field
     out["lifter"] = {"model": opts.models["lifter"], "track_frames": n, "receptive_field": field,
-                     "input_frames": n + field - 1, "flip_augment": opts.flip_augment_3d, **rate(len(lifted), seconds)}
+                     "flip_augment": opts.flip_augment_3d, **rate(len(lifted), seconds)}
     return out
 
 
