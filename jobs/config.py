@@ -149,19 +149,29 @@ def load_for_group(ctx: click.Context, _param: click.Parameter, value: str | Non
 
 def load_for_command(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
     """`--config` of one command: its table of the file (`[run]`, `[export.posec3d]`) over any defaults
-    the group's --config or $POSEPIPE_CONFIG gave."""
+    the group's --config or $POSEPIPE_CONFIG gave. The file may hold tables for other commands (one
+    posepipe.toml for all), each checked; a command without a table of its own gets no defaults from it.
+    The whole file's defaults are kept in `ctx.meta[CONFIG_META]` (`submit` reads the [run] table)."""
     if value:
         data: Any = read_toml(value)
         names = command_path(ctx)
-        for depth, name in enumerate(names):
-            if not isinstance(data, Mapping) or name not in data:
-                where = ".".join(names)
-                raise _error(value, f"has no [{where}] table for `posepipe {' '.join(names)}`"
-                             + (f" (its tables: {', '.join(f'[{k}]' for k in data)})" if isinstance(data, Mapping) and depth == 0 and data else ""))
-            data = data[name]
-        ctx.default_map = merge(ctx.default_map, defaults_for(ctx.command, data, ".".join(names), value))
+        root = ctx.find_root().command
+        if getattr(root, "posepipe_root", False):
+            whole = group_defaults(root, data, value)
+            ctx.meta[CONFIG_META] = merge(ctx.meta.get(CONFIG_META), whole)
+            mine: Any = whole
+            for name in names:
+                mine = mine.get(name, {}) if isinstance(mine, Mapping) else {}
+        else:  # a command run on its own (in tests): only its table
+            for name in names:
+                data = data.get(name, {}) if isinstance(data, Mapping) else {}
+            mine = defaults_for(ctx.command, data, ".".join(names), value)
+        ctx.default_map = merge(ctx.default_map, mine)
     return value
 
 
-__all__ = ["ENV_CONFIG", "ENV_PREFIX", "command_path", "defaults_for", "env_name", "group_defaults", "load_for_command",
+CONFIG_META = "posepipe.config"
+
+
+__all__ = ["CONFIG_META", "ENV_CONFIG", "ENV_PREFIX", "command_path", "defaults_for", "env_name", "group_defaults", "load_for_command",
            "load_for_group", "merge", "option_key", "read_toml"]

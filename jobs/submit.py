@@ -50,7 +50,7 @@ from urllib.parse import urlsplit
 import click
 from click.core import ParameterSource
 
-from posepipe.jobs.config import ENV_PREFIX
+from posepipe.jobs.config import CONFIG_META, ENV_PREFIX, merge
 from posepipe.jobs.conventions import Command
 from posepipe.pipeline.io.redaction import redact, scrub
 from posepipe.pipeline.run.options import JobOptions, OptionError
@@ -365,7 +365,8 @@ def submit_command(ctx: click.Context, run_args: tuple[str, ...], address: str |
     # file's [run] table and the POSEPIPE_RUN_* variables (forwarded to the job as options: the
     # cluster has neither the file nor this environment).
     root = ctx.find_root()
-    run_defaults = (root.default_map or {}).get("run") if root is not ctx else None
+    run_defaults = merge((root.default_map or {}).get("run") if root is not ctx else None,
+                         ctx.meta.get(CONFIG_META, {}).get("run", {}))  # submit's own --config FILE
     try:
         run_ctx = run_command.make_context("run", list(run_args), default_map=run_defaults,
                                            auto_envvar_prefix=f"{ENV_PREFIX}_RUN", show_default=True)

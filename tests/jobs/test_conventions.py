@@ -231,12 +231,25 @@ def test_submit_forwards_the_run_defaults_of_the_config_and_environment(tmp_path
         raise submit.SubmitError("stopped before the network")
 
     monkeypatch.setattr(submit, "connect", stop)
-    result = cli("--config", config, "submit", tmp_path, "-o", tmp_path / "o", "--address", "http://127.0.0.1:1",
-                 env={"POSEPIPE_RUN_MAX_PERSONS": "3"})
-    assert result.exit_code == 2 and "stopped before the network" in result.output, result.output
-    words = argv[0]
-    assert words[words.index("--max-persons") + 1] == "3" and words[words.index("--det-conf") + 1] == "0.4"
-    assert words[words.index("--weights") + 1] == "yolox_s=/w/yolox_s.pth" and "--config" not in words
+    for where in ("before", "after"):   # the group's --config, or submit's own
+        args = [tmp_path, "-o", tmp_path / "o", "--address", "http://127.0.0.1:1"]
+        args = ["--config", config, "submit", *args] if where == "before" else ["submit", *args, "--config", config]
+        result = cli(*args, env={"POSEPIPE_RUN_MAX_PERSONS": "3"})
+        assert result.exit_code == 2 and "stopped before the network" in result.output, result.output
+        words = argv[-1]
+        assert words[words.index("--max-persons") + 1] == "3" and words[words.index("--det-conf") + 1] == "0.4", words
+        assert words[words.index("--weights") + 1] == "yolox_s=/w/yolox_s.pth" and "--config" not in words
+
+
+def test_one_config_file_serves_every_command(out, tmp_path):
+    """A command given a file with no table of its own gets no defaults from it, and no error; a typo
+    in any table is still found."""
+    config = tmp_path / "all.toml"
+    config.write_text("[run]\nmax-persons = 3\n[export.posec3d]\nmax-persons = 1\n")
+    assert cli("files", out, "--config", config).exit_code == 0
+    config.write_text("[run]\nmax-persons = 3\n[export.posec3d]\nmax-person = 1\n")
+    result = cli("files", out, "--config", config)
+    assert result.exit_code == 2 and "has no option --max-person" in result.output
 
 
 # ----------------------------------------------------------------------------------------------
