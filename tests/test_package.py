@@ -55,7 +55,7 @@ def test_a_job_runs_from_a_folder_with_decoys(tmp_path):
     media.street_clip(tmp_path / "videos" / "walk.mp4", n=6)
     result = subprocess.run([POSEPIPE, "run", str(tmp_path / "videos"), "--output", str(tmp_path / "out"),
                              "--random-weights", "--max-persons", "1", "--no-flip-test", "--shard-frames", "6",
-                             "--num-workers", "1", "--json-summary"],
+                             "--num-workers", "1", "--json"],
                             cwd=decoy, env=shadowed_env(decoy), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout[result.stdout.index("{"):])
