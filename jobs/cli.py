@@ -7,7 +7,6 @@ without loading a model library. tests/jobs/test_conventions.py holds that line.
 """
 from __future__ import annotations
 
-import logging
 import sys
 from typing import Any
 
@@ -59,11 +58,7 @@ class PlainGroup(click.Group):
     posepipe_root = True  # where a config file's tables start (`posepipe.jobs.config.command_path`)
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
-        configure_logging()  # every command's log records and warnings as plain lines on stderr
-        # urllib3 logs each retry with the request's path and query, without the host, so no redaction
-        # recognises it: a pre-signed URL's signature would reach the terminal. The read's own error,
-        # redacted, says what failed.
-        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+        configure_logging()  # every command's log records and warnings as plain lines on stderr (urllib3's retries muted)
         sys.excepthook = excepthook  # an unexpected error's traceback too
         return super().main(*args, **kwargs)
 

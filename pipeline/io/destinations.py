@@ -1,4 +1,4 @@
-"""Where posepipe's commands write (run's OUTPUT, export's and render's --out), and how they account for it.
+"""Where posepipe's commands write (run's OUTPUT, export's and render's --output), and how they account for it.
 
 Three rules, one function each:
 
@@ -13,7 +13,7 @@ Three rules, one function each:
   a case-insensitive, normalisation-insensitive file system folds it (Unicode NFC, case folded);
   a second claim on a folded path is an error raised before anything is written over. Names are
   built to be distinct (`pipeline.io.output.video_key`: a readable stem and a hash of the whole
-  id), so a claim that fails is a bug or a choice of ``--out`` that makes two outputs one.
+  id), so a claim that fails is a bug or a choice of ``--output`` that makes two outputs one.
 * **Report what is on disk** (`count_on_disk`): after writing, the files that exist, each counted
   once however many of our paths lead to it (a disk that folded two names into one shows one file
   behind both; that is detected by the file's identity, not by its name).
@@ -32,7 +32,7 @@ class DestinationError(ValueError):
     """A path the command would write is not allowed (inside OUTPUT's folders, written twice, an
     input file). `option` is the command-line option that chose it, or None when no option did."""
 
-    def __init__(self, message: str, option: str | None = "--out") -> None:
+    def __init__(self, message: str, option: str | None = "--output") -> None:
         super().__init__(message)
         self.option = option
 
@@ -52,9 +52,9 @@ def _local_root(output_uri: str) -> Path | None:
         return None
 
 
-def refuse_inside_output(path: str | os.PathLike[str], output_uri: str, option: str = "--out") -> None:
+def refuse_inside_output(path: str | os.PathLike[str], output_uri: str, option: str = "--output") -> None:
     """`DestinationError` if `path` is, or lies in, one of OUTPUT's reserved top-level entries, or
-    those of any other posepipe OUTPUT on its way (``render OUT1 --out OUT2/videos/o.mp4`` breaks OUT2).
+    those of any other posepipe OUTPUT on its way (``render OUT1 --output OUT2/videos/o.mp4`` breaks OUT2).
 
     An object-store OUTPUT never holds a local path; a local one is compared after resolving
     links, by file identity where the folders exist (so case and links cannot hide them)."""
@@ -115,7 +115,7 @@ class Claims:
     def __init__(self) -> None:
         self._claimed: dict[str, tuple[Path, str]] = {}
 
-    def claim(self, path: str | os.PathLike[str], what: str, option: str | None = "--out") -> Path:
+    def claim(self, path: str | os.PathLike[str], what: str, option: str | None = "--output") -> Path:
         path = Path(path)
         keys = {fold(path), fold(os.path.realpath(path))}
         for key in keys:
@@ -141,7 +141,7 @@ class Claims:
                     same = False
                 if same:
                     raise DestinationError(f"{what} would be written to {path}, which is the {option} file; write "
-                                           "the output elsewhere", "--out")
+                                           "the output elsewhere", "--output")
 
     @property
     def paths(self) -> list[Path]:

@@ -170,6 +170,9 @@ def configure_logging(level: int = logging.WARNING) -> None:
         root.addHandler(handler)
     root.setLevel(level)
     logging.captureWarnings(True)
+    # urllib3 logs each retry with the request's path and query but not its host, so a pre-signed
+    # URL's signature would pass `plain`'s URI redaction: its retries are not worth a warning line.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
 
 def plain_log_handlers(name: str) -> None:

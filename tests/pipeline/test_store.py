@@ -166,7 +166,7 @@ def test_committed_only_recipes_while_superseded_and_crashed_parts_lie_beside(tm
     glob = _count(f"SELECT count(*) FROM read_parquet('{out}/poses/**/*.parquet')")
     assert glob > before  # what a plain glob sees now: both attempts and the crashed parts
 
-    listed = CliRunner().invoke(main, ["files", str(out), "--format", "json"])
+    listed = CliRunner().invoke(main, ["files", str(out), "--json"])
     assert listed.exit_code == 0, listed.output
     paths = json.loads(listed.output)
     assert not any(new_attempt not in p and key in p for p in paths) and not any("dead0" in p for p in paths)
