@@ -175,18 +175,18 @@ def test_cli_writes_smpl_and_bvh_and_refuses_bad_options(out, tmp_path):
     from posepipe.jobs.export import export_group
 
     runner = CliRunner()
-    result = runner.invoke(export_group, ["smpl", str(out), "--out", str(tmp_path / "a"), "--min-frames", "20"])
+    result = runner.invoke(export_group, ["smpl", str(out), "--output", str(tmp_path / "a"), "--min-frames", "20"])
     assert result.exit_code == 0, result.output
     key = video_key("walk/clip.mp4")
     assert "2 track file(s) (smpl) from 1 video(s), listed in" in result.output
     assert (tmp_path / "a" / key / "track_0001.npz").exists()
-    result = runner.invoke(export_group, ["smpl", str(out), "--out", str(tmp_path / "b"), "--format", "bvh",
+    result = runner.invoke(export_group, ["smpl", str(out), "--output", str(tmp_path / "b"), "--format", "bvh",
                                           "--video", "walk/clip.mp4", "--focal", "800"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "b" / key / "track_0000.bvh").exists() and (tmp_path / "b" / "tracks_bvh.csv").exists()
-    result = runner.invoke(export_group, ["smpl", str(out), "--out", str(tmp_path / "c"), "--video", "nope.mp4"])
+    result = runner.invoke(export_group, ["smpl", str(out), "--output", str(tmp_path / "c"), "--video", "nope.mp4"])
     assert result.exit_code == 2 and "nope.mp4" in result.output
-    result = runner.invoke(export_group, ["smpl", str(out), "--out", str(tmp_path / "d"), "--min-frames", "100"])
+    result = runner.invoke(export_group, ["smpl", str(out), "--output", str(tmp_path / "d"), "--min-frames", "100"])
     assert result.exit_code == 1 and "no track" in result.output
     with pytest.raises(AnimationError, match="min_frames"):
         export_animation(str(out), tmp_path / "e", min_frames=0)

@@ -31,7 +31,7 @@ def long_clip(tmp_path_factory):
 
 def posepipe(*args: str, env: dict[str, str] | None = None) -> dict:
     """`posepipe run` as a user runs it: a subprocess with its own local Ray."""
-    command = [str(Path(sys.executable).with_name("posepipe")), "run", *args, "--json-summary"]
+    command = [str(Path(sys.executable).with_name("posepipe")), "run", *args, "--json"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600,
                           cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 0, done.stdout + done.stderr
@@ -50,7 +50,7 @@ def in_process(*args: str) -> dict:
 
     from posepipe.jobs.cli import main
 
-    result = CliRunner().invoke(main, ["run", *args, "--json-summary"], catch_exceptions=False)
+    result = CliRunner().invoke(main, ["run", *args, "--json"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout[result.stdout.index("{"):])
 

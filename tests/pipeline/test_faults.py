@@ -121,7 +121,7 @@ def spawner() -> Iterator[Spawner]:
 
 
 def posepipe_command(*args: str) -> list[str]:
-    return posepipe_argv("run", *args, "--json-summary")
+    return posepipe_argv("run", *args, "--json")
 
 
 def wait_job(proc: subprocess.Popen, log: Path, timeout_s: float = JOB_TIMEOUT_S) -> dict:

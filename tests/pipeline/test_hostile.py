@@ -25,7 +25,7 @@ FAST = ["--random-weights", "--max-persons", "1", "--no-flip-test"]
 
 
 def run_cli(*args: str):
-    result = CliRunner().invoke(main, ["run", *args, "--json-summary"], catch_exceptions=False)
+    result = CliRunner().invoke(main, ["run", *args, "--json"], catch_exceptions=False)
     summary = json.loads(result.stdout[result.stdout.index("{"):]) if "{" in result.stdout else None
     return result, summary
 
@@ -134,7 +134,7 @@ def test_credentials_in_object_store_uris_are_refused_unprinted(tmp_path):
     for args in (["s3://AKIAXX:wJalrSECRET@bucket/videos", "--output", str(tmp_path / "o")],
                  [str(tmp_path / "in"), "--output", "s3://AKIAXX:wJalrSECRET@bucket/poses"],
                  [str(tmp_path / "in"), "--output", "s3://bucket/poses?token=wJalrSECRET"]):
-        result = CliRunner().invoke(main, ["run", *args, "--random-weights", "--json-summary"])
+        result = CliRunner().invoke(main, ["run", *args, "--random-weights", "--json"])
         assert result.exit_code == 2, result.output
         assert "wJalrSECRET" not in result.output and "credentials" in result.output
     result = CliRunner().invoke(main, ["submit", str(tmp_path / "in"), "--output", "s3://b/o",

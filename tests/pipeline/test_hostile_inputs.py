@@ -28,7 +28,7 @@ NFC, NFD = unicodedata.normalize("NFC", "café.mp4"), unicodedata.normalize("NFD
 
 
 def run_cli(*args: str):
-    result = CliRunner().invoke(main, ["run", *args, "--json-summary"], catch_exceptions=False)
+    result = CliRunner().invoke(main, ["run", *args, "--json"], catch_exceptions=False)
     summary = json.loads(result.stdout[result.stdout.index("{"):]) if "{" in result.stdout else None
     return result, summary
 
@@ -77,7 +77,7 @@ def test_object_keys_that_look_like_urls_are_read_from_themselves(ray_local, s3_
     # render reads the source from the row's uri: the object with '#', not `clip` (224 px wide, which
     # render's source check would refuse as another video).
     frame = tmp_path / "frame.png"
-    rendered = CliRunner().invoke(main, ["render", str(out), "--video", "clip#1.mp4", "--frame", "1", "--out", str(frame)])
+    rendered = CliRunner().invoke(main, ["render", str(out), "--video", "clip#1.mp4", "--frame", "1", "--output", str(frame)])
     assert rendered.exit_code == 0 and frame.stat().st_size > 0, rendered.output
 
 
@@ -159,7 +159,7 @@ def test_a_relative_input_is_stored_absolute_and_renders_from_elsewhere(ray_loca
 
     monkeypatch.chdir(elsewhere)  # render from another directory finds the source by its stored path
     rendered = CliRunner().invoke(main, ["render", str(work / "out"), "--video", "walk.mp4", "--frame", "0",
-                                         "--out", "frame.png"])
+                                         "--output", "frame.png"])
     assert rendered.exit_code == 0 and (elsewhere / "frame.png").stat().st_size > 0, rendered.output
 
 

@@ -311,7 +311,7 @@ def test_hostile_names_print_no_fake_lines_and_the_query_line_pastes(ray_local, 
     assert not list(tmp_path.rglob("pwned")) and not (REPO / "pwned").exists()
 
     # The JSON summary keeps the names exactly, escaped by JSON (ASCII only on stdout).
-    result = CliRunner().invoke(main, ["run", str(src), "--output", str(out), "--json-summary", *FAST],
+    result = CliRunner().invoke(main, ["run", str(src), "--output", str(out), "--json", *FAST],
                                 catch_exceptions=False)
     summary = json.loads(result.stdout[result.stdout.index("{"):])
     assert result.stdout.isascii() and summary["skipped_complete"] == 2
@@ -344,7 +344,7 @@ def test_the_finisher_count_follows_the_cpus(ray_local, tmp_path):
     process with its own torch and lifter; two CPUs run one finish at a time anyway)."""
     clip = media.street_clip(tmp_path / "in" / "a.mp4", n=2)
     result = CliRunner().invoke(main, ["run", str(clip), "--output", str(tmp_path / "out"), "--num-workers", "3",
-                                       "--json-summary", *FAST], catch_exceptions=False)
+                                       "--json", *FAST], catch_exceptions=False)
     summary = json.loads(result.stdout[result.stdout.index("{"):])
     assert result.exit_code == 0 and summary["workers"] == 3 and summary["finishers"] == 1, result.output
 

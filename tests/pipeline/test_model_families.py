@@ -34,7 +34,7 @@ def test_run_with_each_family(ray_local, clip, tmp_path, pose_model, lifter):
     out = tmp_path / "out"
     result = CliRunner().invoke(main, [
         "run", str(clip), "--output", str(out), "--random-weights", "--max-persons", "1",
-        "--pose-model", pose_model, "--lifter", lifter, "--json-summary",
+        "--pose-model", pose_model, "--lifter", lifter, "--json",
     ], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout[result.stdout.index("{"):])

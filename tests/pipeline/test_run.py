@@ -33,7 +33,7 @@ POSE_COLUMNS = {
 
 
 def run_cli(*args: str):
-    result = CliRunner().invoke(main, ["run", *args, "--json-summary"], catch_exceptions=False)
+    result = CliRunner().invoke(main, ["run", *args, "--json"], catch_exceptions=False)
     summary = json.loads(result.stdout[result.stdout.index("{"):]) if "{" in result.stdout else None
     return result, summary
 
