@@ -22,8 +22,8 @@ from typing import Any, Mapping
 import torch
 
 from posepipe.models import (
-    associative_embedding, hmr, hourglass, hrnet, motionbert, rle, rtmpose, simplebaseline, simplebaseline3d, videopose3d,
-    vitpose, yolox,
+    associative_embedding, hmr, hourglass, hrnet, motionbert, rle, rtmo, rtmpose, simplebaseline, simplebaseline3d,
+    videopose3d, vitpose, yolox,
 )
 from posepipe.models.checkpoint import CheckpointError, preview, read_checkpoint, sniff_container
 from posepipe.models.precision import PrecisionWarning, strict_fp32
@@ -33,7 +33,7 @@ from posepipe.models.weights import Weights
 # the named model's is reported as the first family here that recognises it (HRNet's mmpose layout is
 # recognised by its head's final_layer alone, which SimpleBaseline and RTMPose heads also have).
 FAMILIES: dict[str, ModuleType] = {
-    "yolox": yolox, "rtmpose": rtmpose, "hourglass": hourglass, "vitpose": vitpose, "simplebaseline": simplebaseline,
+    "yolox": yolox, "rtmo": rtmo, "rtmpose": rtmpose, "hourglass": hourglass, "vitpose": vitpose, "simplebaseline": simplebaseline,
     "rle": rle, "associative_embedding": associative_embedding, "hrnet": hrnet, "videopose3d": videopose3d, "simplebaseline3d": simplebaseline3d,
     "motionbert": motionbert, "hmr": hmr,
 }
@@ -41,11 +41,12 @@ FAMILY_LABELS = {
     "yolox": "YOLOX", "hrnet": "HRNet", "rtmpose": "RTMPose", "simplebaseline": "SimpleBaseline", "rle": "RLE",
     "hourglass": "Hourglass", "vitpose": "ViTPose", "videopose3d": "VideoPose3D", "simplebaseline3d": "SimpleBaseline3D",
     "motionbert": "MotionBERT", "hmr": "HMR (SPIN)", "associative_embedding": "Associative Embedding",
+    "rtmo": "RTMO",
 }
 CATALOGUE: dict[str, Weights] = {
     **yolox.WEIGHTS, **hrnet.WEIGHTS, **rtmpose.WEIGHTS, **simplebaseline.WEIGHTS, **rle.WEIGHTS,
     **hourglass.WEIGHTS, **vitpose.WEIGHTS, **videopose3d.WEIGHTS, **simplebaseline3d.WEIGHTS,
-    **motionbert.WEIGHTS, **hmr.WEIGHTS, **associative_embedding.WEIGHTS,
+    **motionbert.WEIGHTS, **hmr.WEIGHTS, **associative_embedding.WEIGHTS, **rtmo.WEIGHTS,
 }
 STAGES = ("detector", "pose", "lifter", "mesh")
 
@@ -245,7 +246,7 @@ def _foreign_layout(name: str, spec: Weights, checkpoint: Any, path: Path) -> st
         unexpected = [k for k in found if k not in expected]
         label = FAMILY_LABELS[spec.family]
         # an HRNet, an HMR, an RTMPose, an RLE (letters read out); a Hourglass (a word)
-        article = "an" if label[:2] in ("HR", "HM") or label[0] == "R" else "a"
+        article = "an" if label[:2] in ("HR", "HM") or label[0] in "RAEIO" else "a"
 
         def some(keys: list[str]) -> str:
             return f"{len(keys)}" + (f", e.g. {', '.join(keys[:4])}" if keys else "")
