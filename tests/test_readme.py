@@ -1,4 +1,4 @@
-"""The README is tested: its query examples run against a real job's output, every `posepipe` command
+"""The README (and the docs/ pages it sends readers to) is tested: its query examples run against a real job's output, every `posepipe` command
 and flag it shows is one the CLI has (each command's `--help` parsed by click), the cheap commands run
 as written on a real job's output, and its install lines agree with the Makefile and pyproject."""
 from __future__ import annotations
@@ -19,6 +19,12 @@ from tests import media
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
+# The README and the pages it sends readers to (docs/): every command, flag and query in them is checked.
+PAGES = [README, *sorted((REPO / "docs").glob("*.md"))]
+
+
+def docs_text() -> str:
+    return "\n\n".join(page.read_text() for page in PAGES)
 pytestmark = pytest.mark.slow
 
 # Flags the README shows for other programs: pip, ray, the tracking comparison script, measure.sh.
@@ -28,7 +34,7 @@ DEPRECATED = {"--out", "--json-summary"}
 
 
 def blocks(language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", README.read_text(), flags=re.S)
+    return re.findall(rf"```{language}\n(.*?)```", docs_text(), flags=re.S)
 
 
 def readme_commands() -> list[str]:
@@ -40,7 +46,7 @@ def readme_commands() -> list[str]:
             line = re.sub(r"\s+#.*$", "", line).strip()
             if line.startswith("posepipe "):
                 found.append(" ".join(line.split()))
-    for span in re.findall(r"`(posepipe [^`]+)`", README.read_text()):
+    for span in re.findall(r"`(posepipe [^`]+)`", docs_text()):
         found.append(" ".join(span.split()))
     return list(dict.fromkeys(found))
 
@@ -111,12 +117,14 @@ def test_every_flag_in_the_readme_is_an_option_of_some_command():
     """Prose names options without a command (`--det-conf`, `--no-flip-test`): each is one posepipe has,
     or another program's the README shows; an old spelling only where the README says it is old."""
     known = every_option() | OTHER_PROGRAMS
-    for number, line in enumerate(README.read_text().splitlines(), 1):
-        for flag in flags_in(line):
-            if flag in DEPRECATED:
-                assert "deprecat" in line or "old spelling" in line or "replace" in line, (number, line)
-            else:
-                assert flag in known or not flag.startswith("--"), f"README line {number}: {flag} is no posepipe option"
+    for page in PAGES:
+        for number, line in enumerate(page.read_text().splitlines(), 1):
+            for flag in flags_in(line):
+                if flag in DEPRECATED:
+                    assert "deprecat" in line or "old spelling" in line or "replace" in line, (page.name, number, line)
+                else:
+                    assert flag in known or not flag.startswith("--"), \
+                        f"{page.relative_to(REPO)} line {number}: {flag} is no posepipe option"
 
 
 # ------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ mmaction2's 3D skeleton configs are NTU RGB+D's (25 joints). For H36M-17 they ne
   mmengine's ``custom_imports``.
 
 `config_text` writes a ready ST-GCN config: mmaction2's shipped 3D joint config written out whole,
-with the layout, axes, class count, pickle and splits replaced. ``tests/pipeline/test_mmaction.py``
+with the layout, axes, class count, pickle and splits replaced. ``tests/pipeline/downstream/test_mmaction.py``
 trains it one step with mmaction2 1.2.0.
 """
 from __future__ import annotations

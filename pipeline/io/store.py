@@ -35,7 +35,7 @@ the newest ``_index/`` file, trusts an index row only while the listed file has 
 the index recorded *and* is older than the index by a safety margin (so a row rewritten within the
 clock's resolution is re-read), and reads every other row file with a thread pool. A stale, missing
 or corrupt index costs time, never correctness; a store that fails while being read stops the job.
-10,000 rows (tests/pipeline/bench_scan.py, loaded 2-core machine): local 15 s serial, 10 s parallel,
+10,000 rows (tests/pipeline/io/bench_scan.py, loaded 2-core machine): local 15 s serial, 10 s parallel,
 0.2 s with the index; moto S3 101 s, 61 s, 2.6 s.
 
 Not here: listing and reading *inputs* (`sources.py`, `objects.py`: ranged, streaming reads through

@@ -11,7 +11,7 @@ console that interprets markup ends the job on a folder named `q[/x]`. So:
   `plain` is idempotent: its escapes are printable ASCII, so text passed through twice is unchanged.
 * Everything posepipe prints goes through this module: `say` and `say_json` here, or a printing call
   whose argument is `plain(...)`/`styled(...)`; logging through `configure_logging`; click's own
-  error messages through `plain_click_error` (jobs/cli.py). tests/pipeline/test_hostile_terminal.py
+  error messages through `plain_click_error` (jobs/cli.py). tests/pipeline/run/test_hostile_terminal.py
   checks the rule on the source of jobs/ and pipeline/.
 * Commands printed for pasting (the query line, the rerun hint) are quoted by `shell_quote`: plain
   shell quoting, or bash's `$'...'` with byte escapes where an argument holds characters that may not

@@ -31,7 +31,7 @@ from posepipe.pipeline.io.readback import read_videos
 from posepipe.pipeline.io.schema import poses_table, provenance_metadata, videos_table
 from tests import media
 from tests.fake_output import FakeVideo, fake_output, upload_tree, write_video
-from tests.pipeline.test_mmaction import skeleton
+from tests.pipeline.downstream.test_mmaction import skeleton
 from tests.servers import make_bucket, put_object
 
 FPS, WIDTH, HEIGHT, FRAMES = 10.0, 320, 240, 12

@@ -17,7 +17,7 @@ import numpy as np
 from clips import REPO, street_clip
 from record import error_text, log, section_args
 
-TESTS = ["tests/models/test_cuda.py", "tests/pipeline/test_worker_cuda.py", "tests/pipeline/test_device_path.py",
+TESTS = ["tests/models/test_cuda.py", "tests/pipeline/perframe/test_worker_cuda.py", "tests/pipeline/perframe/test_device_path.py",
          "tests/models/test_ondevice.py", "tests/models/test_yolox_device.py"]
 SELECT = "cuda"          # the CUDA tests of those files (their names, ids or module say cuda)
 COMPARE_SECONDS = 30.0   # kept for the direct comparison after the tests

@@ -15,7 +15,7 @@ import pytest
 
 from posepipe.pipeline.temporal.association import MAX_CANDIDATES, associate, pose_candidates, select_rows, track_candidates
 from posepipe.pipeline.temporal.tracking import TrackerConfig, track_video
-from tests.pipeline.test_tracking import person
+from tests.pipeline.temporal.test_tracking import person
 
 # ---------------------------------------------------------------------------------------------- cap and key
 
@@ -82,7 +82,7 @@ def new_pipeline(frames: list, max_persons: int) -> list[np.ndarray]:
 def test_in_a_crowd_tracking_every_box_then_capping_tracks_better(scenario, max_persons):
     """MOTA and IDF1 of the rows written, old pipeline against new, over three seeds each."""
     pytest.importorskip("motmetrics")
-    from tests.pipeline.crowds import SCENARIOS, mot_metrics
+    from tests.pipeline.temporal.crowds import SCENARIOS, mot_metrics
 
     for seed in range(3):
         frames = SCENARIOS[scenario](seed)

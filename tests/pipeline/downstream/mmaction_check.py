@@ -1,4 +1,4 @@
-"""Run inside a venv with mmaction2 1.2.0 (tests/pipeline/test_mmaction.py builds it); prints JSON.
+"""Run inside a venv with mmaction2 1.2.0 (tests/pipeline/downstream/test_mmaction.py builds it); prints JSON.
 
     python mmaction_check.py DATA_DIR
 

@@ -25,7 +25,7 @@ from posepipe.pipeline.downstream.export import build_posec3d, write_mmaction_co
 from posepipe.pipeline.io.schema import poses_table, provenance_metadata, videos_table
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 VENV = ROOT / ".venv-mmaction"
 # torch is the local CPU build the project's own venv uses (see Makefile); mmaction2's PoseCompact
 # uses np.Inf, gone in NumPy 2.
@@ -137,7 +137,7 @@ def test_exports_train_in_mmaction2(tmp_path):
         write_mmaction_config(report, pkl)
     python = mmaction_python()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
-    done = subprocess.run([str(python), str(ROOT / "tests" / "pipeline" / "mmaction_check.py"), str(data)],
+    done = subprocess.run([str(python), str(ROOT / "tests" / "pipeline" / "downstream" / "mmaction_check.py"), str(data)],
                           capture_output=True, text=True, timeout=900, env=env)
     assert done.returncode == 0, done.stderr[-4000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])

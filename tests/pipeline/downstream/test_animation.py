@@ -22,7 +22,7 @@ from posepipe.pipeline.downstream.camera import full_frame_translation
 from posepipe.pipeline.io.output import video_key
 from posepipe.pipeline.io.readback import read_poses
 from posepipe.pipeline.io.schema import poses_table, provenance_metadata, videos_table
-from tests.pipeline.test_mmaction import skeleton
+from tests.pipeline.downstream.test_mmaction import skeleton
 
 FPS, WIDTH, HEIGHT = 10.0, 640, 480
 SMPL_PARENTS = [-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21]

@@ -1,7 +1,7 @@
 """Generated crowds with ground truth, and MOT metrics (motmetrics) of a tracker's output on them.
 
-Used by tests/pipeline/test_association.py (tracking every box, then capping, against the old
-cap-then-track) and by tests/pipeline/bytetrack_compare.py (our tracker against supervision's
+Used by tests/pipeline/temporal/test_association.py (tracking every box, then capping, against the old
+cap-then-track) and by tests/pipeline/temporal/bytetrack_compare.py (our tracker against supervision's
 ByteTrack on the same detections, in its own venv). Needs only numpy (and motmetrics to score).
 
 A scenario is a list of frames ``(gt_ids (N,), boxes_xyxy (N, 4), scores (N,))``; gt id -1 marks a

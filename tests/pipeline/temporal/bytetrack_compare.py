@@ -2,8 +2,8 @@
 
     python bytetrack_compare.py [--seeds 5] [--table]
 
-Runs in a venv with supervision and motmetrics (tests/pipeline/test_tracking_compare.py builds
-it); imports posepipe's tracker and the generated crowds (tests/pipeline/crowds.py) from the
+Runs in a venv with supervision and motmetrics (tests/pipeline/temporal/test_tracking_compare.py builds
+it); imports posepipe's tracker and the generated crowds (tests/pipeline/temporal/crowds.py) from the
 repository. Both trackers get ByteTrack's MOT17 settings: high score 0.5, new tracks from 0.6,
 low floor 0.1, match ceiling 0.8, a 30-frame lost buffer at 30 fps.
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
 # This venv has no posepipe installed: the checkout's folders are its packages, as the install maps them.
 if "posepipe" not in sys.modules:
@@ -33,7 +33,7 @@ if "posepipe" not in sys.modules:
     sys.modules["posepipe"].__path__ = [str(ROOT)]
 
 from posepipe.pipeline.temporal.tracking import TrackerConfig, iou_matrix, track_video  # noqa: E402
-from tests.pipeline.crowds import FPS, SCENARIOS, mot_metrics  # noqa: E402
+from tests.pipeline.temporal.crowds import FPS, SCENARIOS, mot_metrics  # noqa: E402
 
 
 def ours(frames, refind: bool = True, floor: float = 0.0) -> list[np.ndarray]:

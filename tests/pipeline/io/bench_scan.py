@@ -1,6 +1,6 @@
 """How long a rerun takes to learn what is committed: N videos rows, local and on a moto S3 server.
 
-    .venv/bin/python -m tests.pipeline.bench_scan --videos 10000 [--backends local,s3]
+    .venv/bin/python -m tests.pipeline.io.bench_scan --videos 10000 [--backends local,s3]
 
 Times, for each backend: writing N rows (parallel), the old serial scan (one read after another,
 as the driver did), the scan with no index (one listing + parallel reads), `finish_job` (cleaning,

@@ -4,7 +4,7 @@ supervision pulls OpenCV's GUI build and matplotlib, which the project's venv sh
 the comparison runs in a venv of its own, made once at ``.venv-compare`` in the repository root
 (numpy, scipy, supervision 0.27, motmetrics; ~25 s from PyPI with pip's cache) and reused while
 its requirements are unchanged. The figures it checks are the README's (*Tracking*); regenerate
-them with ``.venv-compare/bin/python tests/pipeline/bytetrack_compare.py --seeds 5 --table --plot
+them with ``.venv-compare/bin/python tests/pipeline/temporal/bytetrack_compare.py --seeds 5 --table --plot
 docs/tracking.png``. Skipped only when PyPI cannot be reached and no venv was built before.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 VENV = ROOT / ".venv-compare"
 # supervision 0.28 dropped its ByteTrack (moved to the `trackers` package); motmetrics 1.4.0's
 # metrics work on NumPy 2 (its iou_matrix does not, and is not used).
@@ -45,7 +45,7 @@ def compare_python() -> Path:
 def test_ours_tracks_at_least_as_well_as_supervisions_bytetrack_on_the_same_detections():
     python = compare_python()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
-    done = subprocess.run([str(python), str(ROOT / "tests" / "pipeline" / "bytetrack_compare.py"), "--seeds", "5"],
+    done = subprocess.run([str(python), str(ROOT / "tests" / "pipeline" / "temporal" / "bytetrack_compare.py"), "--seeds", "5"],
                           capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-4000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])

@@ -189,7 +189,7 @@ def test_an_s3_outage_mid_job_ends_it_with_one_line_and_the_rerun_command(tmp_pa
         env.update(s3_env(s3.endpoint_url))
         make_bucket(s3.endpoint_url, "out")
         job = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               cwd=Path(__file__).resolve().parents[2])
+                               cwd=Path(__file__).resolve().parents[3])
         client = s3_client(s3.endpoint_url)
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and job.poll() is None:

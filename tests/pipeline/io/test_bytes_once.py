@@ -33,7 +33,7 @@ def posepipe(*args: str, env: dict[str, str] | None = None) -> dict:
     """`posepipe run` as a user runs it: a subprocess with its own local Ray."""
     command = [str(Path(sys.executable).with_name("posepipe")), "run", *args, "--json"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600,
-                          cwd=Path(__file__).resolve().parents[2])
+                          cwd=Path(__file__).resolve().parents[3])
     assert done.returncode == 0, done.stdout + done.stderr
     return json.loads(done.stdout[done.stdout.index("{"):])
 

@@ -25,7 +25,7 @@ from typing import Iterator
 import pytest
 
 from tests.processes import processes
-from tests.pipeline.test_faults import (FAST, SHARD, CLIPS, Reference, assert_same_rows, posepipe_command,
+from tests.pipeline.run.test_faults import (FAST, SHARD, CLIPS, Reference, assert_same_rows, posepipe_command,
                                         posepipe_env, reference_job, wait_for, wait_job)
 
 # The head's system config: find a dead node in seconds (the default takes about half a minute),
@@ -155,7 +155,7 @@ def test_losing_a_node_mid_job_still_gives_the_single_node_rows(two_nodes, refer
     cmd = posepipe_command(str(reference.clips), "--output", str(out), "--address", head, "--num-workers", "2",
                            "--shard-frames", SHARD, *FAST, "-v")
     with open(log, "wb") as sink:
-        proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[2], env=env, stdout=sink,
+        proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[3], env=env, stdout=sink,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     try:
         ready = lambda: dict(re.findall(r"worker (\d+) ready on node ([0-9a-f]+)", log.read_text()))  # noqa: E731

@@ -6,7 +6,7 @@ environment (POSEPIPE_TEST_KILL_AT, see `pipeline/perframe/worker.py`) reaches i
 driver takes nothing of this process with it. Every subprocess is started in its own session and
 whatever is left of it is killed on teardown. The reference answer is one uninterrupted run on the
 session's local Ray (`ray_local`, through `run_job`), computed once and shared with
-tests/pipeline/test_cluster.py.
+tests/pipeline/run/test_cluster.py.
 """
 from __future__ import annotations
 

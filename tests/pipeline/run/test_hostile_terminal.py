@@ -36,7 +36,7 @@ from posepipe.jobs.run import query_command
 from posepipe.pipeline.run.terminal import hidden, plain, shell_quote
 from tests import media
 from tests.processes import REPO, Spawner, posepipe_argv, posepipe_env
-from tests.pipeline.test_faults import wait_for
+from tests.pipeline.run.test_faults import wait_for
 
 FAST = ["--random-weights", "--max-persons", "1", "--no-flip-test", "--detector", "yolox_nano"]
 JOB_TIMEOUT_S = 300.0
