@@ -49,6 +49,10 @@ CATALOGUE: dict[str, Weights] = {
     **motionbert.WEIGHTS, **hmr.WEIGHTS, **associative_embedding.WEIGHTS, **rtmo.WEIGHTS,
 }
 STAGES = ("detector", "pose", "lifter", "mesh")
+# Pose families that find the people themselves (bottom-up, one-stage): a job with one runs no detector
+# (pipeline.run.options names these models too, to stay light; a test keeps the two equal).
+DETECTOR_FREE_FAMILIES = ("associative_embedding", "rtmo")
+DETECTOR_FREE = frozenset(name for name, spec in CATALOGUE.items() if spec.family in DETECTOR_FREE_FAMILIES)
 
 
 class RandomWeightsWarning(UserWarning):
@@ -279,6 +283,6 @@ def _conversion_summary(checkpoint: Any, state: Mapping[str, torch.Tensor]) -> t
 
 
 __all__ = [
-    "CATALOGUE", "FAMILIES", "STAGES", "CheckpointError", "CheckpointReport", "PrecisionWarning", "RandomWeightsWarning", "Weights",
+    "CATALOGUE", "DETECTOR_FREE", "DETECTOR_FREE_FAMILIES", "FAMILIES", "STAGES", "CheckpointError", "CheckpointReport", "PrecisionWarning", "RandomWeightsWarning", "Weights",
     "get_weights", "load_model", "read_weights", "resolve_device", "strict_fp32",
 ]

@@ -101,7 +101,7 @@ WEIGHTS: dict[str, Weights] = {
         paper=_PAPER,
         # mmpose's model zoo (associative_embedding/coco/hrnet_coco.md), COCO val2017, flip test, no detector.
         metrics={"coco_val2017_AP": 65.6, "coco_val2017_AR": 71.1},
-        gmacs=41.2,  # one 512x512 canvas, one pass (the flip test doubles it); torch's FlopCounterMode
+        gmacs=40.8,  # one 512x512 canvas, one pass (the flip test doubles it); torch's FlopCounterMode
         notes=(
             "Bottom-up: no detector; each person's box is the extent of its 17 keypoints and its score the mean "
             "of its grouped joints' heatmap values. A 2020 mmpose 0.x release (keypoint_head.final_layer.*, 17 "

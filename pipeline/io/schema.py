@@ -34,9 +34,13 @@ POSES_SCHEMA = pa.schema([
     _field("person_index", pa.int32(), "0-based position of the person in the frame (tracked people first, then by bbox_score); "
            "(video_id, frame_index, person_index) is the row key", nullable=False),
     _field("bbox_xyxy", _f32_list(4), "person box x1, y1, x2, y2 in pixels of the displayed frame", nullable=False),
-    _field("bbox_score", pa.float32(), "detector score obj*cls for the person class", nullable=False),
+    _field("bbox_score", pa.float32(), "the person's score, by mode: with a detector (top-down pose models) the "
+           "detector's obj*cls for the person class; with a detector-free --pose-model the model's own person "
+           "score: RTMO's sigmoid of its person logit for its box, Associative Embedding's mean of the 17 grouped "
+           "joints' heatmap values (missing joints count 0) for the box spanning its 17 keypoints", nullable=False),
     _field("keypoints_2d", pa.list_(_f32_list(2), NUM_KP2D), "17x2 COCO-17 keypoints (x, y) in pixels", nullable=False),
-    _field("keypoint_scores", _f32_list(NUM_KP2D), "17 heatmap maxima (HRNet confidence)", nullable=False),
+    _field("keypoint_scores", _f32_list(NUM_KP2D), "17 keypoint confidences of the pose model (heatmap maxima for heatmap models; RTMO's visibility "
+           "probabilities; Associative Embedding's heatmap values, negative for joints filled in by tag)", nullable=False),
     _field("keypoints_3d", pa.list_(_f32_list(3), NUM_KP3D), "17x3 H36M-17 joints in metres, camera frame, relative to the pelvis; "
            "null where track_id = -1 (lifting needs a track's sequence)"),
     _field("smpl_global_orient", _f32_list(3), "SMPL root orientation, axis-angle (radians)"),

@@ -19,17 +19,25 @@ MIN_BOX_PX = 2.0
 
 def select_persons(dets: np.ndarray, width: int, height: int, max_persons: int) -> np.ndarray:
     """Person boxes clipped to the frame, degenerate ones dropped, the `max_persons` best kept, best first."""
-    dets = dets[dets[:, 6] == PERSON_CLASS] if len(dets) else dets
-    if len(dets) == 0:
-        return np.zeros((0, 5), np.float32)
+    return select_person_rows(dets, width, height, max_persons)[1]
+
+
+def select_person_rows(dets: np.ndarray, width: int, height: int, max_persons: int) -> tuple[np.ndarray, np.ndarray]:
+    """`select_persons` and which rows of `dets` it kept: (K,) int64 indices into `dets`, and the (K, 5)
+    float32 [x1, y1, x2, y2, score] rows, best first (a detector-free pose model's keypoints follow
+    its boxes through the selection by these indices)."""
+    rows = np.flatnonzero(dets[:, 6] == PERSON_CLASS) if len(dets) else np.zeros(0, np.int64)
+    if len(rows) == 0:
+        return np.zeros(0, np.int64), np.zeros((0, 5), np.float32)
+    dets = dets[rows]
     boxes = dets[:, :4].copy()
     boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
     boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
     scores = dets[:, 4] * dets[:, 5]
     keep = ((boxes[:, 2] - boxes[:, 0]) >= MIN_BOX_PX) & ((boxes[:, 3] - boxes[:, 1]) >= MIN_BOX_PX) & np.isfinite(boxes).all(1)
-    boxes, scores = boxes[keep], scores[keep]
+    rows, boxes, scores = rows[keep], boxes[keep], scores[keep]
     order = np.argsort(-scores, kind="stable")[:max_persons]
-    return np.concatenate([boxes[order], scores[order, None]], axis=1).astype(np.float32)
+    return rows[order].astype(np.int64), np.concatenate([boxes[order], scores[order, None]], axis=1).astype(np.float32)
 
 
 @dataclass
@@ -73,4 +81,4 @@ def select_persons_device(dets: DeviceDetections, width: int, height: int, max_p
     )
 
 
-__all__ = ["MIN_BOX_PX", "PERSON_CLASS", "DevicePersons", "select_persons_device"]
+__all__ = ["MIN_BOX_PX", "PERSON_CLASS", "DevicePersons", "select_person_rows", "select_persons", "select_persons_device"]

@@ -19,7 +19,7 @@ import numpy as np
 
 from posepipe.pipeline.faults import injected_fault
 from posepipe.pipeline.io.prefetch import prefetched
-from posepipe.pipeline.perframe.persons import PERSON_CLASS, select_persons
+from posepipe.pipeline.perframe.persons import PERSON_CLASS, select_person_rows, select_persons
 from posepipe.pipeline.perframe.shards import POSE_COLUMNS, ShardResult, ShardTask, empty_rows
 from posepipe.pipeline.run.options import JobOptions
 from posepipe.pipeline.temporal.association import MAX_CANDIDATES, pose_candidates
@@ -62,7 +62,9 @@ class PoseWorker:
                 warnings.simplefilter("ignore", WeightsWarning)
                 return load_model(name, **kwargs)
 
-        self.detector = load("detector")
+        # A detector-free pose model (bottom-up, one-stage) finds the people itself: such a job has no
+        # detector (JobOptions leaves it out), and the model's own boxes and scores reach the tracker.
+        self.detector = load("detector") if "detector" in options.models else None
         self.pose = load("pose")
         self.mesh = load("mesh")
         self.pid = os.getpid()
@@ -76,6 +78,8 @@ class PoseWorker:
         reference path: `options.device_path`, by default on for a GPU, off for a CPU."""
         from posepipe.pipeline.perframe.ondevice import supports_device_path
 
+        if self.detector is None:  # detector-free: grouping and NMS are host work, the reference path
+            return False
         wanted = self.options.device_path
         if wanted is None:
             wanted = str(getattr(self.detector, "device", "cpu")).startswith("cuda")
@@ -89,7 +93,7 @@ class PoseWorker:
         return self._device_windows
 
     def weight_hashes(self) -> dict[str, str | None]:
-        return {m.weights.name: m.weights_sha256 for m in (self.detector, self.pose, self.mesh)}
+        return {m.weights.name: m.weights_sha256 for m in (self.detector, self.pose, self.mesh) if m is not None}
 
     # -- per-frame stages -----------------------------------------------------------------
     def process_shard(self, task: ShardTask, header: Mapping[int, bytes] | None = None) -> ShardResult:
@@ -175,6 +179,8 @@ class PoseWorker:
     def reference_frames(self, frames: Sequence[np.ndarray], indices: np.ndarray, stamps: np.ndarray,
                 width: int, height: int, timings: dict[str, float]) -> dict[str, np.ndarray]:
         opts = self.options
+        if self.detector is None:
+            return self._detector_free_frames(frames, indices, stamps, width, height, timings)
         t = time.perf_counter()
         # Every person box down to the tracker's floor reaches it (pipeline.temporal.association); 2D and SMPL
         # run here for the boxes likely to be kept, the rest only if tracking keeps them.
@@ -198,6 +204,51 @@ class PoseWorker:
         t = time.perf_counter()
         pose = self.pose.predict_batch(frames, boxes_xywh, flip_test=opts.flip_test)
         timings["pose2d"] += time.perf_counter() - t
+        return self._rows(frames, indices, stamps, persons, pose, found, timings)
+
+    def _detector_free_frames(self, frames: Sequence[np.ndarray], indices: np.ndarray, stamps: np.ndarray,
+                              width: int, height: int, timings: dict[str, float]) -> dict[str, np.ndarray]:
+        """The reference path of a detector-free pose model: the model's persons are the candidates.
+
+        Its boxes (RTMO's own; the keypoints' extent for Associative Embedding) and scores go through the
+        same selection as a detector's (person boxes clipped to the frame, degenerate ones dropped, down to
+        the tracker's floor, best first), so tracking, lifting, SMPL and the exports see them as they would
+        a detector's; each candidate's keypoints are the ones the model found with it. A kept box that this
+        shard did not pose is posed by `pose_boxes`, which asks the model for the person of that box.
+        """
+        opts = self.options
+        t = time.perf_counter()
+        found_persons = self.pose.predict_images(frames, flip_test=opts.flip_test)
+        floor = opts.tracker_config().low_threshold
+        candidates, keypoints = [], []
+        for people in found_persons:
+            n = len(people["scores"])
+            dets = np.column_stack([people["bboxes_xyxy"], people["scores"], np.ones(n, np.float32),
+                                    np.full(n, PERSON_CLASS, np.float32)]).astype(np.float32)
+            dets = dets[dets[:, 4] >= floor]
+            rows, chosen = select_person_rows(dets, width, height, MAX_CANDIDATES)
+            above = np.flatnonzero(people["scores"] >= floor)[rows]
+            candidates.append(chosen)
+            keypoints.append((people["keypoints"][above], people["keypoint_scores"][above]))
+        persons = [c[:pose_candidates(c[:, 4], opts.det_conf, opts.max_persons)] for c in candidates]
+        pose = [(k[:len(p)], s[:len(p)]) for (k, s), p in zip(keypoints, persons)]
+        timings["pose2d"] += time.perf_counter() - t
+        found = {"det_frame_index": np.repeat(np.asarray(indices), [len(c) for c in candidates]).astype(np.int32),
+                 "det_bbox_xyxy": np.concatenate([c[:, :4] for c in candidates]).astype(np.float32),
+                 "det_score": np.concatenate([c[:, 4] for c in candidates]).astype(np.float32),
+                 "det_rank": np.concatenate([np.arange(len(p)) for p in persons]).astype(np.int32)}
+        if sum(len(p) for p in persons) == 0:
+            empty = empty_rows()
+            empty.update(found, det_rank=np.zeros(0, np.int32))
+            return empty
+        return self._rows(frames, indices, stamps, persons, pose, found, timings)
+
+    def _rows(self, frames: Sequence[np.ndarray], indices: np.ndarray, stamps: np.ndarray, persons: list[np.ndarray],
+              pose: list[tuple[np.ndarray, np.ndarray]], found: dict[str, np.ndarray],
+              timings: dict[str, float]) -> dict[str, np.ndarray]:
+        """The shard rows of the posed persons: SMPL for their boxes, then every column."""
+        counts = np.array([len(p) for p in persons])
+        boxes_xyxy = [p[:, :4] for p in persons]
         t = time.perf_counter()
         mesh = self.mesh.predict_batch(frames, boxes_xyxy)
         timings["smpl"] += time.perf_counter() - t

@@ -16,6 +16,10 @@ DEFAULT_MODELS = {
 # Which catalogue entries a stage takes is each weights record's `stage` (every 2D family for
 # "pose", both lifters for "lifter", ...); the option that chooses it, for messages:
 STAGE_OPTIONS = {"detector": "--detector", "pose": "--pose-model", "lifter": "--lifter", "mesh": "--mesh"}
+# Pose models that find the people themselves (bottom-up, one-stage): with one, a job runs no
+# detector. The catalogue's own list is posepipe.models.DETECTOR_FREE (by family); it is named here
+# too so that options stay light (no torch import), and a test keeps the two equal.
+DETECTOR_FREE_POSE_MODELS = frozenset({"ae_hrnet_w32_coco_512x512", "rtmo_s_coco_640x640"})
 # Ceilings past which an option makes a job useless rather than bigger (README, Options): more
 # people per frame than any crowd scene gives the detector, batches that no GPU holds, shards
 # longer than a day of 30 fps video.
@@ -60,6 +64,18 @@ class JobOptions:
     track_new: float = 0.6              # score needed to start a track
     retries: int = 2                    # extra attempts of a shard whose worker died
     force: bool = False                 # reprocess videos even if complete
+
+    def __post_init__(self) -> None:
+        # A detector-free --pose-model makes --detector irrelevant: the job has no detector stage, so
+        # nothing loads or downloads one, --weights cannot name one, and provenance and the fingerprint
+        # (its `models`) record a job without a detector.
+        if self.detector_free and "detector" in self.models:
+            object.__setattr__(self, "models", {k: v for k, v in self.models.items() if k != "detector"})
+
+    @property
+    def detector_free(self) -> bool:
+        """Whether the pose model finds the people itself (then no detector runs: pipeline.perframe.worker)."""
+        return self.models.get("pose") in DETECTOR_FREE_POSE_MODELS
 
     def validate(self, catalogue: Mapping[str, Any]) -> None:
         if not self.input:
