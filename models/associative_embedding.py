@@ -324,6 +324,13 @@ class AssociativeEmbeddingPose(BottomupPredictor):
         return out[:, :self.num_joints], out[:, self.num_joints:]
 
     @torch.inference_mode()
+    def raw_outputs(self, inputs: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The head's raw heatmaps and tags (B, J, H/4, W/4) for normalised canvases (B, 3, H, W), CPU numpy."""
+        x = inputs if isinstance(inputs, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(inputs))
+        heatmaps, tags = self._network(x.to(self.device, dtype=torch.float32))
+        return heatmaps.cpu().numpy(), tags.cpu().numpy()
+
+    @torch.inference_mode()
     def maps(self, inputs: torch.Tensor | np.ndarray, flip_test: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised canvases (B, 3, H, W) -> what is decoded: heatmaps (B, J, H, W) and tags (B, L * J, H, W)
         at the canvas resolution (flip test: heatmaps averaged, tags concatenated, L = 2)."""

@@ -394,7 +394,7 @@ WEIGHTS: dict[str, Weights] = {
         paper=_PAPER,
         # mmpose's rtmo_coco.yml for this file, COCO val2017, no detector, no flip test.
         metrics={"coco_val2017_AP": 67.3, "coco_val2017_AR": 71.5},
-        gmacs=12.1,  # one 640x640 canvas up to the head, torch's FlopCounterMode (the DCC adds ~3 MMACs per kept person)
+        gmacs=12.1,  # one 640x640 canvas up to the head, torch's FlopCounterMode (the DCC adds about 11 MMACs per person kept after NMS)
         notes=(
             "One-stage: no detector; boxes and scores are the model's own (sigmoid of its person logit), keypoint "
             "scores are its visibility probabilities. No flip test. Sees BGR 0..255 on a 640x640 letterbox "
