@@ -390,8 +390,8 @@ def wait_until_exit(proc: subprocess.Popen, log: Path, timeout_s: float) -> str:
 def test_sigterm_stops_a_job_like_ctrl_c_and_the_hint_resumes_it(spawner, tmp_path, signum):
     """A real `posepipe run` (its own local Ray) gets the signal once a video is committed: exit
     128 + N, one message and the rerun hint, none of Ray's stack dump; the parts of its unfinished
-    attempts are gone at once (its end settled them) and no intent is left; the hint, given to
-    bash, skips what was committed and completes the rest."""
+    attempts are gone at once (its end settled them); the hint, given to bash, skips what was
+    committed and completes the rest, and leaves no intent."""
     src, out, log = job_clips(tmp_path / "in"), tmp_path / "out dir", tmp_path / "first.log"
     proc = spawner.start(posepipe_argv("run", str(src), "--output", str(out), "--shard-frames", "2", *FAST), log,
                          posepipe_env())
@@ -411,7 +411,8 @@ def test_sigterm_stops_a_job_like_ctrl_c_and_the_hint_resumes_it(spawner, tmp_pa
     committed, visible = committed_and_visible(out)
     assert 1 <= len({p.split("/")[1] for p in committed}) < 4, "stop the job mid-way: more or longer clips needed"
     assert visible == committed, "parts no row names were left visible"
-    assert not list((out / "_index").glob("intent-*")), "the stopped job's intent was left"
+    # Its end settles its intent too, unless it could not confirm its workers gone in time (a loaded
+    # machine): then the intent names a driver that is gone, which the rerun settles at once.
 
     env = posepipe_env(PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     done = paste(hint[0].removeprefix("Rerun the same command to resume: "), tmp_path, env)
@@ -419,6 +420,7 @@ def test_sigterm_stops_a_job_like_ctrl_c_and_the_hint_resumes_it(spawner, tmp_pa
     assert re.search(r"posepipe: \d+ ok, 0 failed, [1-3] already complete of 4 videos", done.stderr), done.stderr[-2000:]
     committed, visible = committed_and_visible(out)
     assert visible == committed and len({p.split("/")[1] for p in committed}) == 4
+    assert not list((out / "_index").glob("intent-*")), "an intent outlived the rerun"
 
 
 @pytest.fixture
