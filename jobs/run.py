@@ -79,11 +79,15 @@ def parse_weights(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--no-flip-test", is_flag=True, help="Skip the 2D model's flip test (faster, slightly less accurate).")
 @click.option("--frames-per-batch", type=int, default=8, help="Frames batched through the detector.")
 @click.option("--decode-threads", type=int, default=None, help="FFmpeg decode threads per worker. Default: the worker's CPUs.")
-@click.option("--detector", default=DEFAULT_MODELS["detector"], help="Detector weights name.")
+@click.option("--detector", default=DEFAULT_MODELS["detector"],
+              help="Detector weights name (not used with a detector-free --pose-model).")
 @click.option("--pose-model", default=DEFAULT_MODELS["pose"],
-              help="2D keypoint weights name: any pose model of `posepipe weights list` (HRNet, RTMPose, SimpleBaseline, RLE, ...).")
+              help="2D keypoint weights name: any pose model of `posepipe weights list` (HRNet, RTMPose, SimpleBaseline, "
+                   "RLE, Hourglass, ViTPose, ...; the detector-free ae_hrnet_w32_coco_512x512 and rtmo_s_coco_640x640 "
+                   "find the people themselves, so --detector is then ignored).")
 @click.option("--lifter", default=DEFAULT_MODELS["lifter"],
-              help="2D-to-3D lifter weights name: any lifter of `posepipe weights list` (VideoPose3D, SimpleBaseline3D, ...).")
+              help="2D-to-3D lifter weights name: any lifter of `posepipe weights list` (VideoPose3D, SimpleBaseline3D, "
+                   "MotionBERT, ...).")
 @click.option("--weights", "weights", multiple=True, metavar="NAME=URI", help="Checkpoint for a model (repeatable): path, file://, http(s):// or s3://.")
 @click.option("--random-weights", is_flag=True, help="Random weights for a plumbing check only (outputs are meaningless).")
 @click.option("--force", is_flag=True, help="Reprocess videos that are already complete.")

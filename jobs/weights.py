@@ -49,7 +49,9 @@ def _cost(spec, catalogue) -> str:
     if spec.gmacs is None:
         return "cost: not measured"
     rel = relative_cost(spec, catalogue)
-    unit = _COST_UNIT.get(spec.stage, "input")
+    from posepipe.models import DETECTOR_FREE
+
+    unit = "frame" if spec.name in DETECTOR_FREE else _COST_UNIT.get(spec.stage, "input")
     versus = f" ({rel:.2g}x {DEFAULT_MODELS[spec.stage]}, the default {spec.stage} model)" if rel is not None else ""
     return f"cost: {spec.gmacs:.3g} GMACs per {unit}{versus}"
 

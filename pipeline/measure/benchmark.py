@@ -243,11 +243,24 @@ def bench_models(worker: Any, frames: Sequence[np.ndarray]) -> dict[str, Any]:
     opts = worker.options
     n, batch = len(frames), opts.frames_per_batch
     windows = [frames[lo:lo + batch] for lo in range(0, n, batch)]
-    detect_persons(worker, windows[0])  # warm-up
-    persons, seconds = _timed(lambda: [p for w in windows for p in detect_persons(worker, w)])
+    free = worker.detector is None  # a detector-free pose model: one pass over a frame finds and poses its people
+    if free:
+        def find() -> list[dict[str, np.ndarray]]:
+            return [r for w in windows for r in worker.pose.predict_images(w, flip_test=opts.flip_test)]
+
+        worker.pose.predict_images(windows[0][:1], flip_test=opts.flip_test)  # warm-up
+        found, seconds = _timed(find)
+        persons = [np.concatenate([r["bboxes_xyxy"], r["scores"][:, None]], axis=1)[:opts.max_persons] for r in found]
+        pose = [(r["keypoints"][:opts.max_persons], r["keypoint_scores"][:opts.max_persons]) for r in found]
+    else:
+        detect_persons(worker, windows[0])  # warm-up
+        persons, seconds = _timed(lambda: [p for w in windows for p in detect_persons(worker, w)])
     detected = int(sum(len(p) for p in persons))
-    out: dict[str, Any] = {"persons_per_frame": round(detected / n, 3), "boxes": "detector"}
-    out["detector"] = {"model": opts.models["detector"], "batch": batch, **rate(n, seconds)}
+    out: dict[str, Any] = {"persons_per_frame": round(detected / n, 3), "boxes": opts.models["pose"] if free else "detector"}
+    if free:
+        out["pose"] = {"model": opts.models["pose"], "flip_test": opts.flip_test, "detector_free": True, **rate(n, seconds)}
+    else:
+        out["detector"] = {"model": opts.models["detector"], "batch": batch, **rate(n, seconds)}
     boxes = [p[:, :4] for p in persons]
     if detected == 0:  # nobody in view (real weights): time the crop models on one central box per frame
         h, w = frames[0].shape[:2]
@@ -257,10 +270,11 @@ def bench_models(worker: Any, frames: Sequence[np.ndarray]) -> dict[str, Any]:
     first = next(i for i, b in enumerate(boxes) if len(b))
     boxes_xywh = [_xywh(b) for b in boxes]
 
-    worker.pose.predict_batch([frames[first]], [boxes_xywh[first]], flip_test=opts.flip_test)
-    pose, seconds = _timed(lambda: worker.pose.predict_batch(frames, boxes_xywh, flip_test=opts.flip_test))
-    out["pose"] = {"model": opts.models["pose"], "flip_test": opts.flip_test, "crops": crops,
-                   **rate(n, seconds), "crops_per_s": rate(crops, seconds, "crops", "crops_per_s")["crops_per_s"]}
+    if not free:
+        worker.pose.predict_batch([frames[first]], [boxes_xywh[first]], flip_test=opts.flip_test)
+        pose, seconds = _timed(lambda: worker.pose.predict_batch(frames, boxes_xywh, flip_test=opts.flip_test))
+        out["pose"] = {"model": opts.models["pose"], "flip_test": opts.flip_test, "crops": crops,
+                       **rate(n, seconds), "crops_per_s": rate(crops, seconds, "crops", "crops_per_s")["crops_per_s"]}
 
     worker.mesh.predict_batch([frames[first]], [boxes[first]])
     _, seconds = _timed(lambda: worker.mesh.predict_batch(frames, boxes))
