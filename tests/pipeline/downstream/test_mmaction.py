@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +21,10 @@ import pytest
 from posepipe.models.skeletons import H36M17_PARENTS
 from posepipe.pipeline.downstream.export import build_posec3d, write_mmaction_config, write_posec3d
 from posepipe.pipeline.io.schema import poses_table, provenance_metadata, videos_table
+from tests.side_venv import side_python
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[3]
-VENV = ROOT / ".venv-mmaction"
 # torch is the local CPU build the project's own venv uses (see Makefile); mmaction2's PoseCompact
 # uses np.Inf, gone in NumPy 2.
 REQUIREMENTS = ["torch==2.13.0", "numpy<2", "mmaction2==1.2.0", "mmengine==0.10.7", "mmcv-lite==2.1.0",
@@ -103,27 +101,9 @@ def write_output(root: Path) -> None:
         pq.write_table(videos_table([record], meta), root / "videos" / f"v{v}.parquet")
 
 
-def _pypi_reachable() -> bool:
-    try:
-        urllib.request.urlopen("https://pypi.org/simple/mmaction2/", timeout=15).close()
-        return True
-    except OSError:
-        return False
-
-
 def mmaction_python() -> Path:
     """The venv's python, built (or rebuilt, when REQUIREMENTS changed) on first use."""
-    python = VENV / "bin" / "python"
-    stamp = VENV / "posepipe-requirements.txt"
-    wanted = "\n".join(REQUIREMENTS) + "\n"
-    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
-        return python
-    if not _pypi_reachable():
-        pytest.skip("PyPI is not reachable and .venv-mmaction was never built: cannot install mmaction2 1.2.0")
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", *REQUIREMENTS], check=True, timeout=900)
-    stamp.write_text(wanted)
-    return python
+    return side_python(".venv-mmaction", REQUIREMENTS, what="mmaction2 1.2.0")
 
 
 def test_exports_train_in_mmaction2(tmp_path):

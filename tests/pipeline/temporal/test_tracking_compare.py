@@ -12,34 +12,21 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests.side_venv import side_python
+
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[3]
-VENV = ROOT / ".venv-compare"
 # supervision 0.28 dropped its ByteTrack (moved to the `trackers` package); motmetrics 1.4.0's
 # metrics work on NumPy 2 (its iou_matrix does not, and is not used).
 REQUIREMENTS = ["numpy", "scipy", "supervision==0.27.0", "motmetrics==1.4.0"]
 
 
 def compare_python() -> Path:
-    python = VENV / "bin" / "python"
-    stamp = VENV / "posepipe-requirements.txt"
-    wanted = "\n".join(REQUIREMENTS) + "\n"
-    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
-        return python
-    try:
-        urllib.request.urlopen("https://pypi.org/simple/supervision/", timeout=15).close()
-    except OSError:
-        pytest.skip("PyPI is not reachable and .venv-compare was never built: cannot install supervision")
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", *REQUIREMENTS], check=True, timeout=900)
-    stamp.write_text(wanted)
-    return python
+    return side_python(".venv-compare", REQUIREMENTS, what="supervision")
 
 
 def test_ours_tracks_at_least_as_well_as_supervisions_bytetrack_on_the_same_detections():
