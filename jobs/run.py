@@ -150,7 +150,7 @@ def _execute(options: JobOptions, *, quiet: bool = False) -> JobSummary:
     import contextlib
 
     from posepipe.models import CATALOGUE
-    from posepipe.pipeline.io.output import OutputError, StorageError
+    from posepipe.pipeline.io.store import OutputError, StorageError
     from posepipe.pipeline.io.sources import InputError
     from posepipe.pipeline.run.progress import ProgressReporter
     from posepipe.pipeline.run.runner import (EXIT_RAY_DIED, EXIT_STORAGE, EXIT_USAGE, EXIT_WEIGHTS, RayDiedError,

@@ -1,7 +1,7 @@
 """A small, seeded posepipe OUTPUT written by the real writer, for readback/export/render tests.
 
 Rows are built with the real schema (`pipeline.io.schema`) and written where and how a run's finish
-writes them (`pipeline.io.output`: `video_key`, attempt-named `part_name`, `Output.write_table`, and
+writes them (`pipeline.io.store`: `video_key`, attempt-named `part_name`, `Store.write_table`, and
 a videos row naming its `commit_attempt`), so a change to the writer is seen by the readers' tests.
 Beside them lies what a crashed or superseded attempt leaves, which readers must not see.
 
@@ -130,11 +130,11 @@ def attempt_of(video_id: str) -> str:
 
 def fake_output(root: Path, videos: list[FakeVideo] | None = None, *, junk: bool = True) -> FakeOutput:
     """Write OUTPUT/videos/<key>.parquet and OUTPUT/poses/<key>/part-*.parquet like a run does."""
-    from posepipe.pipeline.io.output import Output, part_name, video_key
+    from posepipe.pipeline.io.store import Store, part_name, video_key
 
     videos = default_videos() if videos is None else videos
     root.mkdir(parents=True, exist_ok=True)
-    out = Output(str(root))
+    out = Store(str(root))
     index = {v.video_id: i for i, v in enumerate(videos)}
     for i, video in enumerate(videos):
         key = video_key(video.video_id)

@@ -9,7 +9,7 @@ Tracks of a random-weights plumbing run (`pipeline.downstream.plumbing`) are exp
 marked where the format has room: an ``.npz`` gets a ``plumbing_run`` entry (the note, as a string)
 and the CSV a ``plumbing_run`` column (``true`` on their lines); BVH has no place for a note, so the
 CSV beside it and the command's warning say it.
-The video key is the one OUTPUT's own ``poses/<video key>/`` uses (`pipeline.io.output.video_key`:
+The video key is the one OUTPUT's own ``poses/<video key>/`` uses (`pipeline.io.store.video_key`:
 the id made file-name safe and cut to 80 characters, then ``-`` and a hash of the whole id), so
 two videos never share a folder: not ``Clip.mp4`` and ``clip.mp4`` on a case-insensitive disk,
 not ``a.mp4`` and ``a.mov``, not the S3 keys ``a//b.mp4`` and ``a/b.mp4``. Names are claimed before
@@ -70,7 +70,7 @@ from posepipe.models.skeletons import H36M17_NAMES, H36M17_PARENTS
 from posepipe.pipeline.downstream.camera import full_frame_translation
 from posepipe.pipeline.downstream.plumbing import PLUMBING_NOTE, plumbing_videos
 from posepipe.pipeline.io.destinations import Claims, count_on_disk, refuse_inside_output
-from posepipe.pipeline.io.output import video_key
+from posepipe.pipeline.io.store import video_key
 from posepipe.pipeline.io.readback import OutputReader, UnknownVideoError
 
 OPTION = "--output"   # the command-line option DIR came from, for messages

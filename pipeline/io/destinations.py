@@ -4,7 +4,7 @@ Three rules, one function each:
 
 * **Never inside OUTPUT's own folders** (`refuse_inside_output`). A file of ours in ``videos/`` or
   ``poses/`` is read as a table by every reader of OUTPUT (and fails it); one in ``_index/`` or
-  named like ``_committed.parquet`` is the store's. What is reserved is `pipeline.io.output.is_reserved_name`:
+  named like ``_committed.parquet`` is the store's. What is reserved is `pipeline.io.store.is_reserved_name`:
   ``videos``, ``poses`` and every top-level name starting with ``_`` or ``.``. Any other name at
   OUTPUT's top level is allowed (``OUTPUT/dataset.pkl``, ``OUTPUT/anim/``): no reader lists it
   and no job deletes it. The check follows symbolic links and compares the way a case-insensitive
@@ -12,7 +12,7 @@ Three rules, one function each:
 * **One file, one name** (`Claims`). Every path a command will write is claimed first, folded as
   a case-insensitive, normalisation-insensitive file system folds it (Unicode NFC, case folded);
   a second claim on a folded path is an error raised before anything is written over. Names are
-  built to be distinct (`pipeline.io.output.video_key`: a readable stem and a hash of the whole
+  built to be distinct (`pipeline.io.store.video_key`: a readable stem and a hash of the whole
   id), so a claim that fails is a bug or a choice of ``--output`` that makes two outputs one.
 * **Report what is on disk** (`count_on_disk`): after writing, the files that exist, each counted
   once however many of our paths lead to it (a disk that folded two names into one shows one file
@@ -25,7 +25,7 @@ import unicodedata
 from pathlib import Path
 from typing import Iterable
 
-from posepipe.pipeline.io.output import StorageError, Store, is_reserved_name
+from posepipe.pipeline.io.store import StorageError, Store, is_reserved_name
 
 
 class DestinationError(ValueError):

@@ -28,7 +28,7 @@ import pyarrow.fs as pafs
 
 from posepipe.pipeline.io.redaction import has_secrets, redact, scrub
 from posepipe.pipeline.io.schema import POSES_SCHEMA, VIDEOS_SCHEMA
-from posepipe.pipeline.io.output import POSES_DIR, VIDEOS_DIR
+from posepipe.pipeline.io.store import POSES_DIR, VIDEOS_DIR
 from posepipe.pipeline.io.store import (
     INDEX_DIR, MANIFEST, OutputError, StorageError, Store, is_committed_part, is_visible, scheme_of,
 )

@@ -50,6 +50,7 @@ import logging
 import os
 import re
 import time
+import unicodedata
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -69,8 +70,22 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 OUTPUT_SCHEMES = ("", "file", "s3", "gs", "az")
+VIDEOS_DIR = "videos"               # one commit row per video: videos/<key>.parquet
+POSES_DIR = "poses"                 # its rows: poses/<key>/<part>.parquet, named by attempt
 INDEX_DIR = "_index"
 MANIFEST = "_committed.parquet"
+# What the store writes at OUTPUT's top level today; `is_reserved_name` also covers what it may add.
+RESERVED = (VIDEOS_DIR, POSES_DIR, INDEX_DIR, MANIFEST)
+
+
+def is_reserved_name(name: str) -> bool:
+    """Whether `name`, a top-level entry of OUTPUT, is the store's: videos, poses, or '_…'/'.…' (the
+    store keeps its own files under such names, and any it adds later will be). No command writes a
+    file of its own there (`pipeline.io.destinations`); any other top-level name is free for side
+    files (a dataset pickle, a render), which no reader of OUTPUT lists. Compared as a case-insensitive
+    file system would (Unicode NFC, case folded): on such a disk ``Videos/`` *is* ``videos/``."""
+    folded = unicodedata.normalize("NFC", name).casefold()
+    return folded in (VIDEOS_DIR, POSES_DIR) or folded.startswith(("_", "."))
 # An index row is trusted only for row files at least this much older than the index itself: S3's
 # LastModified has one-second resolution, so a row rewritten in the same second keeps its mtime.
 INDEX_MARGIN_NS = 2_000_000_000

@@ -225,8 +225,6 @@ def probe_video(uri: str) -> Probe:
     decoded from the start without a seek (`VideoInfo.sequential`), so no frame is read from the
     wrong place and none is counted twice or missed.
     """
-    import av
-
     reader = _open_reader(uri)
     reader.recorded = {}
     with contextlib.closing(reader):

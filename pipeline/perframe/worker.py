@@ -12,7 +12,6 @@ import logging
 import os
 import time
 from contextlib import closing
-from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np

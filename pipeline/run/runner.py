@@ -12,7 +12,7 @@ import time
 from typing import Any, Callable, Mapping
 
 from posepipe.pipeline.io.destinations import DestinationError, refuse_inside_output
-from posepipe.pipeline.io.output import Output
+from posepipe.pipeline.io.store import Store
 from posepipe.pipeline.io.redaction import redact, scrub
 from posepipe.pipeline.io.sources import VideoRef, scan_inputs, scheme_of
 from posepipe.pipeline.run.cluster import RayDiedError, forwarded_env, gpu_expected, kept_local_notice, start_ray
@@ -104,7 +104,7 @@ def run_job(options: JobOptions, *, reporter: Callable[[str, dict[str, Any]], No
     started = time.perf_counter()
     # Everything that can be wrong with the job as a whole is found before any work, in this order:
     # the output (exit 2), the input (exit 2), the weights (exit 4, loaded here, not on the workers).
-    output = Output(options.output)
+    output = Store(options.output)
     output.check_writable()
     listing = scan_inputs(options.input)
     videos = listing.videos

@@ -40,7 +40,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from posepipe.pipeline.io.output import Output, StorageError, video_key
+from posepipe.pipeline.io.store import Store, StorageError, video_key
 from posepipe.pipeline.io.redaction import redact, scrub
 from posepipe.pipeline.io.sources import VideoRef
 from posepipe.pipeline.perframe.shards import ShardResult, ShardTask
@@ -152,7 +152,7 @@ class _Video:
         return len(self.results) == len(self.shards)
 
 
-def schedule(ray: Any, options: JobOptions, output: Output, todo: list[VideoRef], fingerprint: str,
+def schedule(ray: Any, options: JobOptions, output: Store, todo: list[VideoRef], fingerprint: str,
               metadata: dict[bytes, bytes], summary: JobSummary, report: Callable[[str, dict[str, Any]], None],
               committed: Mapping[str, dict[str, Any]]) -> None:
     n_workers, resources, threads = cluster_plan(options, ray)
@@ -190,7 +190,7 @@ def _settles_after(exc: BaseException) -> bool:
     return not (isinstance(exc, StorageError) and exc.transient)
 
 
-def _settle_stopped_job(output: Output, video_ids: list[str], exc: BaseException) -> None:
+def _settle_stopped_job(output: Store, video_ids: list[str], exc: BaseException) -> None:
     """A stopped job whose workers are confirmed gone does what a job's end does (`finish_job`):
     the parts of its unfinished attempts are deleted now, not left to a plain glob until a later job
     ends (and, since this job's intent then looks like a running job's, for INTENT_STALE_S). Best
@@ -208,7 +208,7 @@ class _Scheduler:
 
     PER_WORKER = 2  # tasks queued on a worker at once: one running, one ready to start
 
-    def __init__(self, ray: Any, options: JobOptions, output: Output, todo: list[VideoRef], fingerprint: str,
+    def __init__(self, ray: Any, options: JobOptions, output: Store, todo: list[VideoRef], fingerprint: str,
                  metadata: dict[bytes, bytes], summary: JobSummary, report: Callable[[str, dict[str, Any]], None],
                  *, make_actor: Callable[[], Any], n_workers: int, make_finisher: Callable[[], Any] | None = None,
                  n_finishers: int = 1, committed: Mapping[str, dict[str, Any]] | None = None) -> None:
@@ -614,7 +614,7 @@ class _Scheduler:
 _NAMES = {"model": "worker", "finish": "finisher"}
 
 
-def clean_superseded(output: Output, video_ids: list[str]) -> int:
+def clean_superseded(output: Store, video_ids: list[str]) -> int:
     """Delete the poses parts of `video_ids` that their committed row does not name: superseded or
     unfinished attempts, and a failed video's. Run only when no worker is left that could still be
     writing (the job's actors are dead), so it cannot race a commit. Returns the files deleted."""

@@ -57,7 +57,7 @@ class VideoFinisher:
 
         `pose_boxes` computes 2D/SMPL for kept boxes no shard ran them for: a `PoseWorker` (its
         method is used), a Ray actor handle of one, or a plain function."""
-        from posepipe.pipeline.io.output import Output, part_name, video_key
+        from posepipe.pipeline.io.store import Store, part_name, video_key
         from posepipe.pipeline.io.schema import poses_table, videos_table
 
         results = [_resolve(s) for s in shards]
@@ -69,7 +69,7 @@ class VideoFinisher:
         track_ids = rows["track_id"]
         kp3d, valid3d = lift_tracks(self.lifter, rows["frame_index"], track_ids, rows["keypoints_2d"],
                                     info["width"], info["height"], self.options.flip_augment_3d)
-        out = Output(output_uri)
+        out = Store(output_uri)
         key = video_key(video["video_id"])
         # Parts are named for this attempt and nothing is deleted here: a superseded attempt (a
         # finish whose reply was lost, still running somewhere) can never remove what this one

@@ -1,7 +1,7 @@
 """A hostile pass on what the downstream commands write and which OUTPUT they accept (issue 19).
 
 Each test runs the real CLI (click's CliRunner on `posepipe`'s own group, or a subprocess) on real
-files: OUTPUTs written by the real writer (`Output.write_table`, `video_key`, attempt-named parts),
+files: OUTPUTs written by the real writer (`Store.write_table`, `video_key`, attempt-named parts),
 real videos decoded by PyAV, S3 on a real moto server, and reads back what the command wrote.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from posepipe.jobs.cli import main
 from posepipe.pipeline.downstream.animation import export_animation
 from posepipe.pipeline.io.destinations import count_on_disk, fold
 from posepipe.pipeline.downstream.render import fit_frame as FIT_FRAME
-from posepipe.pipeline.io.output import Output, part_name, video_key
+from posepipe.pipeline.io.store import Store, part_name, video_key
 from posepipe.pipeline.io.readback import read_videos
 from posepipe.pipeline.io.schema import poses_table, provenance_metadata, videos_table
 from tests import media
@@ -56,7 +56,7 @@ def cli(*args: str | Path):
 def smpl_output(root: Path, video_ids: list[str], uri: str | None = None) -> Path:
     """An OUTPUT holding `video_ids`, two confirmed tracks each (FRAMES frames), with 2D, 3D and SMPL
     columns that differ by video and track, written as a run's finish writes them."""
-    out = Output(str(root))
+    out = Store(str(root))
     for v, video_id in enumerate(video_ids):
         rows = [(t, track) for t in range(FRAMES) for track in (0, 1)]
         n = len(rows)
@@ -351,7 +351,7 @@ def test_an_output_uri_with_a_secret_is_refused_unprinted_by_every_command(tmp_p
 
 def test_a_job_that_committed_nothing_is_an_output_with_nothing_in_it(tmp_path):
     """A job that found no video still ends with _committed.parquet: `files` prints nothing, exit 0."""
-    Output(str(tmp_path / "ended")).finish_job([])
+    Store(str(tmp_path / "ended")).finish_job([])
     result = cli("files", tmp_path / "ended")
     assert result.exit_code == 0 and result.output == ""
     result = cli("export", "posec3d", tmp_path / "ended", "--output", tmp_path / "d.pkl")
@@ -423,7 +423,7 @@ def eval_case(tmp_path_factory) -> tuple[Path, Path, Path]:
     root = tmp_path_factory.mktemp("eval")
     rows = _evaluate_rows(te)
     output = root / "out"
-    out = Output(str(output))
+    out = Store(str(output))
     table_rows = dict(rows)
     table_rows["keypoints_3d__valid"] = np.ones(len(rows["frame_index"]), bool)
     out.write_table(f"poses/{video_key(te.VIDEO)}/{part_name(0, te.FRAMES, 'a' * 12)}", poses_table(table_rows))
@@ -590,7 +590,7 @@ def test_side_files_at_outputs_top_level_are_allowed_and_harmless(tmp_path, rend
     assert (root / video_key("walk/clip.mp4") / "track_0000.npz").exists() and (root / "tracks_smpl.csv").exists()
     assert cv2.imread(str(root / "poses.png")).shape == (HEIGHT, WIDTH, 3)
     # and a later job on this OUTPUT reads and settles it as before
-    Output(str(root)).finish_job([])
+    Store(str(root)).finish_job([])
     assert reserved_snapshot(root).keys() >= {k for k in before if not k.startswith("_index/")}
 
 

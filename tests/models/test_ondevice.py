@@ -22,14 +22,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from posepipe.models import hmr, hrnet, ondevice, rle, rtmpose, simplebaseline, topdown
 from posepipe.models.precision import forward_half_flagged
-from tests.golden import GOLDEN, MEDIA, case_and_state, golden_cases
+from tests.golden import GOLDEN, case_and_state, golden_cases
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "street.mp4"
 CPU = torch.device("cpu")

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from posepipe.models import hrnet, topdown, warp, yolox
-from tests.golden import GOLDEN, MEDIA, golden_cases, load_case
+from tests.golden import MEDIA, golden_cases, load_case
 from tests.side_venv import ROOT, clean_env, side_python
 
 # OpenCV 4.10.0.84 is the build mmpose 1.3.2's golden outputs were made with; numpy < 2.3 has its wheels.

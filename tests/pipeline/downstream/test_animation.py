@@ -19,7 +19,7 @@ from posepipe.pipeline.downstream.animation import (
     CAMERA_TO_WORLD, SMPL_NEUTRAL_PELVIS, AnimationError, export_animation, skeleton_motion, smpl_motion,
 )
 from posepipe.pipeline.downstream.camera import full_frame_translation
-from posepipe.pipeline.io.output import video_key
+from posepipe.pipeline.io.store import video_key
 from posepipe.pipeline.io.readback import read_poses
 from posepipe.pipeline.io.schema import poses_table, provenance_metadata, videos_table
 from tests.pipeline.downstream.test_mmaction import skeleton

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.parquet as pq
 
-from posepipe.pipeline.io.output import Output, part_name, video_key
+from posepipe.pipeline.io.store import Store, part_name, video_key
 from posepipe.pipeline.io.schema import POSES_SCHEMA, poses_table, videos_table
 from tests.servers import make_bucket
 
@@ -23,7 +23,7 @@ def test_video_key_is_safe_and_unique():
 
 
 def test_local_write_is_atomic_and_listed(tmp_path):
-    out = Output(str(tmp_path))
+    out = Store(str(tmp_path))
     table = poses_table(_rows(5), {b"k": b"v"})
     out.write_table("poses/k1/part-1.parquet", table)
     assert [p.name for p in (tmp_path / "poses/k1").iterdir()] == ["part-1.parquet"]  # no temp left
@@ -38,7 +38,7 @@ def test_local_write_is_atomic_and_listed(tmp_path):
 
 def test_s3_output_roundtrip(s3_server):
     make_bucket(s3_server.endpoint_url, "out-bucket")
-    out = Output("s3://out-bucket/run1")
+    out = Store("s3://out-bucket/run1")
     out.write_table("poses/k/part-a.parquet", poses_table(_rows(3)))
     out.write_table("videos/k.parquet", videos_table([{"video_id": "v.mp4", "uri": "s3://x/v.mp4", "status": "ok"}]))
     assert out.list_parquet("poses") == ["k/part-a.parquet"]
@@ -69,22 +69,22 @@ def test_a_job_end_cleans_a_killed_jobs_leftovers_and_leaves_a_running_jobs_part
         return sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "poses").rglob("*.parquet"))
 
     table = poses_table(_rows(5), {})
-    killed = Output(str(tmp_path))          # committed a/b.mp4, was killed while redoing it
+    killed = Store(str(tmp_path))          # committed a/b.mp4, was killed while redoing it
     killed.begin_job(["a/b.mp4"])
     killed.write_table(part("a/b.mp4", "aaaaaaaaaaaa"), table)
     killed.write_table(f"videos/{video_key('a/b.mp4')}.parquet", videos_table(
         [{"video_id": "a/b.mp4", "uri": "/in/a/b.mp4", "status": "ok", "commit_attempt": "aaaaaaaaaaaa"}]))
     killed.write_table(part("a/b.mp4", "bbbbbbbbbbbb"), table)
     age(list((tmp_path / INDEX_DIR).glob("intent-*")))
-    running = Output(str(tmp_path))         # another job on the same OUTPUT, mid-write, not committed yet
+    running = Store(str(tmp_path))         # another job on the same OUTPUT, mid-write, not committed yet
     running.begin_job(["c.mp4"])
     running.write_table(part("c.mp4", "cccccccccccc"), table)
 
-    Output(str(tmp_path)).finish_job([])    # a rerun that found everything complete
+    Store(str(tmp_path)).finish_job([])    # a rerun that found everything complete
     assert parts() == sorted([part("a/b.mp4", "aaaaaaaaaaaa"), part("c.mp4", "cccccccccccc")])
     assert len(list((tmp_path / INDEX_DIR).glob("intent-*"))) == 1  # the running job's stays
 
     age(list((tmp_path / INDEX_DIR).glob("intent-*")))  # that job died without ending
-    assert Output(str(tmp_path)).finish_job([]) == 1
+    assert Store(str(tmp_path)).finish_job([]) == 1
     assert parts() == [part("a/b.mp4", "aaaaaaaaaaaa")]
     assert not list((tmp_path / INDEX_DIR).glob("intent-*"))

@@ -6,7 +6,7 @@ import duckdb
 import pytest
 
 from posepipe.pipeline.run.options import JobOptions
-from posepipe.pipeline.io.output import Output, part_attempt, video_key
+from posepipe.pipeline.io.store import Store, part_attempt, video_key
 from posepipe.pipeline.io.readback import read_poses
 from posepipe.pipeline.run.scheduler import clean_superseded
 from posepipe.pipeline.io.schema import provenance_metadata
@@ -48,7 +48,7 @@ def test_a_late_superseded_attempt_never_breaks_the_commit(worker_and_shards, tm
     assert {part_attempt(n) for n in names} == {"aaaaaaaaaaaa", "bbbbbbbbbbbb"}  # both attempts' parts exist
     rows = read_poses(str(out))
     assert rows.num_rows == expected  # one attempt's rows, not both
-    assert clean_superseded(Output(str(out)), ["walk.mp4"]) == len(names) // 2
+    assert clean_superseded(Store(str(out)), ["walk.mp4"]) == len(names) // 2
     left = {part_attempt(p.name) for p in (out / "poses" / key).glob("*.parquet")}
     assert left == {"aaaaaaaaaaaa"}
     glob = duckdb.sql(f"SELECT count(*) FROM read_parquet('{out}/poses/**/*.parquet')").fetchall()[0][0]

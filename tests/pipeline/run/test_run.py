@@ -6,7 +6,6 @@ same job on checkpoint files in each model's official container format.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import boto3
