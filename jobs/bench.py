@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from posepipe.jobs.conventions import Command
-from posepipe.pipeline.run.options import JobOptions, OptionError
+from posepipe.pipeline.options import JobOptions, OptionError
 from posepipe.pipeline.run.terminal import say_json
 
 BENCH_EXIT_CODES = ((0, "measured; the JSON report is on stdout (and in --output)"),

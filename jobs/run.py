@@ -24,7 +24,7 @@ import click
 
 from posepipe.jobs.conventions import Command, quiet_option
 from posepipe.pipeline.io.redaction import redact
-from posepipe.pipeline.run.options import DEFAULT_MODELS, JobOptions, OptionError
+from posepipe.pipeline.options import DEFAULT_MODELS, JobOptions, OptionError
 from posepipe.pipeline.run.terminal import configure_logging, plain, say, say_json, shell_join, shell_quote
 
 if TYPE_CHECKING:  # the runner imports torch and Ray: loaded when a job runs, not for --help

@@ -53,7 +53,7 @@ from click.core import ParameterSource
 from posepipe.jobs.config import CONFIG_META, ENV_PREFIX, merge
 from posepipe.jobs.conventions import Command
 from posepipe.pipeline.io.redaction import redact, scrub
-from posepipe.pipeline.run.options import JobOptions, OptionError
+from posepipe.pipeline.options import JobOptions, OptionError
 from posepipe.pipeline.run.terminal import say, say_json, shell_quote
 
 SOURCE_ROOT = Path(__file__).resolve().parents[1]  # a checkout, or site-packages/posepipe when installed

@@ -11,7 +11,7 @@ import sys
 import click
 
 from posepipe.jobs.conventions import Group
-from posepipe.pipeline.run.options import DEFAULT_MODELS
+from posepipe.pipeline.options import DEFAULT_MODELS
 from posepipe.pipeline.run.terminal import say, say_json
 
 EXIT_WEIGHTS = 4  # pipeline.run.runner.EXIT_WEIGHTS (`run` exits with it too; a test keeps them equal)

@@ -37,7 +37,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from posepipe.pipeline.run.options import JobOptions
+from posepipe.pipeline.options import JobOptions
 from posepipe.pipeline.run.terminal import say
 
 REPO = Path(__file__).resolve().parents[2]

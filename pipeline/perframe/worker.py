@@ -20,7 +20,7 @@ from posepipe.pipeline.faults import injected_fault
 from posepipe.pipeline.io.prefetch import prefetched
 from posepipe.pipeline.perframe.persons import PERSON_CLASS, select_person_rows, select_persons
 from posepipe.pipeline.perframe.shards import POSE_COLUMNS, ShardResult, ShardTask, empty_rows
-from posepipe.pipeline.run.options import JobOptions
+from posepipe.pipeline.options import JobOptions
 from posepipe.pipeline.temporal.association import MAX_CANDIDATES, pose_candidates
 
 log = logging.getLogger(__name__)

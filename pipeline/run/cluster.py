@@ -20,7 +20,7 @@ import signal
 import threading
 from typing import Any, Mapping
 
-from posepipe.pipeline.run.options import JobOptions, OptionError
+from posepipe.pipeline.options import JobOptions, OptionError
 
 log = logging.getLogger(__name__)
 

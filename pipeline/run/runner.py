@@ -16,7 +16,7 @@ from posepipe.pipeline.io.store import Store
 from posepipe.pipeline.io.redaction import redact, scrub
 from posepipe.pipeline.io.sources import VideoRef, scan_inputs, scheme_of
 from posepipe.pipeline.run.cluster import RayDiedError, forwarded_env, gpu_expected, kept_local_notice, start_ray
-from posepipe.pipeline.run.options import JobOptions, OptionError
+from posepipe.pipeline.options import JobOptions, OptionError
 from posepipe.pipeline.run.scheduler import schedule
 from posepipe.pipeline.run.signals import JobStopped, exit_code_for_signal, ignore_stop_signals, stop_on_signals
 from posepipe.pipeline.run.summary import (EXIT_OK, EXIT_RAY_DIED, EXIT_SOME_FAILED, EXIT_STORAGE, EXIT_USAGE,

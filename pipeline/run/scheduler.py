@@ -53,7 +53,7 @@ from posepipe.pipeline.run.cluster import (
     finish_plan,
     local_ray_death,
 )
-from posepipe.pipeline.run.options import JobOptions
+from posepipe.pipeline.options import JobOptions
 from posepipe.pipeline.run.summary import JobSummary
 from posepipe.pipeline.temporal.finish import VideoFinisher
 

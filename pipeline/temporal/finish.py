@@ -17,7 +17,7 @@ import numpy as np
 
 from posepipe.pipeline.faults import injected_fault
 from posepipe.pipeline.perframe.shards import POSE_COLUMNS, ShardResult, empty_rows
-from posepipe.pipeline.run.options import JobOptions
+from posepipe.pipeline.options import JobOptions
 
 log = logging.getLogger(__name__)
 

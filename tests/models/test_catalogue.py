@@ -10,7 +10,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from posepipe.models import CATALOGUE, FAMILIES, STAGES
-from posepipe.pipeline.run.options import DEFAULT_MODELS, JobOptions, OptionError
+from posepipe.pipeline.options import DEFAULT_MODELS, JobOptions, OptionError
 
 META = torch.device("meta")
 BY_STAGE = {stage: sorted(n for n, s in CATALOGUE.items() if s.stage == stage) for stage in STAGES}

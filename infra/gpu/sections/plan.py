@@ -28,7 +28,7 @@ TOTAL_SECONDS = 470.0
 class Plan:
     dry_run: bool = False
     device: str = "cuda"
-    # The job's models (pipeline.run.options.DEFAULT_MODELS), random weights: speed only.
+    # The job's models (pipeline.options.DEFAULT_MODELS), random weights: speed only.
     detector: str = "yolox_s"
     pose: str = "hrnet_w32_coco_256x192"
     mesh: str = "hmr_spin_resnet50"
@@ -65,7 +65,7 @@ class Plan:
         return self.device.startswith("cuda")
 
     def models(self) -> dict[str, str]:
-        from posepipe.pipeline.run.options import DEFAULT_MODELS
+        from posepipe.pipeline.options import DEFAULT_MODELS
 
         return {**DEFAULT_MODELS, "detector": self.detector, "pose": self.pose, "mesh": self.mesh}
 

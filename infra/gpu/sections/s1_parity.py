@@ -73,7 +73,7 @@ def compare(plan, half: bool) -> dict:
     import torch
 
     from posepipe.pipeline.perframe.worker import PoseWorker
-    from posepipe.pipeline.run.options import JobOptions
+    from posepipe.pipeline.options import JobOptions
 
     clip = str(street_clip())
     frames = 12 if not plan.dry_run else plan.street_frames

@@ -95,7 +95,7 @@ def counted_run(worker: Any, clip: Path, frames: int) -> dict[str, Any]:
 def main() -> None:
     args, plan, record = section_args(__doc__)
     from posepipe.pipeline.perframe.worker import PoseWorker
-    from posepipe.pipeline.run.options import JobOptions
+    from posepipe.pipeline.options import JobOptions
 
     log("encoding the 720p H.264 clip")
     t = time.perf_counter()

@@ -32,7 +32,7 @@ RAY_SHARE = 0.8   # of the section's time, for the Ray runs (a Ray that hangs); 
 
 
 def job_options(plan: Any, folder: Path, output: Path, workers: int) -> Any:
-    from posepipe.pipeline.run.options import JobOptions
+    from posepipe.pipeline.options import JobOptions
 
     return JobOptions(input=str(folder), output=str(output), device=plan.device, random_weights=True,
                       max_persons=plan.max_persons, flip_test=plan.flip_test, frames_per_batch=plan.node_window,

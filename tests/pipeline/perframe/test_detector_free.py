@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from posepipe.models import CATALOGUE, DETECTOR_FREE
-from posepipe.pipeline.run.options import DEFAULT_MODELS, DETECTOR_FREE_POSE_MODELS, JobOptions, OptionError
+from posepipe.pipeline.options import DEFAULT_MODELS, DETECTOR_FREE_POSE_MODELS, JobOptions, OptionError
 from tests import media
 
 AE, RTMO = "ae_hrnet_w32_coco_512x512", "rtmo_s_coco_640x640"

@@ -13,7 +13,7 @@ import torch
 from posepipe.pipeline.io.video import probe_video, shard_bounds
 from posepipe.pipeline.perframe.shards import ShardTask
 from posepipe.pipeline.perframe.worker import PoseWorker
-from posepipe.pipeline.run.options import JobOptions
+from posepipe.pipeline.options import JobOptions
 from tests.media import street_clip
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from posepipe.models import PrecisionWarning
-from posepipe.pipeline.run.options import DEFAULT_MODELS, JobOptions
+from posepipe.pipeline.options import DEFAULT_MODELS, JobOptions
 from posepipe.pipeline.perframe.shards import ShardTask
 from posepipe.pipeline.perframe.worker import PoseWorker
 from tests.golden import generate_state_dict, golden_cases, golden_dir, load_case

@@ -5,7 +5,7 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from posepipe.pipeline.run.options import JobOptions
+from posepipe.pipeline.options import JobOptions
 from posepipe.pipeline.io.store import Store, part_attempt, video_key
 from posepipe.pipeline.io.readback import read_poses
 from posepipe.pipeline.run.scheduler import clean_superseded

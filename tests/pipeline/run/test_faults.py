@@ -24,7 +24,7 @@ import duckdb
 import numpy as np
 import pytest
 
-from posepipe.pipeline.run.options import DEFAULT_MODELS, JobOptions
+from posepipe.pipeline.options import DEFAULT_MODELS, JobOptions
 from posepipe.pipeline.run.runner import JobSummary, run_job
 from tests import media
 from tests.processes import Spawner, posepipe_argv, posepipe_env, processes, session_members

@@ -15,7 +15,7 @@ import torch
 from click.testing import CliRunner
 
 from posepipe.jobs.cli import main
-from posepipe.pipeline.run.options import DEFAULT_MODELS
+from posepipe.pipeline.options import DEFAULT_MODELS
 from tests import media
 from tests.lifting import assert_3d_is_the_lifters
 from tests.servers import make_bucket

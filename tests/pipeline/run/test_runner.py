@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from posepipe.pipeline.run.options import JobOptions, OptionError
+from posepipe.pipeline.options import JobOptions, OptionError
 from posepipe.pipeline.run.cluster import cluster_plan
 
 

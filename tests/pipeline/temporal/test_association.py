@@ -146,7 +146,7 @@ def clip(tmp_path_factory) -> Path:
 
 
 def stub_worker(**options):
-    from posepipe.pipeline.run.options import JobOptions
+    from posepipe.pipeline.options import JobOptions
     from posepipe.pipeline.perframe.worker import PoseWorker
 
     worker = object.__new__(PoseWorker)

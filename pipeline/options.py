@@ -1,4 +1,7 @@
-"""Job options: one flat, typed dataclass, validated at the edge with messages naming the fix."""
+"""Job options: one flat, typed dataclass, validated at the edge with messages naming the fix.
+
+The contract every stage reads (perframe, temporal, run, downstream), so it sits at the top of
+pipeline/, below nothing: no stage imports upward to reach it."""
 from __future__ import annotations
 
 import hashlib
