@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from posepipe.models.smpl import (
-    NUM_BETAS, NUM_BODY_JOINTS, SMPL, SMPLModelError, read_pickled_arrays,
+    NUM_BETAS, NUM_BODY_JOINTS, SMPL, SMPLModelError, load_smpl, read_pickled_arrays,
 )
 
 # SPIN's joint set (constants.JOINT_NAMES) and, for each, the index into SMPL.joints' 54 (constants.JOINT_MAP).
@@ -339,7 +339,5 @@ def _tensor(a, tail: tuple[int, ...], name: str, device: torch.device) -> torch.
 def load_smplify(smpl_model: str | Path, gmm_prior: str | Path, *, options: SMPLifyOptions = SMPLifyOptions(),
                  extra_regressor: str | Path | None = None, device: str | torch.device = "cpu") -> SMPLify:
     """SMPLify from the user's SMPL model file and GMM prior (gmm_08.pkl)."""
-    from posepipe.models.smpl import load_smpl
-
     smpl = load_smpl(smpl_model, extra_regressor=extra_regressor, device=device)
     return SMPLify(smpl, read_gmm_prior(gmm_prior), options, device=device)
