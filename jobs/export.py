@@ -158,9 +158,12 @@ def _echo_skipped(report: "ExportReport") -> None:
               help="smpl: AMASS-style .npz of HMR's SMPL parameters; bvh: the H36M-17 3D keypoint skeleton.")
 @click.option("--focal", type=click.FloatRange(min=0, min_open=True), default=None,
               help="The camera's focal length in pixels, for the translation. Default: the image diagonal.")
+@click.option("--params", type=click.Choice(["hmr", "smplify"]), default="hmr",
+              help="Whose SMPL parameters and camera (--format smpl): HMR's (smpl_*), or SMPLify's fit of them "
+                   "(smplify_*, from `posepipe run --refine smplify`).")
 @quiet_option
 def smpl_command(output_uri: str, output: Path, videos: tuple[str, ...], min_frames: int, fmt: str, focal: float | None,
-                 quiet: bool) -> None:
+                 params: str, quiet: bool) -> None:
     """Write one animation file per confirmed track of OUTPUT (a folder or s3:// prefix).
 
     Files go to DIR/<video key>/track_<id>.npz (.bvh), the id in four digits (track_0000.npz), the
@@ -177,7 +180,7 @@ def smpl_command(output_uri: str, output: Path, videos: tuple[str, ...], min_fra
     try:
         with progress_bar(f"export {fmt}", quiet=quiet) as report_progress:
             report = export_animation(output, out, fmt=fmt, video_ids=list(videos) or None, min_frames=min_frames,
-                                      focal=focal, progress=report_progress)
+                                      focal=focal, progress=report_progress, params=params)
     except NotAnOutputError as exc:
         raise click.BadParameter(plain(exc), param_hint="OUTPUT") from None
     except UnknownVideoError as exc:

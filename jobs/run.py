@@ -90,6 +90,19 @@ def parse_weights(values: tuple[str, ...]) -> dict[str, str]:
                    "MotionBERT, ...).")
 @click.option("--weights", "weights", multiple=True, metavar="NAME=URI", help="Checkpoint for a model (repeatable): path, file://, http(s):// or s3://.")
 @click.option("--random-weights", is_flag=True, help="Random weights for a plumbing check only (outputs are meaningless).")
+@click.option("--refine", type=click.Choice(["smplify"]), default=None,
+              help="Refine HMR's SMPL of every row: smplify fits it to the row's 2D keypoints (SPIN's SMPLify), "
+                   "into the smplify_* columns; HMR's stay. Needs --smpl-model and --smpl-prior.")
+@click.option("--smpl-model", envvar="POSEPIPE_SMPL_MODEL", default=None, metavar="PATH",
+              help="SMPL's neutral model file (.pkl), licensed, from SMPL's site ($POSEPIPE_SMPL_MODEL). "
+                   "Only its sha256 is recorded.")
+@click.option("--smpl-prior", envvar="POSEPIPE_SMPL_PRIOR", default=None, metavar="PATH",
+              help="SMPLify's GMM pose prior gmm_08.pkl, licensed, from SMPLify's site ($POSEPIPE_SMPL_PRIOR). "
+                   "Only its sha256 is recorded.")
+@click.option("--smplify-option", "smplify_options", multiple=True, metavar="NAME=VALUE",
+              help="A SMPLify setting other than SPIN's (repeatable): iterations (100 per stage), step_size (0.01), "
+                   "sigma (100), pose_prior_weight (4.78), angle_prior_weight (15.2), shape_prior_weight (5), "
+                   "depth_loss_weight (100), focal_length (5000).")
 @click.option("--force", is_flag=True, help="Reprocess videos that are already complete.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON on stdout (was --json-summary).")
 @click.option("--explain-skip", is_flag=True, help="Say for every video why it was skipped or (re)done.")
@@ -98,6 +111,7 @@ def parse_weights(values: tuple[str, ...]) -> dict[str, str]:
 def run_command(input_uri: str, output: str, address: str | None, num_workers: int | None, shard_frames: int,
                 device: str, half: bool | None, device_path: bool | None, max_persons: int, det_conf: float, det_nms: float, no_flip_test: bool,
                 frames_per_batch: int, decode_threads: int | None, detector: str, pose_model: str, lifter: str, weights: tuple[str, ...], random_weights: bool,
+                refine: str | None, smpl_model: str | None, smpl_prior: str | None, smplify_options: tuple[str, ...],
                 force: bool, as_json: bool, explain_skip: bool, quiet: bool, verbose: bool) -> None:
     """Detect, track and pose every person in every video under INPUT; write Parquet under --output."""
     configure_logging(logging.INFO if verbose else logging.WARNING)
@@ -118,7 +132,23 @@ def options_from_run_params(params: Mapping[str, Any], *, address: str | None) -
         models=dict(DEFAULT_MODELS, detector=params["detector"], pose=params["pose_model"],
                     lifter=params["lifter"]),
         weights=parse_weights(params["weights"]), random_weights=params["random_weights"], force=params["force"],
+        refine=params["refine"], smpl_model=params["smpl_model"], smpl_prior=params["smpl_prior"],
+        smplify=parse_smplify_options(params["smplify_options"]),
     )
+
+
+def parse_smplify_options(values: tuple[str, ...]) -> dict[str, float]:
+    """--smplify-option NAME=VALUE pairs; names and ranges are checked with the other options (JobOptions)."""
+    parsed: dict[str, float] = {}
+    for value in values:
+        name, sep, number = value.partition("=")
+        try:
+            parsed[name.strip()] = int(number) if name.strip() == "iterations" else float(number)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise click.BadParameter(f"{value!r}: write NAME=NUMBER, e.g. iterations=50", param_hint="--smplify-option")
+    return parsed
 
 
 def execute(options: JobOptions, *, json_summary: bool = False, explain: bool = False, quiet: bool = False) -> JobSummary:

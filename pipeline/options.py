@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, replace
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Mapping
 
 STAGE_MODELS = ("detector", "pose", "lifter", "mesh")
@@ -31,6 +32,11 @@ MAX_FRAMES_PER_BATCH = 512
 MAX_SHARD_FRAMES = 3_000_000
 MAX_WORKERS = 10_000
 MAX_DECODE_THREADS = 64
+# --refine METHODS: what may refine HMR's SMPL after it (models/smplify.py). The SMPL model and the GMM
+# prior are licensed and the user's: named by path (--smpl-model, --smpl-prior, or their environment
+# variables), never stored beyond their sha256.
+REFINE_METHODS = ("smplify",)
+SMPL_MODEL_ENV, SMPL_PRIOR_ENV = "POSEPIPE_SMPL_MODEL", "POSEPIPE_SMPL_PRIOR"
 
 
 class OptionError(ValueError):
@@ -67,8 +73,16 @@ class JobOptions:
     track_new: float = 0.6              # score needed to start a track
     retries: int = 2                    # extra attempts of a shard whose worker died
     force: bool = False                 # reprocess videos even if complete
+    refine: str | None = None           # None | "smplify": fit SMPL to the 2D keypoints from HMR's start
+    smpl_model: str | None = None       # SMPL's model file (.pkl), the user's; only with refine
+    smpl_prior: str | None = None       # SMPLify's GMM pose prior (gmm_08.pkl), the user's; only with refine
+    smplify: Mapping[str, float] = field(default_factory=dict)  # SMPLifyOptions overrides (SPIN's defaults)
 
     def __post_init__(self) -> None:
+        if not self.refine:  # the files (often set once in the environment) matter only to a refining job
+            for name, empty in (("smpl_model", None), ("smpl_prior", None), ("smplify", {})):
+                if getattr(self, name):
+                    object.__setattr__(self, name, empty)
         # A detector-free --pose-model makes --detector irrelevant: the job has no detector stage, so
         # nothing loads or downloads one, --weights cannot name one, and provenance and the fingerprint
         # (its `models`) record a job without a detector.
@@ -117,6 +131,47 @@ class JobOptions:
                 )
         if self.random_weights and self.weights:
             raise OptionError("--random-weights", "cannot be combined with --weights; drop one of them")
+        if self.refine is not None:
+            self.check_refine()
+
+    def check_refine(self) -> None:
+        """--refine smplify: the method, its options, and the user's two files, read and checked here, before
+        any work (a missing or wrong file is exit 2, never a job that silently skips the refinement)."""
+        if self.refine not in REFINE_METHODS:
+            raise OptionError("--refine", f"{self.refine!r} is not a refinement; choose {', '.join(REFINE_METHODS)}")
+        from posepipe.models.smpl import SMPLModelError, read_smpl_model
+        from posepipe.models.smplify import SMPLifyOptions, read_gmm_prior
+
+        try:
+            SMPLifyOptions(**dict(self.smplify))
+        except TypeError:
+            known = ", ".join(f.name for f in fields(SMPLifyOptions))
+            raise OptionError("--smplify-option", f"unknown name in {dict(self.smplify)}; names: {known}") from None
+        except ValueError as exc:
+            raise OptionError("--smplify-option", str(exc)) from None
+        where = "SMPL's site (smpl.is.tue.mpg.de or smplify.is.tue.mpg.de), after accepting its licence"
+        for option, env, path, what, read in (
+                ("--smpl-model", SMPL_MODEL_ENV, self.smpl_model, "SMPL's neutral model file (SMPL_NEUTRAL.pkl or "
+                 "basicModel_neutral_lbs_10_207_0_v1.0.0.pkl)", read_smpl_model),
+                ("--smpl-prior", SMPL_PRIOR_ENV, self.smpl_prior, "SMPLify's GMM pose prior (gmm_08.pkl)", read_gmm_prior)):
+            if not path:
+                raise OptionError(option, f"--refine smplify needs {what}, which is licensed and not shipped: download it "
+                                          f"from {where} and pass {option} PATH or set ${env}")
+            try:
+                read(path)
+            except SMPLModelError as exc:
+                raise OptionError(option, str(exc)) from None
+
+    def smplify_options(self):  # noqa: ANN201 - SMPLifyOptions, imported lazily (torch)
+        from posepipe.models.smplify import SMPLifyOptions
+
+        return SMPLifyOptions(**dict(self.smplify))
+
+    def refine_files(self) -> dict[str, str]:
+        """The sha256 of the SMPL model and the GMM prior a refining job uses (all that provenance keeps of them)."""
+        if not self.refine:
+            return {}
+        return {"smpl_model_sha256": file_sha256(self.smpl_model), "smpl_prior_sha256": file_sha256(self.smpl_prior)}
 
     def tracker_config(self):  # noqa: ANN201 - TrackerConfig, imported lazily
         """ByteTrack thresholds. Random weights score every box near 0.36, so a plumbing run lowers
@@ -151,6 +206,9 @@ class JobOptions:
             "rows": 2,  # rows chosen after association, person_index (pipeline.temporal.association)
             "precision": precision, "code": code or code_version(),
         }
+        if self.refine:  # absent otherwise: a job without refinement keeps the fingerprint it had
+            relevant["refine"] = {"method": self.refine, **self.refine_files(),
+                                  "options": {k: float(v) for k, v in sorted(dict(self.smplify).items())}}
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
     def with_absolute_paths(self) -> "JobOptions":
@@ -162,6 +220,9 @@ class JobOptions:
 
         changes = {name: str(absolute_path(getattr(self, name))) for name in ("input", "output")
                    if getattr(self, name) and scheme_of(getattr(self, name)) == ""}
+        # the SMPL files too: the model workers read them from their own working directories
+        changes.update({name: os.path.abspath(getattr(self, name)) for name in ("smpl_model", "smpl_prior")
+                        if getattr(self, name)})
         return replace(self, **changes) if changes else self
 
     def public(self) -> dict[str, Any]:
@@ -174,6 +235,11 @@ class JobOptions:
         data["weights"] = {k: redact(v) for k, v in self.weights.items()}
         data["models"] = dict(self.models)
         data.pop("address", None)
+        # the licensed files: their hashes only, never where they live
+        data.pop("smpl_model", None)
+        data.pop("smpl_prior", None)
+        data.update(self.refine_files())
+        data["smplify"] = dict(self.smplify)
         return data
 
 
@@ -193,6 +259,22 @@ def _check_uri(option: str, uri: str) -> None:
             f"{redact(uri)} was given with credentials or a query string, which posepipe will not put in "
             "logs, tables or object keys; write it as scheme://BUCKET/PREFIX and give credentials through "
             "the environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, an instance role)"))
+
+
+_FILE_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | None) -> str:
+    """sha256 of a local file, read once per (path, size, mtime)."""
+    stat = os.stat(path)
+    key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _FILE_HASHES:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        _FILE_HASHES[key] = digest.hexdigest()
+    return _FILE_HASHES[key]
 
 
 _CODE_VERSION: str | None = None

@@ -157,16 +157,24 @@ def _resample_linear(times: np.ndarray, values: np.ndarray, clock: np.ndarray) -
     return np.stack([np.interp(clock, times, flat[:, i]) for i in range(flat.shape[1])], 1).reshape(len(clock), *values.shape[1:])
 
 
-def smpl_motion(rows: pa.Table, fps: float, width: int, height: int, focal: float | None = None) -> dict[str, np.ndarray]:
-    """One track's rows (any order) -> the AMASS-style arrays (see the module)."""
+# --params: whose SMPL parameters and camera an export takes, by column prefix: HMR's regression, or
+# SMPLify's fit of it to the 2D keypoints (`posepipe run --refine smplify`).
+PARAM_COLUMNS = {"hmr": "smpl", "smplify": "smplify"}
+
+
+def smpl_motion(rows: pa.Table, fps: float, width: int, height: int, focal: float | None = None, *,
+                params: str = "hmr") -> dict[str, np.ndarray]:
+    """One track's rows (any order) -> the AMASS-style arrays (see the module), from HMR's parameters or
+    (`params="smplify"`) SMPLify's."""
+    prefix = PARAM_COLUMNS[params]
     rows = rows.sort_by("frame_index")
     times = np.asarray(rows.column("timestamp_s").to_numpy(), np.float64)
     keep = np.concatenate([[True], np.diff(times) > 1e-9])  # one row per instant
     times = times[keep]
-    orient = _fixed(rows, "smpl_global_orient", (3,))[keep]
-    body = _fixed(rows, "smpl_body_pose", (23, 3))[keep]
-    betas = _fixed(rows, "smpl_betas", (10,))[keep]
-    trans_cam = full_frame_translation(_fixed(rows, "bbox_xyxy", (4,))[keep], _fixed(rows, "smpl_camera", (3,))[keep],
+    orient = _fixed(rows, f"{prefix}_global_orient", (3,))[keep]
+    body = _fixed(rows, f"{prefix}_body_pose", (23, 3))[keep]
+    betas = _fixed(rows, f"{prefix}_betas", (10,))[keep]
+    trans_cam = full_frame_translation(_fixed(rows, "bbox_xyxy", (4,))[keep], _fixed(rows, f"{prefix}_camera", (3,))[keep],
                                        width, height, focal)
     # world axes: the root turns with the world, and SMPL's translation moves by (R - I) J0
     root = Rotation.from_matrix(CAMERA_TO_WORLD[None] @ Rotation.from_rotvec(orient).as_matrix()).as_rotvec()
@@ -310,7 +318,8 @@ def skeleton_motion(rows: pa.Table, fps: float, width: int, height: int, focal: 
 
 def export_animation(output_uri: str, out_dir: str | os.PathLike[str], *, fmt: Format = "smpl",
                      video_ids: list[str] | None = None, min_frames: int = DEFAULT_MIN_FRAMES,
-                     focal: float | None = None, progress: Callable[[int, int], None] | None = None) -> AnimationReport:
+                     focal: float | None = None, progress: Callable[[int, int], None] | None = None,
+                     params: str = "hmr") -> AnimationReport:
     """Write one file per confirmed track of OUTPUT's committed videos (or `video_ids`) under `out_dir`.
 
     `progress(done, total)` is called after each video.
@@ -321,6 +330,11 @@ def export_animation(output_uri: str, out_dir: str | os.PathLike[str], *, fmt: F
         raise AnimationError(f"format {fmt!r}: choose 'smpl' or 'bvh'")
     if min_frames < 1:
         raise AnimationError(f"min_frames {min_frames}: must be at least 1")
+    if params not in PARAM_COLUMNS:
+        raise AnimationError(f"params {params!r}: choose {' or '.join(map(repr, PARAM_COLUMNS))}")
+    if params != "hmr" and fmt != "smpl":
+        raise AnimationError("--params chooses SMPL parameters: it applies to --format smpl only")
+    prefix = PARAM_COLUMNS[params]
     reader = OutputReader(output_uri)
     out_dir = Path(out_dir)
     refuse_inside_output(out_dir, reader.uri, option=OPTION)
@@ -334,8 +348,8 @@ def export_animation(output_uri: str, out_dir: str | os.PathLike[str], *, fmt: F
     for video_id in wanted:  # one folder per video, all claimed before the first file is written
         claims.claim(out_dir / video_key(video_id), f"the tracks of {video_id!r}", option=None)
     report = AnimationReport(output_uri=output_uri, fmt=fmt)
-    columns = ["frame_index", "timestamp_s", "track_id", "bbox_xyxy", "smpl_camera"]
-    columns += ["smpl_global_orient", "smpl_body_pose", "smpl_betas"] if fmt == "smpl" else ["keypoints_3d"]
+    columns = ["frame_index", "timestamp_s", "track_id", "bbox_xyxy", f"{prefix}_camera"]
+    columns += [f"{prefix}_global_orient", f"{prefix}_body_pose", f"{prefix}_betas"] if fmt == "smpl" else ["keypoints_3d"]
     written: list[tuple[str, int, Path, int, float]] = []   # video_id, track_id, path, frames, fps
     report.plumbing = sorted(plumbing_videos(output_uri, wanted))
     for done, (video_id, table) in enumerate(reader.iter_poses(wanted, columns), 1):
@@ -348,17 +362,24 @@ def export_animation(output_uri: str, out_dir: str | os.PathLike[str], *, fmt: F
         report.videos += 1
         fps = float(row["fps"]) if row.get("fps") else 30.0
         track = np.asarray(table.column("track_id").to_numpy())
+        if params == "smplify" and table.num_rows and table.column("smplify_betas").null_count == table.num_rows:
+            report.skipped.append((video_id, -1, "no SMPLify parameters: the job ran without --refine smplify"))
+            continue
         for track_id in sorted(int(t) for t in np.unique(track[track >= 0])):
             rows = table.filter(pa.array(track == track_id))
             if fmt == "bvh":
                 rows = rows.filter(rows.column("keypoints_3d").is_valid())
+            if params == "smplify":  # rows SMPLify could not refine (HMR's camera behind the lens) have none
+                rows = rows.filter(rows.column("smplify_betas").is_valid())
             if rows.num_rows < min_frames:
                 report.skipped.append((video_id, track_id, f"{rows.num_rows} row(s) < --min-frames {min_frames}"))
                 continue
             path = claims.claim(track_path(out_dir, video_id, track_id, fmt), f"track {track_id} of {video_id!r}",
                                 option=None)
             if fmt == "smpl":
-                arrays = smpl_motion(rows, fps, int(row["width"]), int(row["height"]), focal)
+                arrays = smpl_motion(rows, fps, int(row["width"]), int(row["height"]), focal, params=params)
+                if params != "hmr":  # which fit the file holds (HMR's files keep AMASS's five keys)
+                    arrays["params"] = np.array(params)
                 if video_id in report.plumbing:
                     arrays["plumbing_run"] = np.array(PLUMBING_NOTE)
                 _write(path, lambda tmp: np.savez(tmp, **arrays))

@@ -47,6 +47,20 @@ POSES_SCHEMA = pa.schema([
     _field("smpl_body_pose", pa.list_(_f32_list(3), NUM_SMPL_BODY), "SMPL 23 body joint rotations, axis-angle (radians)"),
     _field("smpl_betas", _f32_list(NUM_BETAS), "SMPL shape coefficients"),
     _field("smpl_camera", _f32_list(3), "weak-perspective camera s, tx, ty of the HMR crop"),
+    # --refine smplify (pipeline.perframe.refine): null in a job without it and in a row it could not refine
+    # (HMR's camera behind the lens: random weights only); HMR's smpl_* columns above stay as HMR gave them.
+    _field("smplify_global_orient", _f32_list(3), "SMPLify's fitted SMPL root orientation, axis-angle (radians), "
+           "started from smpl_global_orient (SPIN's SMPLify against this row's keypoints_2d)"),
+    _field("smplify_body_pose", pa.list_(_f32_list(3), NUM_SMPL_BODY), "SMPLify's fitted 23 body joint rotations, "
+           "axis-angle (radians)"),
+    _field("smplify_betas", _f32_list(NUM_BETAS), "SMPLify's fitted SMPL shape coefficients"),
+    _field("smplify_camera", _f32_list(3), "SMPLify's fitted camera as a weak-perspective s, tx, ty of the same HMR "
+           "crop as smpl_camera: the perspective fit's translation (tx, ty, 2*5000/(224*s)) at focal 5000 px in the "
+           "224 px crop of side max(w, h) around the box centre"),
+    _field("smplify_reprojection_before", pa.float32(), "score-weighted mean distance in frame pixels between "
+           "keypoints_2d and the SMPL joints they stand for (15 keypoints: the hips are left out, as SMPLify does), "
+           "with HMR's parameters and camera"),
+    _field("smplify_reprojection_after", pa.float32(), "the same distance with SMPLify's fitted parameters and camera"),
 ])
 
 VIDEOS_SCHEMA = pa.schema([
@@ -113,7 +127,9 @@ def poses_table(rows: Mapping[str, np.ndarray], metadata: Mapping[bytes, bytes] 
         elif field.name == "video_id":
             columns.append(pa.array(value, type=pa.string()) if not isinstance(value, str) else pa.array([value] * n, pa.string()))
         else:
-            columns.append(pa.array(np.asarray(value), type=field.type))
+            mask = rows.get(f"{field.name}__valid")
+            columns.append(pa.array(np.asarray(value), type=field.type,
+                                    mask=None if mask is None else ~np.asarray(mask, bool)))
     schema = POSES_SCHEMA.with_metadata(metadata) if metadata else POSES_SCHEMA
     return pa.Table.from_arrays(columns, schema=schema)
 

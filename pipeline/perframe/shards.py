@@ -15,9 +15,14 @@ import numpy as np
 
 from posepipe.pipeline.io.schema import NUM_BETAS, NUM_KP2D, NUM_SMPL_BODY
 
+# SMPLify's refinement of HMR's SMPL (--refine smplify, pipeline.perframe.refine): NaN in a row it did not refine
+# (a job without --refine, a start camera behind the lens), which the written table holds as null.
+REFINED_COLUMNS = {"smplify_global_orient": (3,), "smplify_body_pose": (NUM_SMPL_BODY, 3), "smplify_betas": (NUM_BETAS,),
+                   "smplify_camera": (3,), "smplify_reprojection_before": (), "smplify_reprojection_after": ()}
 # The per-frame model outputs of a row, and their shapes.
 POSE_COLUMNS = {"keypoints_2d": (NUM_KP2D, 2), "keypoint_scores": (NUM_KP2D,), "smpl_global_orient": (3,),
-                "smpl_body_pose": (NUM_SMPL_BODY, 3), "smpl_betas": (NUM_BETAS,), "smpl_camera": (3,)}
+                "smpl_body_pose": (NUM_SMPL_BODY, 3), "smpl_betas": (NUM_BETAS,), "smpl_camera": (3,),
+                **REFINED_COLUMNS}
 
 
 @dataclass
@@ -60,6 +65,19 @@ class ShardResult:
     timings: dict[str, float] = field(default_factory=dict)
     device_windows: int = 0        # windows run on the device path (0 on the reference path)
     fallback_windows: dict[str, int] = field(default_factory=dict)  # of those, redone the reference way, by reason
+    # REFINED_COLUMNS, (N, ...) float32, NaN where not refined
+    smplify_global_orient: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.float32))
+    smplify_body_pose: np.ndarray = field(default_factory=lambda: np.zeros((0, NUM_SMPL_BODY, 3), np.float32))
+    smplify_betas: np.ndarray = field(default_factory=lambda: np.zeros((0, NUM_BETAS), np.float32))
+    smplify_camera: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.float32))
+    smplify_reprojection_before: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    smplify_reprojection_after: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+
+
+def unrefined(rows: dict[str, np.ndarray], n: int | None = None) -> dict[str, np.ndarray]:
+    """`rows` (n of them) with REFINED_COLUMNS added as NaN where it has none (rows no refinement ran for)."""
+    n = len(rows["frame_index"]) if n is None else n
+    return {**{c: np.full((n, *shape), np.nan, np.float32) for c, shape in REFINED_COLUMNS.items()}, **rows}
 
 
 def empty_rows() -> dict[str, np.ndarray]:
@@ -73,4 +91,4 @@ def empty_rows() -> dict[str, np.ndarray]:
     }
 
 
-__all__ = ["POSE_COLUMNS", "ShardResult", "ShardTask", "empty_rows"]
+__all__ = ["POSE_COLUMNS", "REFINED_COLUMNS", "ShardResult", "ShardTask", "empty_rows", "unrefined"]

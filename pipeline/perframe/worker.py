@@ -19,7 +19,8 @@ import numpy as np
 from posepipe.pipeline.faults import injected_fault
 from posepipe.pipeline.io.prefetch import prefetched
 from posepipe.pipeline.perframe.persons import PERSON_CLASS, select_person_rows, select_persons
-from posepipe.pipeline.perframe.shards import POSE_COLUMNS, ShardResult, ShardTask, empty_rows
+from posepipe.pipeline.perframe.refine import load_refiner
+from posepipe.pipeline.perframe.shards import POSE_COLUMNS, REFINED_COLUMNS, ShardResult, ShardTask, empty_rows, unrefined
 from posepipe.pipeline.options import JobOptions
 from posepipe.pipeline.temporal.association import MAX_CANDIDATES, pose_candidates
 
@@ -66,6 +67,8 @@ class PoseWorker:
         self.detector = load("detector") if "detector" in options.models else None
         self.pose = load("pose")
         self.mesh = load("mesh")
+        # --refine smplify: SMPLify on HMR's device, after either per-frame path (pipeline.perframe.refine)
+        self.refiner = load_refiner(options, getattr(self.mesh, "device", "cpu"))
         self.pid = os.getpid()
 
     def ping(self) -> int:
@@ -138,7 +141,13 @@ class PoseWorker:
             on_device.windows, on_device.fallbacks = 0, type(on_device.fallbacks)()
         else:
             windows, fallbacks = 0, {}
+        chunks = [unrefined(c) for c in chunks]  # the device path's windows carry no refined columns
         data = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]} if chunks else empty_rows()
+        refiner = getattr(self, "refiner", None)  # None: no --refine (or a worker built without __init__)
+        if refiner is not None and len(data["frame_index"]):
+            t = time.perf_counter()
+            data.update(refiner.refine(data))
+            timings["smplify"] = time.perf_counter() - t
         return ShardResult(video_id=task.video_id, start=task.start, stop=task.stop, frames_decoded=decoded, uri=task.uri,
                            frame_timestamps=np.concatenate(stamps) if stamps else np.zeros(0),
                            bytes_read=bytes_read, seconds=time.perf_counter() - t0, timings=timings,
@@ -173,6 +182,11 @@ class PoseWorker:
                         out["keypoints_2d"][m], out["keypoint_scores"][m] = keypoints, scores
                         for c in ("global_orient", "body_pose", "betas", "camera"):
                             out[f"smpl_{c}"][m] = smpl[c]
+        refiner = getattr(self, "refiner", None)
+        if refiner is not None:
+            out.update(refiner.refine({**out, "bbox_xyxy": boxes_xyxy}))
+        else:
+            out.update({c: np.full((len(frame_index), *shape), np.nan, np.float32) for c, shape in REFINED_COLUMNS.items()})
         return out
 
     def reference_frames(self, frames: Sequence[np.ndarray], indices: np.ndarray, stamps: np.ndarray,

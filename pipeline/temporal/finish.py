@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from posepipe.pipeline.faults import injected_fault
-from posepipe.pipeline.perframe.shards import POSE_COLUMNS, ShardResult, empty_rows
+from posepipe.pipeline.perframe.shards import POSE_COLUMNS, REFINED_COLUMNS, ShardResult, empty_rows
 from posepipe.pipeline.options import JobOptions
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,8 @@ class VideoFinisher:
         info = video["info"]
         columns = ("frame_index", "timestamp_s", "bbox_xyxy", "bbox_score", "keypoints_2d", "keypoint_scores",
                    "smpl_global_orient", "smpl_body_pose", "smpl_betas", "smpl_camera", "person_index")
+        if self.options.refine:  # SMPLify's columns; null in a row it did not refine (and in a job without it)
+            columns += tuple(REFINED_COLUMNS)
         rows = associate_rows(results, info, video["uri"], self.options, _pose_boxes_call(pose_boxes))
         track_ids = rows["track_id"]
         kp3d, valid3d = lift_tracks(self.lifter, rows["frame_index"], track_ids, rows["keypoints_2d"],
@@ -80,6 +82,8 @@ class VideoFinisher:
         for r in results:
             sel = (rows["frame_index"] >= r.start) & (rows["frame_index"] < r.stop)
             part = {c: rows[c][sel] for c in columns}
+            part.update({f"{c}__valid": ~np.isnan(part[c].reshape(len(part[c]), -1)).any(axis=1)
+                         for c in REFINED_COLUMNS if c in part})
             part.update(video_id=video["video_id"], track_id=track_ids[sel], keypoints_3d=kp3d[sel],
                         keypoints_3d__valid=valid3d[sel])
             table = poses_table(part, metadata)
@@ -176,12 +180,20 @@ def associate_rows(results: Sequence[Any], info: Mapping[str, Any], uri: str, op
             "bbox_xyxy": det["det_bbox_xyxy"][kept], "bbox_score": det["det_score"][kept],
             "track_id": selection.track_id, "person_index": selection.person_index}
     for c in POSE_COLUMNS:
-        shard_rows = np.concatenate([getattr(r, c) for r in results]) if results else empty[c]
+        shard_rows = np.concatenate([_column(r, c) for r in results]) if results else empty[c]
         column = np.zeros((len(kept), *shard_rows.shape[1:]), np.float32)
         column[source >= 0] = shard_rows[source[source >= 0]]
-        column[missing] = extra[c]
+        column[missing] = extra[c] if c in extra else np.nan  # a pose_boxes that refines nothing: unrefined
         rows[c] = column
     return rows
+
+
+def _column(result: Any, name: str) -> np.ndarray:
+    """A shard's column; a refined one it does not hold (a shard made without refinement) is NaN."""
+    value = getattr(result, name)
+    if name in REFINED_COLUMNS and len(value) != len(result.frame_index):
+        return np.full((len(result.frame_index), *REFINED_COLUMNS[name]), np.nan, np.float32)
+    return value
 
 
 def _resolve(item: Any) -> Any:
