@@ -72,8 +72,10 @@ class SMPLifyRefiner:
         keypoints = coco17_to_spin49(crop_xy.astype(np.float32), np.asarray(rows["keypoint_scores"]).reshape(n, 17))
         index = {name: i for i, name in enumerate(SPIN_JOINT_NAMES)}
         used = [index[name] for name in COCO17_TO_OPENPOSE if name not in ("OP LHip", "OP RHip")]
-        start = translation_from_weak_perspective(camera)
+        # HMR's camera and the stored fitted camera convert at the fit's own focal length: a start at another
+        # focal would put the body at the wrong depth for the projection the fit uses.
         focal = self.smplify.options.focal_length
+        start = translation_from_weak_perspective(camera, focal_length=focal)
         fit = self.smplify
         for lo in range(0, len(todo), CHUNK):
             rows_ = todo[lo:lo + CHUNK]
@@ -93,7 +95,8 @@ class SMPLifyRefiner:
             out["smplify_global_orient"][rows_] = p[:, :3]
             out["smplify_body_pose"][rows_] = p[:, 3:].reshape(m, 23, 3)
             out["smplify_betas"][rows_] = result.betas.cpu().numpy()
-            out["smplify_camera"][rows_] = weak_perspective_from_translation(result.camera_translation.cpu().numpy().astype(np.float64))
+            out["smplify_camera"][rows_] = weak_perspective_from_translation(result.camera_translation.cpu().numpy().astype(np.float64),
+                                                                                focal_length=focal)
             out["smplify_reprojection_before"][rows_], out["smplify_reprojection_after"][rows_] = errors
         return out
 
