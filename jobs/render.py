@@ -27,12 +27,19 @@ RENDER_EXIT_CODES = (
 @click.option("--stop", type=click.IntRange(min=1), default=None,
               help="Frame after the last one of the video render. Default: the video's end.")
 @click.option("--3d", "with_3d", is_flag=True, default=False, help="Add a side panel with the 3D skeletons.")
+@click.option("--mesh", type=click.Choice(["hmr", "smplify"]), default=None,
+              help="Also draw each person's SMPL joints, posed by HMR's (hmr) or SMPLify's (smplify, a run with "
+                   "--refine smplify) parameters, where the row's camera projects them; with --3d the panel shows "
+                   "them. Needs --smpl-model.")
+@click.option("--smpl-model", envvar="POSEPIPE_SMPL_MODEL", default=None, metavar="PATH",
+              help="SMPL's neutral model file, licensed and not stored in OUTPUT, for --mesh ($POSEPIPE_SMPL_MODEL).")
 @click.option("--source", default=None, help="Where the video is now, if it moved since the run (path or URI).")
 @click.option("--force-source", is_flag=True, default=False,
               help="Draw on the source even if its frame count, size, fps or file name differ from the run's video.")
 @quiet_option
 def render_command(output_uri: str, video_id: str, output: Path, frame_index: int | None, start: int | None,
-                   stop: int | None, with_3d: bool, source: str | None, force_source: bool, quiet: bool) -> None:
+                   stop: int | None, with_3d: bool, mesh: str | None, smpl_model: str | None, source: str | None,
+                   force_source: bool, quiet: bool) -> None:
     """Draw OUTPUT's boxes, skeletons and track ids over VIDEO's frames.
 
     Videos are H.264 (yuv420p, even width and height, MP4 with its index first): browsers, Jupyter
@@ -43,8 +50,8 @@ def render_command(output_uri: str, video_id: str, output: Path, frame_index: in
     --output may not lie in OUTPUT's own folders (videos/, poses/, _index/, ...). A render of a
     random-weights plumbing run says so on every frame.
     """
-    from posepipe.pipeline.downstream.render import (RenderError, RenderOptionError, SourceMismatchError, render_frame,
-                                                     render_video)
+    from posepipe.pipeline.downstream.render import (MeshRequest, RenderError, RenderOptionError, SourceMismatchError,
+                                                     render_frame, render_video)
     from posepipe.pipeline.downstream.plumbing import plumbing_videos
     from posepipe.pipeline.io.readback import NotAnOutputError, ReadbackError, UnknownVideoError
 
@@ -52,16 +59,17 @@ def render_command(output_uri: str, video_id: str, output: Path, frame_index: in
 
     if frame_index is not None and (start is not None or stop is not None):
         raise click.UsageError("--frame renders one frame; --start/--stop are for a video render")
+    meshed = MeshRequest(mesh, smpl_model) if mesh else None
     try:
         if frame_index is not None:
             path = render_frame(output_uri, video_id, frame_index, out, with_3d, source=source,
-                                force_source=force_source)
+                                force_source=force_source, mesh=meshed)
             _warn_plumbing(bool(plumbing_videos(output_uri, [video_id])), path)
             click.echo(plain(f"wrote {path} (frame {frame_index} of {video_id})"))
             return
         with progress_bar(f"render {video_id}", quiet=quiet) as report:
             result = render_video(output_uri, video_id, out, with_3d=with_3d, start=start, stop=stop, source=source,
-                                  force_source=force_source, progress=report)
+                                  force_source=force_source, progress=report, mesh=meshed)
     except NotAnOutputError as exc:
         raise click.BadParameter(plain(exc), param_hint="OUTPUT") from None
     except UnknownVideoError as exc:

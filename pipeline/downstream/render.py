@@ -11,6 +11,11 @@ limbs lighter. The joints are pelvis-relative, so each track gets its own column
 rendered range, ordered by track id) with its pelvis at the column centre, at a fixed
 metres-to-pixels scale so that motion and size read true over time.
 
+With ``mesh`` ("hmr" or "smplify", and the user's SMPL model file) each person's SMPL joints, posed by
+HMR's or SMPLify's parameters (`pipeline.downstream.mesh`), are drawn over the frame where the row's
+camera projects them (thin lines in the track's lighter colour, beside the 2D skeleton: the gap is the
+fit's reprojection error), and the 3D panel shows those 24 joints instead of the lifter's.
+
 The source video is found through the videos table's ``uri`` (pass ``source`` when it moved) and
 decoded with `pipeline.io.video.open_video`. Before anything is drawn, the source is checked against
 the video's ``videos`` row: a different frame count, frame size or frame rate, or (for ``source``)
@@ -58,6 +63,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from posepipe.models.skeletons import COCO17_SKELETON, H36M17_LEFT, H36M17_RIGHT, H36M17_SKELETON
+from posepipe.models.skeletons import SMPL_JOINT_NAMES
+from posepipe.pipeline.downstream.mesh import SHAPES as MESH_SHAPES
+from posepipe.pipeline.downstream.mesh import MeshError, mesh_columns, mesh_joints
 from posepipe.pipeline.downstream.plumbing import PLUMBING_NOTE, plumbing_videos
 from posepipe.pipeline.io.destinations import DestinationError, refuse_inside_output
 from posepipe.pipeline.io.readback import OutputReader
@@ -116,13 +124,45 @@ class FramePoses:
     bbox_score: np.ndarray     # (P,)
     keypoints: np.ndarray      # (P, 17, 2) pixels
     scores: np.ndarray         # (P, 17)
-    keypoints_3d: np.ndarray | None = None   # (P, 17, 3) metres, NaN where a row has no 3D
+    keypoints_3d: np.ndarray | None = None   # (P, J, 3) metres, NaN where a row has no 3D (the panel's joints)
+    mesh_2d: np.ndarray | None = None        # (P, 24, 2) SMPL joints projected into the frame (--mesh)
 
 
-def draw_poses(image: np.ndarray, poses: FramePoses, threshold: float = KEYPOINT_THRESHOLD) -> np.ndarray:
+@dataclass(frozen=True)
+class PanelSkeleton:
+    """What the 3D panel draws: bones (child, parent) and which joints are left and right."""
+
+    bones: tuple[tuple[int, int], ...]
+    left: frozenset[int]
+    right: frozenset[int]
+    title: str
+
+
+LIFTER_PANEL = PanelSkeleton(H36M17_SKELETON, frozenset(H36M17_LEFT), frozenset(H36M17_RIGHT),
+                             "3D front view (orthographic)")
+
+
+def smpl_panel(parents: tuple[int, ...], source: str) -> PanelSkeleton:
+    """The panel for SMPL's 24 joints, from the model file's kinematic tree."""
+    names = SMPL_JOINT_NAMES
+    return PanelSkeleton(tuple((j, p) for j, p in enumerate(parents) if p >= 0),
+                         frozenset(j for j, n in enumerate(names) if n.startswith("left")),
+                         frozenset(j for j, n in enumerate(names) if n.startswith("right")),
+                         f"SMPL joints ({source}), front view")
+
+
+def draw_poses(image: np.ndarray, poses: FramePoses, threshold: float = KEYPOINT_THRESHOLD,
+               mesh_bones: tuple[tuple[int, int], ...] = ()) -> np.ndarray:
     """Draw boxes, skeletons and labels in place on a BGR frame; returns it."""
     for p in range(len(poses.track_id)):
         color = track_color(int(poses.track_id[p]))
+        if poses.mesh_2d is not None and np.isfinite(poses.mesh_2d[p]).all():
+            light = tuple(int(c + (255 - c) * 0.6) for c in color)
+            joints = np.round(poses.mesh_2d[p]).astype(int)
+            for child, parent in mesh_bones:
+                cv2.line(image, tuple(joints[child]), tuple(joints[parent]), light, 1, cv2.LINE_AA)
+            for j in range(len(joints)):
+                cv2.circle(image, tuple(joints[j]), 2, light, -1, cv2.LINE_AA)
         x1, y1, x2, y2 = (int(round(v)) for v in poses.bbox[p])
         cv2.rectangle(image, (x1, y1), (x2, y2), color, 1, cv2.LINE_AA)
         points = np.round(poses.keypoints[p]).astype(int)
@@ -148,10 +188,11 @@ def _label(image: np.ndarray, text: str, corner: tuple[int, int], color: tuple[i
     cv2.putText(image, text, (x + 1, y + h + 1), font, scale, ink, thickness, cv2.LINE_AA)
 
 
-def draw_3d_panel(height: int, poses: FramePoses | None, columns: list[int]) -> np.ndarray:
+def draw_3d_panel(height: int, poses: FramePoses | None, columns: list[int],
+                  skeleton: PanelSkeleton = LIFTER_PANEL) -> np.ndarray:
     """A height x height panel: each track in `columns` drawn in its own column, front view."""
     panel = np.full((height, height, 3), 24, np.uint8)
-    cv2.putText(panel, "3D front view (orthographic)", (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (200, 200, 200), 1, cv2.LINE_AA)
+    cv2.putText(panel, skeleton.title, (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (200, 200, 200), 1, cv2.LINE_AA)
     if poses is None or poses.keypoints_3d is None or not columns:
         return panel
     slot = height / len(columns)
@@ -165,11 +206,11 @@ def draw_3d_panel(height: int, poses: FramePoses | None, columns: list[int]) -> 
         uv = np.round((joints[:, :2] - joints[0, :2]) * scale + centre).astype(int)  # pelvis at the slot centre
         color = track_color(track)
         light = tuple(int(c + (255 - c) * 0.5) for c in color)
-        for child, parent in H36M17_SKELETON:
-            side = light if child in H36M17_LEFT else color
+        for child, parent in skeleton.bones:
+            side = light if child in skeleton.left else color
             cv2.line(panel, tuple(uv[child]), tuple(uv[parent]), side, 2, cv2.LINE_AA)
         for j in range(len(uv)):
-            cv2.circle(panel, tuple(uv[j]), 2, light if j in H36M17_LEFT else color if j in H36M17_RIGHT else (230, 230, 230), -1, cv2.LINE_AA)
+            cv2.circle(panel, tuple(uv[j]), 2, light if j in skeleton.left else color if j in skeleton.right else (230, 230, 230), -1, cv2.LINE_AA)
         cv2.putText(panel, f"#{track}", (int(centre[0]) - 10, height - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.4, color, 1, cv2.LINE_AA)
     return panel
 
@@ -190,10 +231,20 @@ class _Loaded:
     force_source: bool = False
     source_size: tuple[int, int] = (0, 0)  # (width, height) of the source's first frame, once opened
     plumbing_run: bool = False             # a random-weights run wrote these rows: every frame says so
+    panel: PanelSkeleton = LIFTER_PANEL    # what the 3D panel draws
+    mesh_bones: tuple[tuple[int, int], ...] = ()   # SMPL's bones over the frame (--mesh)
+
+
+@dataclass(frozen=True)
+class MeshRequest:
+    """render --mesh: whose SMPL parameters to draw ("hmr" or "smplify") and the user's SMPL model file."""
+
+    source: str
+    smpl_model: str | None
 
 
 def _load(output_uri: str, video_id: str, start: int, stop: int | None, with_3d: bool, source: str | None,
-          force_source: bool = False, range_option: str = "--start/--stop") -> _Loaded:
+          force_source: bool = False, range_option: str = "--start/--stop", mesh: MeshRequest | None = None) -> _Loaded:
     reader = OutputReader(output_uri)
     row = reader.video_row(video_id)  # UnknownVideoError lists the known ids
     if row["status"] != "ok":
@@ -207,7 +258,11 @@ def _load(output_uri: str, video_id: str, start: int, stop: int | None, with_3d:
                                 f"one and must be greater than --start ({video_id} has frames 0..{num_frames - 1})",
                                 range_option)
     columns = ["frame_index", "track_id", "bbox_xyxy", "bbox_score", "keypoints_2d", "keypoint_scores"]
-    table = reader.poses([video_id], columns + (["keypoints_3d"] if with_3d else []))
+    try:
+        extra = mesh_columns(mesh.source) if mesh else []
+    except MeshError as exc:
+        raise RenderOptionError(str(exc), "--mesh") from None
+    table = reader.poses([video_id], columns + extra + (["keypoints_3d"] if with_3d and not mesh else []))
     frame = table.column("frame_index").to_numpy()
     table = table.filter(pa.array((frame >= start) & (frame < stop)))
 
@@ -228,27 +283,43 @@ def _load(output_uri: str, video_id: str, start: int, stop: int | None, with_3d:
         "bbox": dense("bbox_xyxy", (4,)), "keypoints": dense("keypoints_2d", (17, 2)),
         "scores": dense("keypoint_scores", (17,)), "bbox_score": table.column("bbox_score").to_numpy(),
     }
-    k3d = dense("keypoints_3d", (17, 3)) if with_3d else None
+    k3d = dense("keypoints_3d", (17, 3)) if with_3d and not mesh else None
+    mesh_2d, panel, bones = None, LIFTER_PANEL, ()
+    if mesh:
+        params = {name.partition("_")[2]: dense(name, MESH_SHAPES[name.partition("_")[2]]) for name in extra}
+        if len(table) and not np.isfinite(params["betas"]).all(axis=1).any():
+            what = ("ran without --refine smplify (or refined none of its rows): rerun it with --refine smplify, or "
+                    "draw HMR's with --mesh hmr") if mesh.source == "smplify" else "has no HMR parameters in its rows"
+            raise RenderOptionError(f"{video_id} {what}", "--mesh")
+        try:
+            drawn = mesh_joints(mesh.smpl_model or "", arrays["bbox"], params)
+        except MeshError as exc:
+            raise RenderOptionError(str(exc), "--smpl-model") from None
+        mesh_2d, panel = drawn.joints_2d, smpl_panel(drawn.parents, mesh.source)
+        bones = panel.bones
+        if with_3d:
+            k3d = drawn.joints_3d
     frames: dict[int, FramePoses] = {}
     values, firsts, counts = np.unique(frame, return_index=True, return_counts=True)
     for f, first, count in zip(values.tolist(), firsts.tolist(), counts.tolist()):
         rows = slice(first, first + count)  # readback sorts rows by frame: each frame is one run
         frames[f] = FramePoses(track[rows], arrays["bbox"][rows], arrays["bbox_score"][rows], arrays["keypoints"][rows],
-                                    arrays["scores"][rows], None if k3d is None else k3d[rows])
+                                    arrays["scores"][rows], None if k3d is None else k3d[rows],
+                                    None if mesh_2d is None else mesh_2d[rows])
     columns_3d: list[int] = []
     if k3d is not None:
         has = np.isfinite(k3d).all(axis=(1, 2))
         columns_3d = sorted(int(t) for t in np.unique(track[has]))
     return _Loaded(source or row["uri"], float(row["fps"] or 0.0), num_frames, frames, columns_3d, video_id,
                    (int(row["width"] or 0), int(row["height"] or 0)), source is not None, force_source,
-                   plumbing_run=bool(plumbing_videos(output_uri, [video_id])))
+                   plumbing_run=bool(plumbing_videos(output_uri, [video_id])), panel=panel, mesh_bones=bones)
 
 
 def _compose(image: np.ndarray, poses: FramePoses | None, loaded: _Loaded, with_3d: bool) -> np.ndarray:
     if poses is not None:
-        draw_poses(image, poses)
+        draw_poses(image, poses, mesh_bones=loaded.mesh_bones)
     if with_3d:
-        image = np.concatenate([image, draw_3d_panel(image.shape[0], poses, loaded.columns_3d)], axis=1)
+        image = np.concatenate([image, draw_3d_panel(image.shape[0], poses, loaded.columns_3d, loaded.panel)], axis=1)
     if loaded.plumbing_run:
         draw_watermark(image, PLUMBING_NOTE)
     return image
@@ -455,12 +526,13 @@ def _temp_beside(path: Path) -> Path:
 
 
 def render_frame(output_uri: str, video_id: str, frame_index: int, out_png: str | os.PathLike[str],
-                 with_3d: bool = False, *, source: str | None = None, force_source: bool = False) -> Path:
+                 with_3d: bool = False, *, source: str | None = None, force_source: bool = False,
+                 mesh: MeshRequest | None = None) -> Path:
     """Draw one frame of `video_id` with its poses to an image file (PNG/JPEG by extension)."""
     out = Path(out_png)
     if out.suffix.lower() not in FRAME_SUFFIXES:
         raise RenderOptionError(f"{out}: write a frame to one of {', '.join(FRAME_SUFFIXES)}", OPTION)
-    loaded = _load(output_uri, video_id, frame_index, frame_index + 1, with_3d, source, force_source, "--frame")
+    loaded = _load(output_uri, video_id, frame_index, frame_index + 1, with_3d, source, force_source, "--frame", mesh)
     _refuse_bad_destination(out, output_uri, loaded)
     decoded = list(_decode(loaded, frame_index, frame_index + 1))
     if not decoded:
@@ -492,7 +564,8 @@ class RenderedVideo:
 
 def render_video(output_uri: str, video_id: str, out_path: str | os.PathLike[str], *, with_3d: bool = False,
                  start: int | None = None, stop: int | None = None, source: str | None = None,
-                 force_source: bool = False, progress: Callable[[int, int], None] | None = None) -> RenderedVideo:
+                 force_source: bool = False, progress: Callable[[int, int], None] | None = None,
+                 mesh: MeshRequest | None = None) -> RenderedVideo:
     """Draw frames [start, stop) of `video_id` with its poses into an H.264 video at the video's fps.
 
     `progress(done, total)` is called after each frame written."""
@@ -500,7 +573,7 @@ def render_video(output_uri: str, video_id: str, out_path: str | os.PathLike[str
     if out.suffix.lower() not in VIDEO_SUFFIXES:
         raise RenderOptionError(f"{out}: write a video to one of {', '.join(VIDEO_SUFFIXES)}", OPTION)
     start = start or 0
-    loaded = _load(output_uri, video_id, start, stop, with_3d, source, force_source)
+    loaded = _load(output_uri, video_id, start, stop, with_3d, source, force_source, mesh=mesh)
     _refuse_bad_destination(out, output_uri, loaded)
     stop = loaded.num_frames if stop is None else min(stop, loaded.num_frames)
     fps = loaded.fps if loaded.fps > 0 else 30.0
