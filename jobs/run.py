@@ -103,6 +103,12 @@ def parse_weights(values: tuple[str, ...]) -> dict[str, str]:
               help="A SMPLify setting other than SPIN's (repeatable): iterations (100 per stage), step_size (0.01), "
                    "sigma (100), pose_prior_weight (4.78), angle_prior_weight (15.2), shape_prior_weight (5), "
                    "depth_loss_weight (100), focal_length (5000).")
+@click.option("--densepose", is_flag=True, help="DensePose R-CNN's body-surface chart (I, U, V per pixel) of every "
+              "row's box into densepose/ beside poses/ (docs/densepose.md). Off by default: it costs about a "
+              "frame's ResNet-50 FPN at 800 px plus 14 GMACs a person. Needs --densepose-weights.")
+@click.option("--densepose-weights", envvar="POSEPIPE_DENSEPOSE_WEIGHTS", default=None, metavar="PATH",
+              help="detectron2's densepose_rcnn_R_50_FPN_s1x model_final_162be9.pkl, downloaded from "
+                   "dl.fbaipublicfiles.com ($POSEPIPE_DENSEPOSE_WEIGHTS). Only its sha256 is recorded.")
 @click.option("--force", is_flag=True, help="Reprocess videos that are already complete.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON on stdout (was --json-summary).")
 @click.option("--explain-skip", is_flag=True, help="Say for every video why it was skipped or (re)done.")
@@ -112,6 +118,7 @@ def run_command(input_uri: str, output: str, address: str | None, num_workers: i
                 device: str, half: bool | None, device_path: bool | None, max_persons: int, det_conf: float, det_nms: float, no_flip_test: bool,
                 frames_per_batch: int, decode_threads: int | None, detector: str, pose_model: str, lifter: str, weights: tuple[str, ...], random_weights: bool,
                 refine: str | None, smpl_model: str | None, smpl_prior: str | None, smplify_options: tuple[str, ...],
+                densepose: bool, densepose_weights: str | None,
                 force: bool, as_json: bool, explain_skip: bool, quiet: bool, verbose: bool) -> None:
     """Detect, track and pose every person in every video under INPUT; write Parquet under --output."""
     configure_logging(logging.INFO if verbose else logging.WARNING)
@@ -134,6 +141,7 @@ def options_from_run_params(params: Mapping[str, Any], *, address: str | None) -
         weights=parse_weights(params["weights"]), random_weights=params["random_weights"], force=params["force"],
         refine=params["refine"], smpl_model=params["smpl_model"], smpl_prior=params["smpl_prior"],
         smplify=parse_smplify_options(params["smplify_options"]),
+        densepose=params["densepose"], densepose_weights=params["densepose_weights"],
     )
 
 

@@ -37,6 +37,12 @@ MAX_DECODE_THREADS = 64
 # variables), never stored beyond their sha256.
 REFINE_METHODS = ("smplify",)
 SMPL_MODEL_ENV, SMPL_PRIOR_ENV = "POSEPIPE_SMPL_MODEL", "POSEPIPE_SMPL_PRIOR"
+# --densepose: DensePose R-CNN's chart for every row (pipeline.perframe.densepose), from the official
+# detectron2 file named by --densepose-weights or this variable (not fetched: it is 250 MB, and a job
+# that was asked for charts must never run without them).
+DENSEPOSE_WEIGHTS_ENV = "POSEPIPE_DENSEPOSE_WEIGHTS"
+DENSEPOSE_MODEL = "densepose_rcnn_R_50_FPN_s1x"
+DENSEPOSE_URL = "https://dl.fbaipublicfiles.com/densepose/densepose_rcnn_R_50_FPN_s1x/165712039/model_final_162be9.pkl"
 
 
 class OptionError(ValueError):
@@ -77,8 +83,12 @@ class JobOptions:
     smpl_model: str | None = None       # SMPL's model file (.pkl), the user's; only with refine
     smpl_prior: str | None = None       # SMPLify's GMM pose prior (gmm_08.pkl), the user's; only with refine
     smplify: Mapping[str, float] = field(default_factory=dict)  # SMPLifyOptions overrides (SPIN's defaults)
+    densepose: bool = False             # DensePose charts of every row into densepose/
+    densepose_weights: str | None = None  # detectron2's model_final_162be9.pkl (or a file of its layout)
 
     def __post_init__(self) -> None:
+        if not self.densepose and self.densepose_weights:  # the file (often set in the environment) is unused
+            object.__setattr__(self, "densepose_weights", None)
         if not self.refine:  # the files (often set once in the environment) matter only to a refining job
             for name, empty in (("smpl_model", None), ("smpl_prior", None), ("smplify", {})):
                 if getattr(self, name):
@@ -133,6 +143,38 @@ class JobOptions:
             raise OptionError("--random-weights", "cannot be combined with --weights; drop one of them")
         if self.refine is not None:
             self.check_refine()
+        if self.densepose:
+            self.check_densepose()
+
+    def check_densepose(self) -> None:
+        """--densepose: the weights file is read and recognised here, before any work (exit 2 when it is
+        missing or not DensePose R-CNN's); a plumbing run (--random-weights) builds generated weights."""
+        if self.random_weights:
+            return
+        if not self.densepose_weights:
+            raise OptionError("--densepose-weights", f"--densepose needs DensePose R-CNN's weights file "
+                              f"({DENSEPOSE_MODEL}, 256 MB): download {DENSEPOSE_URL} and pass --densepose-weights "
+                              f"PATH or set ${DENSEPOSE_WEIGHTS_ENV} (or add --random-weights for a plumbing run)")
+        # imported here, as check_refine's: options stay light (no torch) for jobs that do not ask for it
+        from posepipe.models.checkpoint import CheckpointError
+        from posepipe.models.densepose import checkpoint_format, read_densepose_checkpoint
+
+        key = _file_key(self.densepose_weights)
+        if key not in _CHECKED_DENSEPOSE:
+            try:
+                found = checkpoint_format(read_densepose_checkpoint(self.densepose_weights))
+            except CheckpointError as exc:
+                raise OptionError("--densepose-weights", str(exc)) from None
+            if found is None:
+                raise OptionError("--densepose-weights", f"{self.densepose_weights} is not a DensePose R-CNN checkpoint "
+                                  f"(no roi_heads.densepose_predictor.* under 'model'); download {DENSEPOSE_URL}")
+            _CHECKED_DENSEPOSE.add(key)
+
+    def densepose_files(self) -> dict[str, str]:
+        """What provenance and the fingerprint keep of the DensePose weights: their sha256 (or 'random')."""
+        if not self.densepose:
+            return {}
+        return {"densepose_weights_sha256": "random" if self.random_weights else file_sha256(self.densepose_weights)}
 
     def check_refine(self) -> None:
         """--refine smplify: the method, its options, and the user's two files, read and checked here, before
@@ -209,6 +251,8 @@ class JobOptions:
         if self.refine:  # absent otherwise: a job without refinement keeps the fingerprint it had
             relevant["refine"] = {"method": self.refine, **self.refine_files(),
                                   "options": {k: float(v) for k, v in sorted(dict(self.smplify).items())}}
+        if self.densepose:  # absent otherwise, as refine
+            relevant["densepose"] = {"model": DENSEPOSE_MODEL, **self.densepose_files()}
         return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
     def with_absolute_paths(self) -> "JobOptions":
@@ -221,7 +265,8 @@ class JobOptions:
         changes = {name: str(absolute_path(getattr(self, name))) for name in ("input", "output")
                    if getattr(self, name) and scheme_of(getattr(self, name)) == ""}
         # the SMPL files too: the model workers read them from their own working directories
-        changes.update({name: os.path.abspath(getattr(self, name)) for name in ("smpl_model", "smpl_prior")
+        changes.update({name: os.path.abspath(getattr(self, name)) for name in ("smpl_model", "smpl_prior",
+                                                                                "densepose_weights")
                         if getattr(self, name)})
         return replace(self, **changes) if changes else self
 
@@ -240,6 +285,8 @@ class JobOptions:
         data.pop("smpl_prior", None)
         data.update(self.refine_files())
         data["smplify"] = dict(self.smplify)
+        data.pop("densepose_weights", None)  # a local path: its hash only
+        data.update(self.densepose_files())
         return data
 
 
@@ -262,6 +309,18 @@ def _check_uri(option: str, uri: str) -> None:
 
 
 _FILE_HASHES: dict[tuple[str, int, int], str] = {}
+_CHECKED_DENSEPOSE: set[tuple[str, int, int]] = set()   # files check_densepose read and recognised
+
+
+def _file_key(path: str) -> tuple[str, int, int]:
+    """(absolute path, size, mtime): a file read once per process while it is unchanged. A missing one
+    is an OptionError naming it."""
+    try:
+        stat = os.stat(path)
+    except OSError as exc:
+        raise OptionError("--densepose-weights", f"cannot read {path} ({exc.strerror}); download {DENSEPOSE_URL} "
+                          f"and pass its path") from None
+    return os.path.abspath(path), stat.st_size, stat.st_mtime_ns
 
 
 def file_sha256(path: str | None) -> str:

@@ -27,8 +27,8 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
 from posepipe.pipeline.io.redaction import has_secrets, redact, scrub
-from posepipe.pipeline.io.schema import POSES_SCHEMA, VIDEOS_SCHEMA
-from posepipe.pipeline.io.store import POSES_DIR, VIDEOS_DIR
+from posepipe.pipeline.io.schema import DENSEPOSE_SCHEMA, POSES_SCHEMA, VIDEOS_SCHEMA
+from posepipe.pipeline.io.store import DENSEPOSE_DIR, POSES_DIR, VIDEOS_DIR
 from posepipe.pipeline.io.store import (
     INDEX_DIR, MANIFEST, OutputError, StorageError, Store, is_committed_part, is_visible, scheme_of,
 )
@@ -83,7 +83,8 @@ class OutputReader:
 
     # -- storage -------------------------------------------------------------------------
     def _list_all(self) -> list[str]:
-        """Every visible parquet file under videos/ and poses/, relative to OUTPUT, sorted."""
+        """Every visible parquet file under videos/ and poses/, relative to OUTPUT, sorted (densepose/ is
+        listed when first asked for: most outputs have none)."""
         try:
             found = [f"videos/{e.name}" for e in self._store.list("videos", recursive=False)]
             found += [f"poses/{e.name}" for e in self._store.list("poses")]
@@ -152,6 +153,32 @@ class OutputReader:
         self.videos()
         attempt = self._attempt_of.get(video_id)
         return [name for name in self._parts.get(self._key_of[video_id], []) if is_committed_part(name, attempt)]
+
+    def _chart_parts_of(self, video_id: str) -> list[str]:
+        """densepose/<key>/*.parquet of a committed video: the parts of the attempt its row commits."""
+        self.videos()
+        key = self._key_of[video_id]
+        try:
+            names = [f"{DENSEPOSE_DIR}/{key}/{e.name}" for e in self._store.list(f"{DENSEPOSE_DIR}/{key}")]
+        except StorageError as exc:
+            raise ReadbackError(str(exc)) from None
+        attempt = self._attempt_of.get(video_id)
+        return [n for n in names if is_visible(n) and is_committed_part(n, attempt)]
+
+    def densepose(self, video_ids: Iterable[str] | None = None) -> pa.Table:
+        """DensePose rows (--densepose) of the given committed videos (all when None), sorted by the row key
+        (video_id, frame_index, person_index: the poses rows'); empty for videos a job ran without it.
+        pipeline.downstream.densepose decodes a row's chart."""
+        tables = []
+        for video_id in self._resolve_ids(video_ids):
+            names = self._chart_parts_of(video_id)
+            for name, table in zip(names, self._read_many(names)):
+                table = _conform(table, DENSEPOSE_SCHEMA, name)
+                tables.append(table.filter(pc.equal(table.column("video_id"), pa.scalar(video_id))))
+        if not tables:
+            return DENSEPOSE_SCHEMA.empty_table()
+        return pa.concat_tables(tables).sort_by([("video_id", "ascending"), ("frame_index", "ascending"),
+                                                 ("person_index", "ascending")])
 
     def poses(self, video_ids: Iterable[str] | None = None, columns: Sequence[str] | None = None) -> pa.Table:
         """Poses rows of the given committed videos (all when None), sorted by the row key: video, frame, person_index."""
@@ -331,3 +358,9 @@ def read_poses(output_uri: str, video_ids: Iterable[str] | None = None, columns:
     Sorted by the row key (video_id, frame_index, person_index). Unknown video ids raise UnknownVideoError.
     """
     return OutputReader(output_uri).poses(video_ids, columns)
+
+
+def read_densepose(output_uri: str, video_ids: Iterable[str] | None = None) -> pa.Table:
+    """DensePose rows (--densepose) of OUTPUT's committed videos (all, or `video_ids`), DENSEPOSE_SCHEMA, sorted
+    by the row key; pipeline.downstream.densepose.decode_row turns one into numpy arrays."""
+    return OutputReader(output_uri).densepose(video_ids)

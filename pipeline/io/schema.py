@@ -85,6 +85,26 @@ VIDEOS_SCHEMA = pa.schema([
 ])
 
 
+# --densepose (pipeline.perframe.densepose): one row per poses row, same key, in densepose/ beside poses/.
+DENSEPOSE_SCHEMA = pa.schema([
+    _field("video_id", pa.string(), "input file path relative to the job's INPUT", nullable=False),
+    _field("frame_index", pa.int32(), "0-based decoded frame index", nullable=False),
+    _field("timestamp_s", pa.float64(), "presentation time of the frame in seconds, as in poses/", nullable=False),
+    _field("track_id", pa.int32(), "the poses row's track_id", nullable=False),
+    _field("person_index", pa.int32(), "the poses row's person_index: (video_id, frame_index, person_index) is the "
+           "row key, the same as poses/'s", nullable=False),
+    _field("bbox_xyxy", _f32_list(4), "the person box DensePose ran on (the poses row's), pixels of the displayed frame",
+           nullable=False),
+    _field("chart_box_xywh", pa.list_(pa.int32(), 4), "x, y, width, height in frame pixels of the box the chart covers "
+           "(detectron2's make_int_box of the box it reports: truncated to integers, width and height at least 1); "
+           "null where detectron2 drops the box (nothing of it inside the frame)"),
+    _field("iuv_png", pa.binary(), "the chart as detectron2 stores it (quantize_densepose_chart_result, then "
+           "compress_quantized_densepose_chart_result without its base64): an RGB PNG of chart_box_xywh's size whose "
+           "planes are I (0 background, 1..24 the body-surface chart), U*255 and V*255 as uint8; decode with "
+           "posepipe.pipeline.downstream.densepose.decode_iuv; null where chart_box_xywh is"),
+])
+
+
 def provenance_metadata(provenance: Mapping[str, Any]) -> dict[bytes, bytes]:
     """Schema-level metadata: posepipe version, models and weight hashes, job options."""
     return {
@@ -146,3 +166,25 @@ def _position_in_frame(frame_index: np.ndarray) -> np.ndarray:
 def videos_table(records: list[Mapping[str, Any]], metadata: Mapping[bytes, bytes] | None = None) -> pa.Table:
     schema = VIDEOS_SCHEMA.with_metadata(metadata) if metadata else VIDEOS_SCHEMA
     return pa.Table.from_pylist([{f.name: r.get(f.name) for f in VIDEOS_SCHEMA} for r in records], schema=schema)
+
+
+def densepose_table(rows: Mapping[str, Any], metadata: Mapping[bytes, bytes] | None = None) -> pa.Table:
+    """The densepose table from N rows: video_id (str or N), frame_index, timestamp_s, track_id,
+    person_index, bbox_xyxy (N, 4), chart_box_xywh (N, 4) int, iuv_png (N,) bytes or None (no chart)."""
+    n = len(rows["frame_index"])
+    png = list(rows["iuv_png"])
+    has = np.array([p is not None for p in png], bool)
+    video_id = rows["video_id"]
+    box = np.asarray(rows["chart_box_xywh"], np.int32).reshape(n, 4)
+    columns = [
+        pa.array([video_id] * n if isinstance(video_id, str) else list(video_id), pa.string()),
+        pa.array(np.asarray(rows["frame_index"], np.int32)),
+        pa.array(np.asarray(rows["timestamp_s"], np.float64)),
+        pa.array(np.asarray(rows["track_id"], np.int32)),
+        pa.array(np.asarray(rows["person_index"], np.int32)),
+        _nested(np.asarray(rows["bbox_xyxy"], np.float32).reshape(n, 4), _f32_list(4), (4,)),
+        pa.FixedSizeListArray.from_arrays(pa.array(box.reshape(-1), pa.int32()), 4, mask=pa.array(~has)),
+        pa.array(png, pa.binary()),
+    ]
+    schema = DENSEPOSE_SCHEMA.with_metadata(metadata) if metadata else DENSEPOSE_SCHEMA
+    return pa.Table.from_arrays(columns, schema=schema)

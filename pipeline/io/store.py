@@ -3,6 +3,7 @@
 Layout under OUTPUT (a local folder, or an s3://, gs:// or az:// prefix)::
 
     poses/<video_key>/part-<first>-<end>-<attempt>.parquet   rows of one shard of one video, one finish attempt
+    densepose/<video_key>/part-<first>-<end>-<attempt>.parquet  (--densepose) the same rows' charts, same names
     videos/<video_key>.parquet                               one row per input file: the video's commit
     _committed.parquet                                        (video_id, path): every committed part, at job end
     _index/videos-<utc stamp>-<id>.parquet                    the videos rows, compacted at job end
@@ -72,20 +73,24 @@ R = TypeVar("R")
 OUTPUT_SCHEMES = ("", "file", "s3", "gs", "az")
 VIDEOS_DIR = "videos"               # one commit row per video: videos/<key>.parquet
 POSES_DIR = "poses"                 # its rows: poses/<key>/<part>.parquet, named by attempt
+# --densepose: the charts of those rows, densepose/<key>/<part>.parquet, a part for each poses part with
+# the same name; committed, superseded and cleaned with it (the same row names both by its attempt).
+DENSEPOSE_DIR = "densepose"
+PART_DIRS = (POSES_DIR, DENSEPOSE_DIR)
 INDEX_DIR = "_index"
 MANIFEST = "_committed.parquet"
 # What the store writes at OUTPUT's top level today; `is_reserved_name` also covers what it may add.
-RESERVED = (VIDEOS_DIR, POSES_DIR, INDEX_DIR, MANIFEST)
+RESERVED = (VIDEOS_DIR, POSES_DIR, DENSEPOSE_DIR, INDEX_DIR, MANIFEST)
 
 
 def is_reserved_name(name: str) -> bool:
-    """Whether `name`, a top-level entry of OUTPUT, is the store's: videos, poses, or '_…'/'.…' (the
+    """Whether `name`, a top-level entry of OUTPUT, is the store's: videos, poses, densepose, or '_…'/'.…' (the
     store keeps its own files under such names, and any it adds later will be). No command writes a
     file of its own there (`pipeline.io.destinations`); any other top-level name is free for side
     files (a dataset pickle, a render), which no reader of OUTPUT lists. Compared as a case-insensitive
     file system would (Unicode NFC, case folded): on such a disk ``Videos/`` *is* ``videos/``."""
     folded = unicodedata.normalize("NFC", name).casefold()
-    return folded in (VIDEOS_DIR, POSES_DIR) or folded.startswith(("_", "."))
+    return folded in (VIDEOS_DIR, *PART_DIRS) or folded.startswith(("_", "."))
 # An index row is trusted only for row files at least this much older than the index itself: S3's
 # LastModified has one-second resolution, so a row rewritten in the same second keeps its mtime.
 INDEX_MARGIN_NS = 2_000_000_000
@@ -521,6 +526,13 @@ class Store:
             video.rows.append(row)
         return index, newest.mtime_ns, newest.name
 
+    def _list_dirs(self, relative: str) -> list[Entry]:
+        """The folders directly under `relative` ([] if it is absent)."""
+        base = self.path(relative)
+        with _errors("list", self.where(relative)):
+            infos = self.fs.get_file_info(pafs.FileSelector(base, recursive=False, allow_not_found=True))
+        return [Entry(i.path[len(base) + 1:], 0, i.mtime_ns or 0) for i in infos if i.type == pafs.FileType.Directory]
+
     def _list_hidden(self, relative: str) -> list[Entry]:
         base = self.path(relative)
         with _errors("list", self.where(relative)):
@@ -570,6 +582,10 @@ class Store:
                 key, _, rest = name.partition("/")
                 listed.setdefault(key, []).append(rest)
 
+        # densepose/ folders exist only for videos a --densepose job wrote: one listing of its top level
+        # says which, so a job never lists a folder per video for a table it never wrote.
+        charted = {e.name for e in self._list_dirs(DENSEPOSE_DIR)} if clean else set()
+
         def settle(key: str) -> int:
             video = videos.get(key)
             row = video.rows[0] if video and video.rows else {}
@@ -579,9 +595,12 @@ class Store:
                 video.parts = [n for n in names if is_committed_part(n, keep)]
             if not clean or key in protect:
                 return 0
-            stale = [n for n in names if not is_committed_part(n, keep)]
+            stale = [f"poses/{key}/{n}" for n in names if not is_committed_part(n, keep)]
+            if key in charted:  # the charts' parts go with the poses parts of the same attempt
+                stale += [f"{DENSEPOSE_DIR}/{key}/{n}" for n in self.list_parquet(f"{DENSEPOSE_DIR}/{key}")
+                          if not is_committed_part(n, keep)]
             for name in stale:  # already on the pool's threads: one folder's few parts in turn
-                self.remove(f"poses/{key}/{name}")
+                self.remove(name)
             return len(stale)
 
         self.removed = sum(self.map(settle, sorted(relist)))

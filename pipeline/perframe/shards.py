@@ -19,6 +19,9 @@ from posepipe.pipeline.io.schema import NUM_BETAS, NUM_KP2D, NUM_SMPL_BODY
 # (a job without --refine, a start camera behind the lens), which the written table holds as null.
 REFINED_COLUMNS = {"smplify_global_orient": (3,), "smplify_body_pose": (NUM_SMPL_BODY, 3), "smplify_betas": (NUM_BETAS,),
                    "smplify_camera": (3,), "smplify_reprojection_before": (), "smplify_reprojection_after": ()}
+# --densepose (pipeline.perframe.densepose): per row, detectron2's stored chart (PNG bytes; None where it drops
+# the box) and the integer box it covers. A shard made without it holds none of them (length 0).
+DENSEPOSE_COLUMNS = ("densepose_png", "densepose_box_xywh")
 # The per-frame model outputs of a row, and their shapes.
 POSE_COLUMNS = {"keypoints_2d": (NUM_KP2D, 2), "keypoint_scores": (NUM_KP2D,), "smpl_global_orient": (3,),
                 "smpl_body_pose": (NUM_SMPL_BODY, 3), "smpl_betas": (NUM_BETAS,), "smpl_camera": (3,),
@@ -65,6 +68,9 @@ class ShardResult:
     timings: dict[str, float] = field(default_factory=dict)
     device_windows: int = 0        # windows run on the device path (0 on the reference path)
     fallback_windows: dict[str, int] = field(default_factory=dict)  # of those, redone the reference way, by reason
+    # DENSEPOSE_COLUMNS: (N,) object (bytes or None) and (N, 4) int32; length 0 without --densepose
+    densepose_png: np.ndarray = field(default_factory=lambda: np.zeros(0, object))
+    densepose_box_xywh: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.int32))
     # REFINED_COLUMNS, (N, ...) float32, NaN where not refined
     smplify_global_orient: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.float32))
     smplify_body_pose: np.ndarray = field(default_factory=lambda: np.zeros((0, NUM_SMPL_BODY, 3), np.float32))
@@ -91,4 +97,4 @@ def empty_rows() -> dict[str, np.ndarray]:
     }
 
 
-__all__ = ["POSE_COLUMNS", "REFINED_COLUMNS", "ShardResult", "ShardTask", "empty_rows", "unrefined"]
+__all__ = ["DENSEPOSE_COLUMNS", "POSE_COLUMNS", "REFINED_COLUMNS", "ShardResult", "ShardTask", "empty_rows", "unrefined"]

@@ -18,6 +18,7 @@ import numpy as np
 
 from posepipe.pipeline.faults import injected_fault
 from posepipe.pipeline.io.prefetch import prefetched
+from posepipe.pipeline.perframe.densepose import load_densepose_stage
 from posepipe.pipeline.perframe.persons import PERSON_CLASS, select_person_rows, select_persons
 from posepipe.pipeline.perframe.refine import load_refiner
 from posepipe.pipeline.perframe.shards import POSE_COLUMNS, REFINED_COLUMNS, ShardResult, ShardTask, empty_rows, unrefined
@@ -69,6 +70,8 @@ class PoseWorker:
         self.mesh = load("mesh")
         # --refine smplify: SMPLify on HMR's device, after either per-frame path (pipeline.perframe.refine)
         self.refiner = load_refiner(options, getattr(self.mesh, "device", "cpu"))
+        # --densepose: DensePose R-CNN on the posed boxes, on HMR's device (pipeline.perframe.densepose)
+        self.densepose = load_densepose_stage(options, getattr(self.mesh, "device", "cpu"))
         self.pid = os.getpid()
 
     def ping(self) -> int:
@@ -123,15 +126,19 @@ class PoseWorker:
                     decoded += len(frames)
                     stamps.append(window_stamps)
                     if on_device is None:
-                        chunks.append(self.reference_frames(frames, indices, window_stamps, info.width, info.height, timings))
+                        chunks.append(self._with_charts(
+                            self.reference_frames(frames, indices, window_stamps, info.width, info.height, timings),
+                            frames, indices, timings))
                     else:  # queue this window's detection, then finish the previous one's (they overlap)
                         queued = on_device.submit(frames, indices, window_stamps)
                         if pending is not None:
-                            chunks.append(on_device.complete(pending, info.width, info.height))
-                        pending = queued
+                            chunks.append(self._with_charts(on_device.complete(pending, info.width, info.height),
+                                                            *pending_frames, timings))
+                        pending, pending_frames = queued, (frames, indices)
                     td = time.perf_counter()
                 if pending is not None:
-                    chunks.append(on_device.complete(pending, info.width, info.height))
+                    chunks.append(self._with_charts(on_device.complete(pending, info.width, info.height),
+                                                    *pending_frames, timings))
             bytes_read = video.bytes_fetched
         if on_device is not None:
             timings.update({f"device_{k}": v for k, v in on_device.clock.device.items()})
@@ -160,6 +167,10 @@ class PoseWorker:
         from posepipe.pipeline.io.video import VideoInfo, open_video
 
         out = {c: np.zeros((len(frame_index), *shape), np.float32) for c, shape in POSE_COLUMNS.items()}
+        densepose = getattr(self, "densepose", None)
+        if densepose is not None:
+            out.update(densepose_png=np.empty(len(frame_index), object),
+                       densepose_box_xywh=np.zeros((len(frame_index), 4), np.int32))
         if len(frame_index) == 0:
             return out
         opts = self.options
@@ -182,12 +193,30 @@ class PoseWorker:
                         out["keypoints_2d"][m], out["keypoint_scores"][m] = keypoints, scores
                         for c in ("global_orient", "body_pose", "betas", "camera"):
                             out[f"smpl_{c}"][m] = smpl[c]
+                    if densepose is not None:
+                        rows = np.concatenate(members)
+                        charts = densepose.charts(images, np.repeat(np.arange(len(members)), [len(m) for m in members]),
+                                                  boxes_xyxy[rows])
+                        for c, value in charts.items():
+                            out[c][rows] = value
         refiner = getattr(self, "refiner", None)
         if refiner is not None:
             out.update(refiner.refine({**out, "bbox_xyxy": boxes_xyxy}))
         else:
             out.update({c: np.full((len(frame_index), *shape), np.nan, np.float32) for c, shape in REFINED_COLUMNS.items()})
         return out
+
+    def _with_charts(self, chunk: dict[str, np.ndarray], frames: Sequence[np.ndarray], indices: np.ndarray,
+                     timings: dict[str, float]) -> dict[str, np.ndarray]:
+        """`chunk` (one window's rows) with DENSEPOSE_COLUMNS for its rows, when the job asked for them."""
+        densepose = getattr(self, "densepose", None)  # None: no --densepose (or a worker built without __init__)
+        if densepose is None:
+            return chunk
+        t = time.perf_counter()
+        frame_of_row = np.searchsorted(np.asarray(indices), np.asarray(chunk["frame_index"]))
+        chunk = {**chunk, **densepose.charts(frames, frame_of_row, chunk["bbox_xyxy"])}
+        timings["densepose"] = timings.get("densepose", 0.0) + time.perf_counter() - t
+        return chunk
 
     def reference_frames(self, frames: Sequence[np.ndarray], indices: np.ndarray, stamps: np.ndarray,
                 width: int, height: int, timings: dict[str, float]) -> dict[str, np.ndarray]:

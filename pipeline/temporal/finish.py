@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from posepipe.pipeline.faults import injected_fault
-from posepipe.pipeline.perframe.shards import POSE_COLUMNS, REFINED_COLUMNS, ShardResult, empty_rows
+from posepipe.pipeline.perframe.shards import DENSEPOSE_COLUMNS, POSE_COLUMNS, REFINED_COLUMNS, ShardResult, empty_rows
 from posepipe.pipeline.options import JobOptions
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class VideoFinisher:
         `pose_boxes` computes 2D/SMPL for kept boxes no shard ran them for: a `PoseWorker` (its
         method is used), a Ray actor handle of one, or a plain function."""
         from posepipe.pipeline.io.store import Store, part_name, video_key
-        from posepipe.pipeline.io.schema import poses_table, videos_table
+        from posepipe.pipeline.io.schema import densepose_table, poses_table, videos_table
 
         results = [_resolve(s) for s in shards]
         results.sort(key=lambda r: r.start)
@@ -89,8 +89,15 @@ class VideoFinisher:
             table = poses_table(part, metadata)
             # A video with nobody in it still gets one (empty) part: a job that found no person is
             # still a dataset with the full schema, and `read_parquet('OUT/poses/**/*.parquet')` works.
-            if table.num_rows or (total == 0 and r is results[-1]):
+            write = table.num_rows or (total == 0 and r is results[-1])
+            if write:
                 out.write_table(f"poses/{key}/{part_name(r.start, r.stop, attempt)}", table)
+            if write and self.options.densepose:  # the same rows' charts, the same part name: one commit for both
+                charts = densepose_table({"video_id": video["video_id"], "track_id": track_ids[sel],
+                                          "iuv_png": rows["densepose_png"][sel], "chart_box_xywh": rows["densepose_box_xywh"][sel],
+                                          **{c: part[c] for c in ("frame_index", "timestamp_s", "person_index", "bbox_xyxy")}},
+                                         metadata)
+                out.write_table(f"densepose/{key}/{part_name(r.start, r.stop, attempt)}", charts)
             total += table.num_rows
         record = {
             "video_id": video["video_id"], "uri": video["uri"], "status": "ok", "error": None,
@@ -185,6 +192,19 @@ def associate_rows(results: Sequence[Any], info: Mapping[str, Any], uri: str, op
         column[source >= 0] = shard_rows[source[source >= 0]]
         column[missing] = extra[c] if c in extra else np.nan  # a pose_boxes that refines nothing: unrefined
         rows[c] = column
+    if opts.densepose:
+        for c in DENSEPOSE_COLUMNS:
+            parts = [getattr(r, c) for r in results]
+            if any(len(p) != len(r.frame_index) for p, r in zip(parts, results)) or c not in extra and len(missing):
+                raise RuntimeError(f"--densepose: a model worker returned rows without {c}; every worker of a job "
+                                   "must run with the job's options")
+            shard_rows = np.concatenate(parts) if parts else np.zeros((0, 4), np.int32)
+            column = (np.empty(len(kept), object) if c == "densepose_png"
+                      else np.zeros((len(kept), 4), np.int32))
+            column[source >= 0] = shard_rows[source[source >= 0]]
+            if len(missing):
+                column[missing] = extra[c]
+            rows[c] = column
     return rows
 
 

@@ -1,0 +1,145 @@
+"""`posepipe run --densepose`: DensePose charts of every row in a real job, their table, their commit.
+
+Real parts: `posepipe run` through click on a real local Ray, a clip of real street footage, Parquet read
+back with DuckDB and through pipeline.io.readback, every chart decoded from its PNG. The official weights
+file (256 MB) is not fetched here, so the job is a plumbing run (--random-weights: generated weights,
+labelled so in provenance); what is checked is that each stored row is what DensePose R-CNN, built the
+same way, gives for that row's frame and box, that the table is keyed like poses/ and committed with it,
+and that a file the model cannot use stops the job before any work. The model against detectron2 is
+tests/models/test_densepose.py.
+"""
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from collections import OrderedDict
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from posepipe.jobs.cli import main
+from posepipe.models.densepose import WEIGHTS, create
+from posepipe.pipeline.downstream.densepose import decode_row
+from posepipe.pipeline.io.readback import read_densepose, read_poses
+from posepipe.pipeline.io.video import open_video
+from posepipe.pipeline.options import DENSEPOSE_MODEL, JobOptions, OptionError
+from posepipe.pipeline.perframe.densepose import DensePoseStage
+from tests import media
+from tests.golden import generate_state_dict
+
+FAST = ["--random-weights", "--max-persons", "2", "--no-flip-test", "--lifter", "simplebaseline3d_h36m"]
+MANIFEST = Path(__file__).resolve().parents[2] / "models" / "golden_densepose" / "manifest.json"
+
+
+def run(*args: str, env: dict[str, str] | None = None):
+    return CliRunner().invoke(main, ["run", *args], env=env, catch_exceptions=False)
+
+
+def test_missing_or_wrong_weights_stop_the_job_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.delenv("POSEPIPE_DENSEPOSE_WEIGHTS", raising=False)
+    clip = media.street_clip(tmp_path / "in" / "walk.mp4", n=2)
+    out = tmp_path / "out"
+    plain = ["--max-persons", "2"]
+    result = run(str(clip.parent), "--output", str(out), *plain, "--densepose")
+    assert result.exit_code == 2, result.output
+    assert all(w in result.output for w in ("--densepose-weights", "POSEPIPE_DENSEPOSE_WEIGHTS", "model_final_162be9.pkl"))
+    result = run(str(clip.parent), "--output", str(out), *plain, "--densepose", "--densepose-weights", str(tmp_path / "nope.pkl"))
+    assert result.exit_code == 2 and "cannot read" in result.output and "nope.pkl" in result.output
+    (tmp_path / "page.pkl").write_text("<!DOCTYPE html><html><title>Access denied</title></html>")
+    result = run(str(clip.parent), "--output", str(out), *plain, "--densepose", env={"POSEPIPE_DENSEPOSE_WEIGHTS": str(tmp_path / "page.pkl")})
+    assert result.exit_code == 2 and "HTML page" in result.output
+    with open(tmp_path / "other.pkl", "wb") as f:  # detectron2's container, another model's state
+        pickle.dump({"model": {"backbone.fpn_lateral2.bias": np.zeros(256, np.float32)}, "__author__": "x"}, f)
+    result = run(str(clip.parent), "--output", str(out), *plain, "--densepose", "--densepose-weights", str(tmp_path / "other.pkl"))
+    assert result.exit_code == 2 and "not a DensePose R-CNN checkpoint" in result.output
+    assert not out.exists()  # refused before any work: not even the output folder
+
+
+def test_the_stage_loads_the_official_layout_and_keeps_only_its_hash(tmp_path):
+    state = generate_state_dict(MANIFEST, {"seed": np.int64(3)})
+    path = tmp_path / "model_final_162be9.pkl"
+    with open(path, "wb") as f:
+        pickle.dump({"model": OrderedDict((k, v.numpy()) for k, v in state.items()), "__author__": "Detectron2 Model Zoo"}, f)
+    options = JobOptions(input="in", output="out", densepose=True, densepose_weights=str(path))
+    options.check_densepose()
+    stage = DensePoseStage(options, "cpu")
+    assert torch.equal(stage.predictor.model.roi_heads.densepose_predictor.u_lowres.weight,
+                       state["roi_heads.densepose_predictor.u_lowres.weight"])
+    frame = media.source_frames(1, (96, 64))[0]
+    charts = stage.charts([frame], np.array([0, 0]), np.array([[10, 5, 40, 60], [200, 200, 220, 230]], np.float32))
+    assert charts["densepose_png"][1] is None and charts["densepose_box_xywh"][1].tolist() == [0, 0, 0, 0]
+    assert decode_row({"iuv_png": charts["densepose_png"][0], "chart_box_xywh": charts["densepose_box_xywh"][0]}).i.shape == (55, 30)
+    assert options.densepose_files()["densepose_weights_sha256"] in json.dumps(options.public())
+    assert "model_final_162be9" not in json.dumps(options.public())  # a local path: never stored
+    with pytest.raises(OptionError, match="--densepose-weights"):
+        JobOptions(input="in", output="out", densepose=True).check_densepose()
+
+
+def test_a_densepose_job_its_rows_and_their_commit(ray_local, tmp_path):
+    clip = media.street_clip(tmp_path / "in" / "walk.mp4", n=3)
+    out, plain_out = tmp_path / "out", tmp_path / "plain"
+    result = run(str(clip.parent), "--output", str(out), *FAST, "--densepose", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout[result.stdout.index("{"):])
+    assert summary["ok"] == 1 and summary["rows"] > 0
+
+    # one densepose row per poses row, same key and box; parts named as the poses parts
+    con = duckdb.connect()
+    key = "video_id, frame_index, person_index"
+    poses = con.sql(f"SELECT {key}, track_id, bbox_xyxy FROM read_parquet('{out}/poses/**/*.parquet') ORDER BY {key}").fetchall()
+    charts = con.sql(f"SELECT {key}, track_id, bbox_xyxy FROM read_parquet('{out}/densepose/**/*.parquet') ORDER BY {key}").fetchall()
+    assert charts == poses and len(poses) == summary["rows"]
+    names = lambda table: sorted(p.relative_to(out / table).as_posix() for p in (out / table).rglob("*.parquet"))  # noqa: E731
+    assert names("densepose") == names("poses")
+
+    # every row decodes, over its box, and is what the model gives for that frame and box
+    rows = read_densepose(str(out)).to_pylist()
+    assert [(r["frame_index"], r["person_index"]) for r in rows] == [(p[1], p[2]) for p in poses]
+    with open_video(str(clip)) as video:
+        frames = [f for _, window, _ in video.frames(0, 3) for f in window]
+    model = create(WEIGHTS[DENSEPOSE_MODEL], None, device=torch.device("cpu"))
+    flips = pixels = 0
+    for r in rows:
+        chart = decode_row(r)
+        assert chart is not None and chart.i.shape == chart.u.shape == (r["chart_box_xywh"][3], r["chart_box_xywh"][2])
+        assert chart.i.max() <= 24 and 0 <= chart.u.min() and chart.v.max() <= 1
+        ref = model.predict(frames[r["frame_index"]], np.asarray([r["bbox_xyxy"]], np.float64))[0]
+        assert tuple(r["chart_box_xywh"]) == ref.box_xywh
+        flips += int((chart.i != ref.iuv[0]).sum())
+        pixels += chart.i.size
+        same = chart.i == ref.iuv[0]
+        assert np.abs(np.round(chart.u * 255)[same] - ref.iuv[1][same]).max(initial=0) <= 1
+        full_i, _, _ = chart.in_frame(*frames[0].shape[:2])
+        assert full_i.shape == frames[0].shape[:2]
+    # batched with the window's other frames vs alone: summation order only
+    assert flips <= 1e-3 * pixels, f"{flips} of {pixels} labels differ"
+
+    # provenance: generated weights, said so
+    part = next((out / "densepose").rglob("*.parquet"))
+    text = con.sql(f"SELECT value FROM parquet_kv_metadata('{part}') WHERE key = 'posepipe.provenance'").fetchall()[0][0]
+    options = json.loads(text)["options"]
+    assert options["densepose"] is True and options["densepose_weights_sha256"] == "random" and options["random_weights"]
+
+    # the commit: a superseded attempt's parts and a killed finish's (parts, no row) lie beside the
+    # committed ones; readers never see them, and the rerun's end deletes them with their poses parts
+    first = next((out / "densepose").rglob("*.parquet"))
+    for attempt in ("0badc0de", "feedf00d"):
+        for table in ("poses", "densepose"):
+            source = out / table / first.relative_to(out / "densepose")
+            shutil.copy(source, source.with_name(source.name.rsplit("-", 1)[0] + f"-{attempt}.parquet"))
+    assert len(read_densepose(str(out))) == len(rows) and len(read_poses(str(out))) == len(rows)
+    again = run(str(clip.parent), "--output", str(out), *FAST, "--densepose", "--force", "--json")
+    assert again.exit_code == 0, again.output
+    assert names("densepose") == names("poses") and not any("0badc0de" in n or "feedf00d" in n for n in names("densepose"))
+    attempt = con.sql(f"SELECT commit_attempt FROM read_parquet('{out}/videos/*.parquet')").fetchall()[0][0]
+    assert all(n.endswith(f"-{attempt}.parquet") for n in names("densepose"))
+    assert len(read_densepose(str(out))) == len(rows)
+
+    # a job without --densepose writes no densepose/ and its rows read back as none
+    assert run(str(clip.parent), "--output", str(plain_out), *FAST).exit_code == 0
+    assert not (plain_out / "densepose").exists() and read_densepose(str(plain_out)).num_rows == 0
