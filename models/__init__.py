@@ -22,8 +22,8 @@ from typing import Any, Mapping
 import torch
 
 from posepipe.models import (
-    associative_embedding, hmr, hourglass, hrnet, motionbert, rle, rtmo, rtmpose, simplebaseline, simplebaseline3d,
-    videopose3d, vitpose, yolox,
+    associative_embedding, hmr, hourglass, hrnet, hrnet_mmpose, motionbert, rle, rtmo, rtmpose, simplebaseline,
+    simplebaseline3d, videopose3d, vitpose, yolox,
 )
 from posepipe.models.checkpoint import CheckpointError, preview, read_checkpoint, sniff_container
 from posepipe.models.precision import PrecisionWarning, strict_fp32
@@ -34,19 +34,20 @@ from posepipe.models.weights import Weights
 # recognised by its head's final_layer alone, which SimpleBaseline and RTMPose heads also have).
 FAMILIES: dict[str, ModuleType] = {
     "yolox": yolox, "rtmo": rtmo, "rtmpose": rtmpose, "hourglass": hourglass, "vitpose": vitpose, "simplebaseline": simplebaseline,
-    "rle": rle, "associative_embedding": associative_embedding, "hrnet": hrnet, "videopose3d": videopose3d, "simplebaseline3d": simplebaseline3d,
+    "rle": rle, "associative_embedding": associative_embedding, "hrnet": hrnet, "hrnet_mmpose": hrnet_mmpose, "videopose3d": videopose3d, "simplebaseline3d": simplebaseline3d,
     "motionbert": motionbert, "hmr": hmr,
 }
 FAMILY_LABELS = {
     "yolox": "YOLOX", "hrnet": "HRNet", "rtmpose": "RTMPose", "simplebaseline": "SimpleBaseline", "rle": "RLE",
     "hourglass": "Hourglass", "vitpose": "ViTPose", "videopose3d": "VideoPose3D", "simplebaseline3d": "SimpleBaseline3D",
     "motionbert": "MotionBERT", "hmr": "HMR (SPIN)", "associative_embedding": "Associative Embedding",
-    "rtmo": "RTMO",
+    "rtmo": "RTMO", "hrnet_mmpose": "top-down HRNet (mmpose)",
 }
 CATALOGUE: dict[str, Weights] = {
     **yolox.WEIGHTS, **hrnet.WEIGHTS, **rtmpose.WEIGHTS, **simplebaseline.WEIGHTS, **rle.WEIGHTS,
     **hourglass.WEIGHTS, **vitpose.WEIGHTS, **videopose3d.WEIGHTS, **simplebaseline3d.WEIGHTS,
     **motionbert.WEIGHTS, **hmr.WEIGHTS, **associative_embedding.WEIGHTS, **rtmo.WEIGHTS,
+    **hrnet_mmpose.WEIGHTS,
 }
 STAGES = ("detector", "pose", "lifter", "mesh")
 # Pose families that find the people themselves (bottom-up, one-stage): a job with one runs no detector

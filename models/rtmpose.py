@@ -30,7 +30,8 @@ from torch import nn
 
 from posepipe.models import mmpose
 from posepipe.models.checkpoint import load_strict
-from posepipe.models.skeletons import COCO17_NAMES, COCO17_SKELETON
+from posepipe.models.skeletons import (AP10K17_NAMES, AP10K17_SKELETON, COCO17_NAMES, COCO17_SKELETON,
+                                       WHOLEBODY133_NAMES, WHOLEBODY133_SKELETON)
 from posepipe.models.topdown import TopdownPredictor, place
 from posepipe.models.weights import Weights
 
@@ -319,6 +320,64 @@ WEIGHTS: dict[str, Weights] = {
         _rtmpose("l", "l", "1352a4d2", 1.0, 1.0, 75.8, 80.6, 4.14),
     )
 }
+
+# Beyond COCO-17: the same network with another head size (and input), mmpose's model zoo files.
+WEIGHTS["rtmpose_m_coco_wholebody_256x192"] = Weights(
+    name="rtmpose_m_coco_wholebody_256x192",
+    family="rtmpose",
+    stage="pose",
+    url=f"{_ZOO}/rtmpose-m_simcc-coco-wholebody_pt-aic-coco_270e-256x192-cd5e845c_20230123.pth",
+    filename="rtmpose-m_simcc-coco-wholebody_pt-aic-coco_270e-256x192-cd5e845c_20230123.pth",
+    source_format="mmpose",
+    hash_prefix="cd5e845c",
+    arch={"deepen_factor": 0.67, "widen_factor": 0.75, "num_joints": 133},
+    input_size=(256, 192),
+    mean=MMPOSE_MEAN,
+    std=MMPOSE_STD,
+    color="RGB",
+    keypoint_names=WHOLEBODY133_NAMES,
+    skeleton=WHOLEBODY133_SKELETON,
+    license="Apache-2.0 (mmpose model zoo)",
+    paper=_PAPER,
+    # mmpose's model zoo for the file at `url` (configs/wholebody_2d_keypoint/rtmpose/coco-wholebody/
+    # rtmpose_coco-wholebody.md and .yml): COCO-WholeBody v1.0 val, detector boxes of person AP 56.4, flip test.
+    metrics={"coco_wholebody_val_whole_AP": 58.2, "coco_wholebody_val_whole_AR": 67.4,
+             "coco_wholebody_val_body_AP": 67.3, "coco_wholebody_val_foot_AP": 61.5,
+             "coco_wholebody_val_face_AP": 81.3, "coco_wholebody_val_hand_AP": 47.5},
+    gmacs=2.22,  # one crop, torch's FlopCounterMode
+    notes=(
+        "Config rtmpose-m_8xb64-270e_coco-wholebody-256x192.py: COCO-WholeBody's 133 keypoints (body 0-16 = "
+        "COCO-17 in the same order, feet 17-22, face 23-90, left hand 91-111, right hand 112-132). The flip "
+        "test swaps mmpose's pairs for this skeleton (the face's mirrored landmarks included). A 2023-01 "
+        "release: the file may still hold EMA entries next to 'state_dict'; only 'state_dict' is read."
+    ),
+)
+WEIGHTS["rtmpose_m_ap10k_256x256"] = Weights(
+    name="rtmpose_m_ap10k_256x256",
+    family="rtmpose",
+    stage="pose",
+    url=f"{_ZOO}/rtmpose-m_simcc-ap10k_pt-aic-coco_210e-256x256-7a041aa1_20230206.pth",
+    filename="rtmpose-m_simcc-ap10k_pt-aic-coco_210e-256x256-7a041aa1_20230206.pth",
+    source_format="mmpose",
+    hash_prefix="7a041aa1",
+    arch={"deepen_factor": 0.67, "widen_factor": 0.75, "num_joints": 17},
+    input_size=(256, 256),
+    mean=MMPOSE_MEAN,
+    std=MMPOSE_STD,
+    color="RGB",
+    keypoint_names=AP10K17_NAMES,
+    skeleton=AP10K17_SKELETON,
+    license="Apache-2.0 (mmpose model zoo)",
+    paper=_PAPER,
+    # mmpose's model zoo (configs/animal_2d_keypoint/rtmpose/ap10k/rtmpose_ap10k.md and .yml): AP-10K val,
+    # ground-truth animal boxes, flip test.
+    metrics={"ap10k_val_AP": 72.2, "ap10k_val_AP50": 93.9, "ap10k_val_AP75": 78.8},
+    gmacs=2.55,  # one crop, torch's FlopCounterMode
+    notes=(
+        "Config rtmpose-m_8xb64-210e_ap10k-256x256.py: AP-10K's 17 animal keypoints (not COCO-17: eyes, nose, "
+        "neck, tail root, four legs), square 256x256 crops. The flip test swaps AP-10K's L_/R_ pairs."
+    ),
+)
 
 
 # --------------------------------------------------------------------------------------------

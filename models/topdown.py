@@ -29,7 +29,7 @@ from torch import nn
 
 from posepipe.models import ondevice, warp
 from posepipe.models.precision import fall_back_to_fp32, forward_half_flagged, forward_half_guarded
-from posepipe.models.skeletons import flip_indices
+from posepipe.models.skeletons import skeleton_flip_indices
 from posepipe.models.weights import Weights
 
 BOX_PADDING = 1.25  # GetBBoxCenterScale's default, as every mmpose top-down config uses it
@@ -175,8 +175,10 @@ class TopdownPredictor:
         self.half = bool(half) and self.device.type == "cuda"
         self.input_size: tuple[int, int] = tuple(weights.input_size)  # (height, width)
         self.num_joints = int(model.num_joints)
-        # mmpose's flip_indices, from the record's joint names (left_x <-> right_x); none: no flip test.
-        self.flip_indices: list[int] | None = flip_indices(weights.keypoint_names) if weights.keypoint_names else None
+        # mmpose's flip_indices: a known skeleton's own left/right pairs (COCO-WholeBody's face, AP-10K's
+        # L_/R_ joints), else from the record's joint names (left_x <-> right_x); none: no flip test.
+        self.flip_indices: list[int] | None = (skeleton_flip_indices(weights.keypoint_names)
+                                               if weights.keypoint_names else None)
         # The same permutation on the device, made once here (indexing with the list would copy it
         # to the device, blocking, on every pass).
         self._flip_index = (torch.tensor(self.flip_indices, dtype=torch.long, device=self.device)

@@ -201,7 +201,8 @@ def child(scratch: Path, name: str, seed: int) -> None:  # pragma: no cover - ru
     def head_decode(batch_outputs):
         record["decode_in"].append(batch_outputs)
         preds = decode(batch_outputs)
-        record["decode_out"].append(preds)
+        # copied now: add_pred_to_datasample later maps these instances' keypoints to the image
+        record["decode_out"].append([np.array(p.keypoints, copy=True) for p in preds])
         return preds
 
     head.forward, head.decode = head_forward, head_decode
@@ -228,7 +229,7 @@ def child(scratch: Path, name: str, seed: int) -> None:  # pragma: no cover - ru
             results = inference_topdown(model, image, boxes, bbox_format="xywh")
         out["keypoints" + suffix] = np.stack([r.pred_instances.keypoints[0] for r in results]).astype(np.float32)
         out["scores" + suffix] = np.stack([r.pred_instances.keypoint_scores[0] for r in results]).astype(np.float32)
-        out["keypoints_input" + suffix] = np.concatenate([p.keypoints for p in record["decode_out"][0]]).astype(np.float32)
+        out["keypoints_input" + suffix] = np.concatenate(record["decode_out"][0]).astype(np.float32)
         if flip:
             out["center"] = np.concatenate([c for c, _ in record["affine"]]).reshape(-1, 2)
             out["scale"] = np.concatenate([s for _, s in record["affine"]]).reshape(-1, 2)
