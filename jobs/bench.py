@@ -43,6 +43,15 @@ def parse_workers(value: str | None) -> list[int]:
 @click.option("--lifter", default=None, help="Lifter weights name to time (default: the job's).")
 @click.option("--weights", "weights", multiple=True, metavar="NAME=URI", help="Checkpoint for a model (repeatable).")
 @click.option("--random-weights", is_flag=True, help="Random weights: speed only, outputs meaningless.")
+@click.option("--refine", type=click.Choice(["smplify"]), default=None,
+              help="Time the job with SMPLify after HMR (run's --refine): a models.refine section, and every "
+                   "end-to-end figure includes it. Needs --smpl-model and --smpl-prior.")
+@click.option("--smpl-model", envvar="POSEPIPE_SMPL_MODEL", default=None, metavar="PATH",
+              help="SMPL's neutral model file, for --refine ($POSEPIPE_SMPL_MODEL).")
+@click.option("--smpl-prior", envvar="POSEPIPE_SMPL_PRIOR", default=None, metavar="PATH",
+              help="SMPLify's GMM pose prior gmm_08.pkl, for --refine ($POSEPIPE_SMPL_PRIOR).")
+@click.option("--smplify-option", "smplify_options", multiple=True, metavar="NAME=VALUE",
+              help="A SMPLify setting other than SPIN's, as for run (repeatable), e.g. iterations=50.")
 @click.option("--shard-frames", type=click.IntRange(min=1), default=None,
               help="Frames per shard for the end-to-end runs. Default: N/4 (at least the detector batch), so 2 workers share work.")
 @click.option("--workers", "workers", default=None, metavar="1,2", help="Also time run_job with each of these worker counts.")
@@ -53,14 +62,15 @@ def parse_workers(value: str | None) -> list[int]:
               help="Also write the JSON report to this file (was --out).")
 def bench_command(video: str | None, n_frames: int, max_persons: int, device: str, half: bool | None,
                   frames_per_batch: int | None, pose_model: str | None, lifter: str | None, weights: tuple[str, ...],
-                  random_weights: bool, shard_frames: int | None, workers: str | None, memory: bool, no_ray: bool,
+                  random_weights: bool, refine: str | None, smpl_model: str | None, smpl_prior: str | None,
+                  smplify_options: tuple[str, ...], shard_frames: int | None, workers: str | None, memory: bool, no_ray: bool,
                   no_h264: bool, output: Path | None) -> None:
     """Time decoding, each model batched, the pipeline end to end, and a naive per-frame loop; print JSON.
 
     VIDEO defaults to ../shared/media/vtest.avi, or a generated clip where that is absent. The report
     is always JSON (a measurement is for comparing and keeping), on stdout and, with --output, in a file.
     """
-    from posepipe.jobs.run import parse_weights
+    from posepipe.jobs.run import parse_smplify_options, parse_weights
     from posepipe.models import CATALOGUE
     from posepipe.pipeline.measure.benchmark import BenchError, default_shard_frames, run_benchmark
     from posepipe.pipeline.run.runner import WeightsError
@@ -77,7 +87,8 @@ def bench_command(video: str | None, n_frames: int, max_persons: int, device: st
     options = JobOptions(input="bench", output="bench", device=device, max_persons=max_persons,
                          weights=parse_weights(weights), random_weights=random_weights,
                          shard_frames=shard_frames or default_shard_frames(n_frames, batch), half=half,
-                         frames_per_batch=batch, models=models)
+                         frames_per_batch=batch, models=models, refine=refine, smpl_model=smpl_model,
+                         smpl_prior=smpl_prior, smplify=parse_smplify_options(smplify_options))
     try:
         options.validate(CATALOGUE)
     except OptionError as exc:

@@ -11,7 +11,9 @@ one box at a time, as a loop around a per-image API would run them), `per_frame_
 shards' per-frame work on the reference and the device path: frames/s, host CPU ms per frame,
 per-stage device ms per frame) and `speedup`; opt-in:
 `workers` (run_job throughput per worker count) and `memory` (peak RSS of a worker process on a
-short and a 10x longer clip).
+short and a 10x longer clip). With --refine smplify the `models` section also times the refinement
+(`refine`: persons/s over every person posed, reprojection error before and after) and every
+end-to-end figure includes it, so a bench with and one without give the job's relative cost.
 
 The clip is VIDEO's first N frames (looped when it is shorter), re-encoded as mp4v in a temporary
 folder, so every section reads the same N frames. With --random-weights speed depends only on the
@@ -277,9 +279,11 @@ def bench_models(worker: Any, frames: Sequence[np.ndarray]) -> dict[str, Any]:
                        **rate(n, seconds), "crops_per_s": rate(crops, seconds, "crops", "crops_per_s")["crops_per_s"]}
 
     worker.mesh.predict_batch([frames[first]], [boxes[first]])
-    _, seconds = _timed(lambda: worker.mesh.predict_batch(frames, boxes))
+    mesh, seconds = _timed(lambda: worker.mesh.predict_batch(frames, boxes))
     out["mesh"] = {"model": opts.models["mesh"], "crops": crops,
                    **rate(n, seconds), "crops_per_s": rate(crops, seconds, "crops", "crops_per_s")["crops_per_s"]}
+    if getattr(worker, "refiner", None) is not None:
+        out["refine"] = bench_refine(worker.refiner, opts, boxes, pose, mesh, n)
 
     # One person's T-frame track (T = N): the first person of each frame that has one, cycled.
     firsts = np.stack([k[0] for k, _ in pose if len(k)]).astype(np.float32)
@@ -295,6 +299,28 @@ def bench_models(worker: Any, frames: Sequence[np.ndarray]) -> dict[str, Any]:
     out["lifter"] = {"model": opts.models["lifter"], "track_frames": n, "receptive_field": field,
                      "flip_augment": opts.flip_augment_3d, **rate(len(lifted), seconds)}
     return out
+
+
+def bench_refine(refiner: Any, options: JobOptions, boxes: Sequence[np.ndarray],
+                 pose: Sequence[tuple[np.ndarray, np.ndarray]], mesh: Sequence[dict[str, np.ndarray]], n: int) -> dict[str, Any]:
+    """--refine smplify over every person the models section posed, as the worker refines a shard's rows
+    (one call, batched over persons): persons/s, and the reprojection error before and after (frame pixels)."""
+    rows = {
+        "bbox_xyxy": np.concatenate(boxes).astype(np.float32),
+        "keypoints_2d": np.concatenate([k for k, _ in pose]).astype(np.float32),
+        "keypoint_scores": np.concatenate([s for _, s in pose]).astype(np.float32),
+        **{f"smpl_{c}": np.concatenate([m[c] for m in mesh]).astype(np.float32)
+           for c in ("global_orient", "body_pose", "betas", "camera")},
+    }
+    persons = len(rows["bbox_xyxy"])
+    refined, seconds = _timed(lambda: refiner.refine(rows))
+    done = np.isfinite(refined["smplify_reprojection_after"])
+    median = lambda a: round(float(np.median(a[done])), 3) if done.any() else None  # noqa: E731
+    return {"method": options.refine, "iterations_per_stage": refiner.smplify.options.iterations,
+            "persons": persons, "refined": int(done.sum()), **rate(n, seconds),
+            "persons_per_s": rate(persons, seconds, "persons", "persons_per_s")["persons_per_s"],
+            "median_reprojection_px_before": median(refined["smplify_reprojection_before"]),
+            "median_reprojection_px_after": median(refined["smplify_reprojection_after"])}
 
 
 def finisher_of(worker: Any) -> Any:
@@ -326,6 +352,8 @@ def bench_in_process(worker: Any, uri: str, info: dict[str, Any], shard_frames: 
     result = finisher_of(worker).finish_video(_video(uri, info, opts.fingerprint(hashes)), shards, output, metadata, pose_boxes=worker)
     t2 = time.perf_counter()
     stages = {k: round(sum(s.timings.get(k, 0.0) for s in shards), 4) for k in ("decode", "detect", "pose2d", "smpl")}
+    if opts.refine:  # --refine smplify's share of the shards' time
+        stages["smplify"] = round(sum(s.timings.get("smplify", 0.0) for s in shards), 4)
     stages["finish_video"] = round(t2 - t1, 4)
     frames = int(sum(s.frames_decoded for s in shards))
     return {"shards": len(shards), "shard_frames": shard_frames, "rows": result.rows,
@@ -542,6 +570,8 @@ def memory_child(payload: str) -> None:
     seconds = time.perf_counter() - t0
     peaks["end"] = peak_rss_mib()
     stages = {k: round(sum(s.timings.get(k, 0.0) for s in shards), 4) for k in ("decode", "detect", "pose2d", "smpl")}
+    if opts.refine:  # --refine smplify's share of the shards' time
+        stages["smplify"] = round(sum(s.timings.get("smplify", 0.0) for s in shards), 4)
     print(json.dumps({"frames": n, "shards": len(shards), "rows": int(sum(len(s.frame_index) for s in shards)),
                       "stage_seconds": stages, **rate(n, seconds), "peak_rss_mib": peaks,
                       "processing_growth_mib": round(peaks["end"] - peaks["after_load"], 1),

@@ -137,3 +137,37 @@ def test_decode_sections_measure_pyav_without_decord(clip, tmp_path, monkeypatch
     for label in DECODE_SIZES:
         for threads in DECODE_THREADS:
             assert h264[label][f"threads_{threads}"]["pyav"] > 0 and h264[label][f"threads_{threads}"]["decord"] is None
+
+
+def test_refine_section_times_smplify_over_every_posed_person(tmp_path):
+    """bench --refine smplify: `models.refine` is SMPLify over the persons the models posed, as the worker runs it."""
+    from posepipe.pipeline.measure.benchmark import bench_refine
+    from posepipe.pipeline.options import JobOptions
+    from posepipe.pipeline.perframe.refine import SMPLifyRefiner
+    from tests.models.smplify_reference import write_model_files
+
+    files = write_model_files(tmp_path, 0)
+    options = JobOptions(input="in", output="out", refine="smplify", smpl_model=str(files["smpl"]),
+                         smpl_prior=str(files["gmm"]), smplify={"iterations": 5})
+    refiner = SMPLifyRefiner(options)
+    rng = np.random.default_rng(0)
+    frames, per_frame = 3, 2
+    boxes = [np.tile(np.float32([100, 40, 180, 240]), (per_frame, 1)) for _ in range(frames)]
+    pose = [(np.float32([140, 140]) + rng.normal(0, 40, (per_frame, 17, 2)).astype(np.float32),
+             rng.uniform(0.3, 1, (per_frame, 17)).astype(np.float32)) for _ in range(frames)]
+    mesh = [{"global_orient": np.tile(np.float32([np.pi, 0, 0]), (per_frame, 1)),
+             "body_pose": np.zeros((per_frame, 23, 3), np.float32), "betas": np.zeros((per_frame, 10), np.float32),
+             "camera": np.tile(np.float32([0.9, 0, 0]), (per_frame, 1))} for _ in range(frames)]
+    section = bench_refine(refiner, options, boxes, pose, mesh, frames)
+    assert section["method"] == "smplify" and section["iterations_per_stage"] == 5
+    assert section["persons"] == section["refined"] == frames * per_frame
+    positive_rate(section)
+    positive_rate(section, "persons", "persons_per_s")
+    assert 0 < section["median_reprojection_px_after"] < section["median_reprojection_px_before"]
+
+
+def test_refine_without_the_licensed_files_is_a_usage_error(clip, monkeypatch):
+    monkeypatch.delenv("POSEPIPE_SMPL_MODEL", raising=False)
+    monkeypatch.delenv("POSEPIPE_SMPL_PRIOR", raising=False)
+    result = CliRunner().invoke(bench_command, [str(clip), "--random-weights", "--no-ray", "--refine", "smplify"])
+    assert result.exit_code == 2 and "--smpl-model" in result.output and "POSEPIPE_SMPL_MODEL" in result.output, result.output
