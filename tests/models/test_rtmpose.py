@@ -11,7 +11,7 @@ import torch
 
 from posepipe.models import rtmpose
 from posepipe.models.checkpoint import CheckpointError, read_checkpoint
-from posepipe.models.skeletons import COCO17_NAMES
+from posepipe.models.skeletons import COCO17_NAMES, skeleton_of
 from tests.golden import assert_close, generate_state_dict, golden_cases, golden_dir, load_case
 from tests.models.mmpose_files import mmpose_0x, mmpose_1x_2023
 
@@ -193,11 +193,19 @@ def test_weights_entry(name):
     assert spec.name == name and spec.family == "rtmpose" and spec.stage == "pose" and spec.source_format == "mmpose"
     assert spec.url.startswith("https://download.openmmlab.com/mmpose/v1/projects/rtmposev1/")
     assert spec.url.endswith("/" + spec.filename) and f"-{spec.hash_prefix}_" in spec.filename
-    assert spec.input_size == (256, 192) and spec.color == "RGB"
+    assert spec.color == "RGB" and spec.license.startswith("Apache-2.0") and "Jiang et al." in spec.paper
     assert spec.mean == (123.675, 116.28, 103.53) and spec.std == (58.395, 57.12, 57.375)
-    assert spec.keypoint_names == COCO17_NAMES and spec.license.startswith("Apache-2.0")
-    assert 60 < spec.metrics["coco_val2017_AP"] < 80 and "Jiang et al." in spec.paper
+    if name.endswith("_coco_256x192"):
+        assert spec.input_size == (256, 192) and spec.keypoint_names == COCO17_NAMES
+        assert 60 < spec.metrics["coco_val2017_AP"] < 80
+    else:  # whole-body and animal records: their own skeleton (tests/models/test_wholebody.py, test_ap10k.py)
+        skeleton = skeleton_of(spec.keypoint_names)
+        assert skeleton is not None and spec.skeleton == skeleton.links
+    height, width = spec.input_size
+    joints = spec.arch["num_joints"]
+    assert joints == len(spec.keypoint_names)
     predictor = rtmpose.create(spec, None, device=CPU)
     assert not predictor.model.training
-    simcc_x, simcc_y = predictor.simcc(np.zeros((1, 3, 256, 192), np.float32), flip_test=True)
-    assert simcc_x.shape == (1, 17, 384) and simcc_y.shape == (1, 17, 512) and np.isfinite(simcc_x).all()
+    simcc_x, simcc_y = predictor.simcc(np.zeros((1, 3, height, width), np.float32), flip_test=True)
+    assert simcc_x.shape == (1, joints, 2 * width) and simcc_y.shape == (1, joints, 2 * height)
+    assert np.isfinite(simcc_x).all()
