@@ -12,7 +12,10 @@ Frames go to the network a few at a time (FRAMES_PER_CALL): each one's decoder m
 """
 from __future__ import annotations
 
+import time
 import warnings
+from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, Sequence
 
 import numpy as np
@@ -65,9 +68,56 @@ class DensePoseStage:
         return {"densepose_png": png, "densepose_box_xywh": box}
 
 
+@dataclass(frozen=True)
+class DensePoseTiming:
+    """What `time_densepose` measured: per call of the frames given, the best of its repeats."""
+
+    frames: int
+    persons: int
+    seconds: float
+    png_bytes: int                 # the stored charts' PNG bytes, all persons together
+
+    @property
+    def persons_per_s(self) -> float:
+        return self.persons / self.seconds if self.seconds > 0 else float("inf")
+
+    @property
+    def frames_per_s(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else float("inf")
+
+    @property
+    def bytes_per_person(self) -> float:
+        return self.png_bytes / self.persons if self.persons else 0.0
+
+
+def time_densepose(frames: Sequence[np.ndarray], boxes_xyxy: Sequence[np.ndarray], *, weights: str | None = None,
+                   device: str = "cpu", half: bool = False, repeats: int = 3, warmup: int = 1) -> DensePoseTiming:
+    """Time the --densepose stage as a model worker runs it: `frames` (uint8 BGR) with their person boxes
+    (xyxy, frame pixels, one array per frame), charts made and PNG-encoded (what a row stores), FRAMES_PER_CALL
+    frames a call. `weights` None: generated weights (the arithmetic, so the time, is the official file's)."""
+    import torch  # the benchmark's process has it; the module's top stays light (see DensePoseStage)
+
+    options = SimpleNamespace(random_weights=weights is None, densepose_weights=weights, half=half)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # generated weights on purpose: a timing, not a result
+        stage = DensePoseStage(options, device)
+    frame_of_row = np.concatenate([np.full(len(b), i, np.int64) for i, b in enumerate(boxes_xyxy)])
+    boxes = np.concatenate([np.asarray(b, np.float64).reshape(-1, 4) for b in boxes_xyxy])
+    best, out = float("inf"), None
+    for k in range(warmup + repeats):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        out = stage.charts(frames, frame_of_row, boxes)  # PNG bytes are host data: the device is done
+        if k >= warmup:
+            best = min(best, time.perf_counter() - t)
+    png = sum(len(p) for p in out["densepose_png"] if p is not None)
+    return DensePoseTiming(frames=len(frames), persons=len(boxes), seconds=best, png_bytes=png)
+
+
 def load_densepose_stage(options: Any, device: Any) -> DensePoseStage | None:
     """The job's DensePose stage, or None without --densepose."""
     return DensePoseStage(options, device) if getattr(options, "densepose", False) else None
 
 
-__all__ = ["FRAMES_PER_CALL", "DensePoseStage", "load_densepose_stage"]
+__all__ = ["FRAMES_PER_CALL", "DensePoseStage", "DensePoseTiming", "load_densepose_stage", "time_densepose"]

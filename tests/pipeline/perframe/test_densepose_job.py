@@ -10,6 +10,7 @@ tests/models/test_densepose.py.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import shutil
@@ -24,11 +25,13 @@ from click.testing import CliRunner
 
 from posepipe.jobs.cli import main
 from posepipe.models.densepose import WEIGHTS, create
-from posepipe.pipeline.downstream.densepose import decode_row
+from posepipe.pipeline.downstream.densepose import decode_iuv, decode_row
 from posepipe.pipeline.io.readback import read_densepose, read_poses
-from posepipe.pipeline.io.video import open_video
+from posepipe.pipeline.io.video import open_video, probe_video
 from posepipe.pipeline.options import DENSEPOSE_MODEL, JobOptions, OptionError
-from posepipe.pipeline.perframe.densepose import DensePoseStage
+from posepipe.pipeline.perframe.densepose import DensePoseStage, time_densepose
+from posepipe.pipeline.perframe.shards import ShardTask
+from posepipe.pipeline.perframe.worker import PoseWorker
 from tests import media
 from tests.golden import generate_state_dict
 
@@ -143,3 +146,38 @@ def test_a_densepose_job_its_rows_and_their_commit(ray_local, tmp_path):
     # a job without --densepose writes no densepose/ and its rows read back as none
     assert run(str(clip.parent), "--output", str(plain_out), *FAST).exit_code == 0
     assert not (plain_out / "densepose").exists() and read_densepose(str(plain_out)).num_rows == 0
+
+
+def test_both_per_frame_paths_chart_their_own_rows(tmp_path):
+    """The reference path charts a window's rows with that window's frames; the device path finishes a
+    window while the next one is queued, so its charts must come from the finished window's frames, not
+    the queued one's: one frame per window, two windows, both paths, the same charts for the same rows."""
+    clip = media.street_clip(tmp_path / "walk.mp4", n=2)
+    probe = probe_video(str(clip))
+    options = JobOptions(input=str(clip), output="unused", random_weights=True, max_persons=1, flip_test=False,
+                         frames_per_batch=1, densepose=True)
+    worker = PoseWorker(options, threads=2)
+    shards = {}
+    for on_device in (False, True):
+        worker.options = dataclasses.replace(options, device_path=on_device)
+        assert worker.use_device_path is on_device
+        shards[on_device] = worker.process_shard(ShardTask("walk.mp4", str(clip), 0, 2, info=probe.info.as_dict()),
+                                                 header=probe.header)
+    reference, device = shards[False], shards[True]
+    assert len(reference.frame_index) == len(reference.densepose_png) > 0 and "densepose" in reference.timings
+    np.testing.assert_array_equal(device.frame_index, reference.frame_index)
+    np.testing.assert_array_equal(device.densepose_box_xywh, reference.densepose_box_xywh)
+    differ = pixels = 0
+    for a, b in zip(device.densepose_png, reference.densepose_png):
+        assert a is not None and b is not None
+        differ += int((decode_iuv(a) != decode_iuv(b)).sum())  # the device path's boxes are within 1e-3 px
+        pixels += decode_iuv(b).size
+    assert differ <= 1e-3 * pixels, f"{differ} of {pixels} chart values differ between the paths"
+
+
+def test_the_bench_function_times_what_a_worker_runs():
+    """time_densepose (for the bench): persons and frames counted, the stored PNG bytes summed."""
+    frame = media.source_frames(1, (96, 64))[0]
+    timing = time_densepose([frame], [np.array([[10, 5, 40, 60], [50, 10, 90, 62]], np.float32)], repeats=1, warmup=0)
+    assert (timing.frames, timing.persons) == (1, 2) and timing.seconds > 0 and timing.png_bytes > 0
+    assert timing.persons_per_s == pytest.approx(2 / timing.seconds) and timing.bytes_per_person == timing.png_bytes / 2
