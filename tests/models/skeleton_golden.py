@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from posepipe.models import get_weights, load_model
 from tests.golden import assert_close, generate_state_dict, load_case
@@ -68,4 +69,22 @@ def assert_predict(name: str, predictor, case: dict) -> None:
         assert_close(scores, case["scores" + suffix], f"{name} scores{suffix}", rtol=0, atol=limit)
 
 
-__all__ = ["TOLERANCES", "assert_predict", "cases", "golden_folder", "load_release", "relative", "release_file"]
+def assert_device_path(name: str, predictor, case: dict) -> None:
+    """`predict_frames` (the pipeline's device path, here on the CPU) gives `predict`'s keypoints and scores."""
+    image = torch.from_numpy(case["image_bgr"])[None]
+    boxes = torch.from_numpy(case["bboxes_xywh"])
+    frame_of_box = torch.zeros(len(boxes), dtype=torch.long)
+    for flip in (True, False):
+        ref_kps, ref_scores = predictor.predict(case["image_bgr"], case["bboxes_xywh"], flip_test=flip)
+        out = predictor.predict_frames(image, frame_of_box, boxes, flip_test=flip)
+        assert out.keypoints.shape == ref_kps.shape and not bool(out.overflow)
+        assert_close(out.keypoints.numpy(), ref_kps, f"{name} predict_frames keypoints", rtol=0,
+                     atol=TOLERANCES[name]["keypoints_atol"])
+        limit = TOLERANCES[name]["scores_rel"] * float(np.abs(ref_scores).max())
+        assert_close(out.scores.numpy(), ref_scores, f"{name} predict_frames scores", rtol=0, atol=limit)
+
+
+__all__ = [
+    "TOLERANCES", "assert_device_path", "assert_predict", "cases", "golden_folder", "load_release", "relative",
+    "release_file",
+]

@@ -11,7 +11,8 @@ from posepipe.models import get_weights, read_weights
 from posepipe.models.checkpoint import CheckpointError
 from posepipe.models.hrnet_mmpose import convert_checkpoint
 from posepipe.models.skeletons import AP10K17, flip_indices
-from tests.models.skeleton_golden import TOLERANCES, assert_predict, cases, load_release, relative
+from tests.models.skeleton_golden import (TOLERANCES, assert_device_path, assert_predict, cases, load_release,
+                                          relative)
 
 NAMES = ("rtmpose_m_ap10k_256x256", "hrnet_w32_ap10k_256x256")
 PARAMS = [(name, path) for name in NAMES for path in cases(name)]
@@ -26,7 +27,8 @@ def golden(request, tmp_path_factory):
 def test_records_are_the_model_zoo_files():
     rtm, hrnet = get_weights(NAMES[0]), get_weights(NAMES[1])
     assert rtm.url.endswith("/rtmpose-m_simcc-ap10k_pt-aic-coco_210e-256x256-7a041aa1_20230206.pth")
-    assert hrnet.url == "https://download.openmmlab.com/mmpose/animal/hrnet/hrnet_w32_ap10k_256x256-18aac840_20211029.pth"
+    assert hrnet.url == ("https://download.openmmlab.com/mmpose/animal/hrnet/"
+                         "hrnet_w32_ap10k_256x256-18aac840_20211029.pth")
     for spec in (rtm, hrnet):
         assert spec.input_size == (256, 256) and spec.keypoint_names == AP10K17.joint_names
         assert spec.skeleton == AP10K17.links and spec.metrics["ap10k_val_AP"] == 72.2
@@ -84,6 +86,11 @@ def test_decoding_the_reference_outputs(golden):
 def test_predict_end_to_end(golden):
     name, case, predictor, _ = golden
     assert_predict(name, predictor, case)
+
+
+def test_device_path_matches_predict(golden):
+    name, case, predictor, _ = golden
+    assert_device_path(name, predictor, case)
 
 
 def test_name_based_flip_pairs_would_be_caught(golden):

@@ -10,7 +10,8 @@ import torch
 from posepipe.models import get_weights, read_weights
 from posepipe.models.skeletons import COCO17_NAMES, WHOLEBODY133, flip_indices
 from tests.golden import assert_close
-from tests.models.skeleton_golden import TOLERANCES, assert_predict, cases, load_release, relative
+from tests.models.skeleton_golden import (TOLERANCES, assert_device_path, assert_predict, cases, load_release,
+                                          relative)
 
 NAME = "rtmpose_m_coco_wholebody_256x192"
 
@@ -68,6 +69,11 @@ def test_decoding_the_reference_vectors(golden):
 def test_predict_end_to_end(golden):
     case, predictor, _ = golden
     assert_predict(NAME, predictor, case)
+
+
+def test_device_path_matches_predict(golden):
+    case, predictor, _ = golden
+    assert_device_path(NAME, predictor, case)
 
 
 def test_name_based_flip_pairs_would_be_caught(golden):
