@@ -44,8 +44,8 @@ RUN_EXIT_CODES = (
 )
 
 RANDOM_BANNER = (
-    "WARNING: --random-weights: models use RANDOM weights. This is a PLUMBING RUN: every box, keypoint "
-    "and SMPL value in the output is meaningless. The output's metadata records it."
+    "WARNING: --random-weights: models use RANDOM weights. This is a PLUMBING RUN: every box, keypoint, "
+    "SMPL value and DensePose chart in the output is meaningless. The output's metadata records it."
 )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pickle
+import re
 import shutil
 from collections import OrderedDict
 from pathlib import Path
@@ -37,6 +38,7 @@ from tests.golden import generate_state_dict
 
 FAST = ["--random-weights", "--max-persons", "2", "--no-flip-test", "--lifter", "simplebaseline3d_h36m"]
 MANIFEST = Path(__file__).resolve().parents[2] / "models" / "golden_densepose" / "manifest.json"
+DOCS = Path(__file__).resolve().parents[3] / "docs" / "densepose.md"
 
 
 def run(*args: str, env: dict[str, str] | None = None):
@@ -121,6 +123,12 @@ def test_a_densepose_job_its_rows_and_their_commit(ray_local, tmp_path):
         assert full_i.shape == frames[0].shape[:2]
     # batched with the window's other frames vs alone: summation order only
     assert flips <= 1e-3 * pixels, f"{flips} of {pixels} labels differ"
+
+    # docs/densepose.md's reading examples, as written, on this output
+    for block in re.findall(r"```python densepose\n(.*?)```", DOCS.read_text(), flags=re.S):
+        namespace: dict = {}
+        exec(compile(block.replace("out/demo", str(out)), "docs/densepose.md", "exec"), namespace)
+        assert namespace["chart"].i.shape == (namespace["chart"].box_xywh[3], namespace["chart"].box_xywh[2])
 
     # provenance: generated weights, said so
     part = next((out / "densepose").rglob("*.parquet"))
