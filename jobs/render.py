@@ -31,6 +31,8 @@ RENDER_EXIT_CODES = (
               help="Also draw each person's SMPL joints, posed by HMR's (hmr) or SMPLify's (smplify, a run with "
                    "--refine smplify) parameters, where the row's camera projects them; with --3d the panel shows "
                    "them. Needs --smpl-model.")
+@click.option("--densepose", "densepose", is_flag=True, default=False,
+              help="Lay each person's DensePose body parts over the frame (a run with --densepose).")
 @click.option("--smpl-model", envvar="POSEPIPE_SMPL_MODEL", default=None, metavar="PATH",
               help="SMPL's neutral model file, licensed and not stored in OUTPUT, for --mesh ($POSEPIPE_SMPL_MODEL).")
 @click.option("--source", default=None, help="Where the video is now, if it moved since the run (path or URI).")
@@ -38,7 +40,8 @@ RENDER_EXIT_CODES = (
               help="Draw on the source even if its frame count, size, fps or file name differ from the run's video.")
 @quiet_option
 def render_command(output_uri: str, video_id: str, output: Path, frame_index: int | None, start: int | None,
-                   stop: int | None, with_3d: bool, mesh: str | None, smpl_model: str | None, source: str | None,
+                   stop: int | None, with_3d: bool, mesh: str | None, densepose: bool, smpl_model: str | None,
+                   source: str | None,
                    force_source: bool, quiet: bool) -> None:
     """Draw OUTPUT's boxes, skeletons and track ids over VIDEO's frames.
 
@@ -63,13 +66,13 @@ def render_command(output_uri: str, video_id: str, output: Path, frame_index: in
     try:
         if frame_index is not None:
             path = render_frame(output_uri, video_id, frame_index, out, with_3d, source=source,
-                                force_source=force_source, mesh=meshed)
+                                force_source=force_source, mesh=meshed, densepose=densepose)
             _warn_plumbing(bool(plumbing_videos(output_uri, [video_id])), path)
             click.echo(plain(f"wrote {path} (frame {frame_index} of {video_id})"))
             return
         with progress_bar(f"render {video_id}", quiet=quiet) as report:
             result = render_video(output_uri, video_id, out, with_3d=with_3d, start=start, stop=stop, source=source,
-                                  force_source=force_source, progress=report, mesh=meshed)
+                                  force_source=force_source, progress=report, mesh=meshed, densepose=densepose)
     except NotAnOutputError as exc:
         raise click.BadParameter(plain(exc), param_hint="OUTPUT") from None
     except UnknownVideoError as exc:

@@ -16,6 +16,11 @@ HMR's or SMPLify's parameters (`pipeline.downstream.mesh`), are drawn over the f
 camera projects them (thin lines in the track's lighter colour, beside the 2D skeleton: the gap is the
 fit's reprojection error), and the 3D panel shows those 24 joints instead of the lifter's.
 
+With ``densepose`` (a run with ``--densepose``) each person's DensePose chart is laid over the frame
+under the skeletons: every pixel the chart gives to a body part (I in 1..24) is blended with that
+part's colour (`DENSEPOSE_COLORS`, OpenCV's PARULA map over the 24 parts, as detectron2's fine
+segmentation view draws them).
+
 The source video is found through the videos table's ``uri`` (pass ``source`` when it moved) and
 decoded with `pipeline.io.video.open_video`. Before anything is drawn, the source is checked against
 the video's ``videos`` row: a different frame count, frame size or frame rate, or (for ``source``)
@@ -64,6 +69,7 @@ import pyarrow.compute as pc
 
 from posepipe.models.skeletons import COCO17_SKELETON, H36M17_LEFT, H36M17_RIGHT, H36M17_SKELETON
 from posepipe.models.skeletons import SMPL_JOINT_NAMES
+from posepipe.pipeline.downstream.densepose import NUM_CHARTS, DensePoseChart, decode_row
 from posepipe.pipeline.downstream.mesh import SHAPES as MESH_SHAPES
 from posepipe.pipeline.downstream.mesh import MeshError, mesh_columns, mesh_joints
 from posepipe.pipeline.downstream.plumbing import PLUMBING_NOTE, plumbing_videos
@@ -105,6 +111,26 @@ class SourceMismatchError(RenderError):
 
 
 FPS_TOLERANCE = 5e-4   # relative; the run and the render read the rate with the same decoder
+DENSEPOSE_ALPHA = 0.6  # weight of a part's colour over the frame's pixel
+# BGR colour of DensePose part I (row 0, the background, is never drawn)
+DENSEPOSE_COLORS = cv2.applyColorMap(
+    np.round(np.arange(NUM_CHARTS + 1) * 255 / NUM_CHARTS).astype(np.uint8)[:, None], cv2.COLORMAP_PARULA)[:, 0]
+
+
+def draw_densepose(image: np.ndarray, charts: list[DensePoseChart]) -> np.ndarray:
+    """Blend each chart's body parts over a BGR frame in place (clipped to the frame); returns it."""
+    height, width = image.shape[:2]
+    for chart in charts:
+        x, y, w, h = chart.box_xywh
+        x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, width), min(y + h, height)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        parts = chart.i[y0 - y:y1 - y, x0 - x:x1 - x]
+        on = parts > 0
+        region = image[y0:y1, x0:x1]
+        blended = region[on] * (1 - DENSEPOSE_ALPHA) + DENSEPOSE_COLORS[parts[on]] * DENSEPOSE_ALPHA
+        region[on] = np.round(blended).astype(np.uint8)
+    return image
 
 
 def track_color(track_id: int) -> tuple[int, int, int]:
@@ -232,6 +258,7 @@ class _Loaded:
     source_size: tuple[int, int] = (0, 0)  # (width, height) of the source's first frame, once opened
     plumbing_run: bool = False             # a random-weights run wrote these rows: every frame says so
     panel: PanelSkeleton = LIFTER_PANEL    # what the 3D panel draws
+    charts: dict[int, list[DensePoseChart]] | None = None   # --densepose: each frame's charts
     mesh_bones: tuple[tuple[int, int], ...] = ()   # SMPL's bones over the frame (--mesh)
 
 
@@ -244,7 +271,8 @@ class MeshRequest:
 
 
 def _load(output_uri: str, video_id: str, start: int, stop: int | None, with_3d: bool, source: str | None,
-          force_source: bool = False, range_option: str = "--start/--stop", mesh: MeshRequest | None = None) -> _Loaded:
+          force_source: bool = False, range_option: str = "--start/--stop", mesh: MeshRequest | None = None,
+          densepose: bool = False) -> _Loaded:
     reader = OutputReader(output_uri)
     row = reader.video_row(video_id)  # UnknownVideoError lists the known ids
     if row["status"] != "ok":
@@ -310,12 +338,32 @@ def _load(output_uri: str, video_id: str, start: int, stop: int | None, with_3d:
     if k3d is not None:
         has = np.isfinite(k3d).all(axis=(1, 2))
         columns_3d = sorted(int(t) for t in np.unique(track[has]))
+    charts = _charts(reader, video_id, start, stop, has_rows=bool(int(row["num_rows"] or 0))) if densepose else None
     return _Loaded(source or row["uri"], float(row["fps"] or 0.0), num_frames, frames, columns_3d, video_id,
                    (int(row["width"] or 0), int(row["height"] or 0)), source is not None, force_source,
-                   plumbing_run=bool(plumbing_videos(output_uri, [video_id])), panel=panel, mesh_bones=bones)
+                   plumbing_run=bool(plumbing_videos(output_uri, [video_id])), panel=panel, mesh_bones=bones,
+                   charts=charts)
 
 
-def _compose(image: np.ndarray, poses: FramePoses | None, loaded: _Loaded, with_3d: bool) -> np.ndarray:
+def _charts(reader: OutputReader, video_id: str, start: int, stop: int, has_rows: bool) -> dict[int, list[DensePoseChart]]:
+    """The DensePose charts of frames [start, stop), by frame; an error when the run made none."""
+    table = reader.densepose([video_id])
+    if has_rows and not len(table):
+        raise RenderOptionError(f"{video_id} has no DensePose rows: its run was made without --densepose; rerun it "
+                                "with --densepose (and --force) to draw the body surface", "--densepose")
+    frame = table.column("frame_index").to_numpy()
+    table = table.filter(pa.array((frame >= start) & (frame < stop)))
+    charts: dict[int, list[DensePoseChart]] = {}
+    for row in table.to_pylist():
+        chart = decode_row(row)
+        if chart is not None:   # detectron2 dropped the box: nothing to draw
+            charts.setdefault(chart.frame_index, []).append(chart)
+    return charts
+
+
+def _compose(image: np.ndarray, poses: FramePoses | None, loaded: _Loaded, with_3d: bool, index: int = -1) -> np.ndarray:
+    if loaded.charts:
+        draw_densepose(image, loaded.charts.get(index, []))
     if poses is not None:
         draw_poses(image, poses, mesh_bones=loaded.mesh_bones)
     if with_3d:
@@ -527,17 +575,18 @@ def _temp_beside(path: Path) -> Path:
 
 def render_frame(output_uri: str, video_id: str, frame_index: int, out_png: str | os.PathLike[str],
                  with_3d: bool = False, *, source: str | None = None, force_source: bool = False,
-                 mesh: MeshRequest | None = None) -> Path:
+                 mesh: MeshRequest | None = None, densepose: bool = False) -> Path:
     """Draw one frame of `video_id` with its poses to an image file (PNG/JPEG by extension)."""
     out = Path(out_png)
     if out.suffix.lower() not in FRAME_SUFFIXES:
         raise RenderOptionError(f"{out}: write a frame to one of {', '.join(FRAME_SUFFIXES)}", OPTION)
-    loaded = _load(output_uri, video_id, frame_index, frame_index + 1, with_3d, source, force_source, "--frame", mesh)
+    loaded = _load(output_uri, video_id, frame_index, frame_index + 1, with_3d, source, force_source, "--frame", mesh,
+                   densepose)
     _refuse_bad_destination(out, output_uri, loaded)
     decoded = list(_decode(loaded, frame_index, frame_index + 1))
     if not decoded:
         raise RenderError(f"frame {frame_index} of {redact(loaded.uri)} did not decode")
-    image = _compose(decoded[0][1], loaded.frames.get(frame_index), loaded, with_3d)
+    image = _compose(decoded[0][1], loaded.frames.get(frame_index), loaded, with_3d, frame_index)
     tmp = _temp_beside(out)
     try:
         if not cv2.imwrite(str(tmp), image):
@@ -565,7 +614,7 @@ class RenderedVideo:
 def render_video(output_uri: str, video_id: str, out_path: str | os.PathLike[str], *, with_3d: bool = False,
                  start: int | None = None, stop: int | None = None, source: str | None = None,
                  force_source: bool = False, progress: Callable[[int, int], None] | None = None,
-                 mesh: MeshRequest | None = None) -> RenderedVideo:
+                 mesh: MeshRequest | None = None, densepose: bool = False) -> RenderedVideo:
     """Draw frames [start, stop) of `video_id` with its poses into an H.264 video at the video's fps.
 
     `progress(done, total)` is called after each frame written."""
@@ -573,7 +622,7 @@ def render_video(output_uri: str, video_id: str, out_path: str | os.PathLike[str
     if out.suffix.lower() not in VIDEO_SUFFIXES:
         raise RenderOptionError(f"{out}: write a video to one of {', '.join(VIDEO_SUFFIXES)}", OPTION)
     start = start or 0
-    loaded = _load(output_uri, video_id, start, stop, with_3d, source, force_source, mesh=mesh)
+    loaded = _load(output_uri, video_id, start, stop, with_3d, source, force_source, mesh=mesh, densepose=densepose)
     _refuse_bad_destination(out, output_uri, loaded)
     stop = loaded.num_frames if stop is None else min(stop, loaded.num_frames)
     fps = loaded.fps if loaded.fps > 0 else 30.0
@@ -583,7 +632,7 @@ def render_video(output_uri: str, video_id: str, out_path: str | os.PathLike[str
     others: dict[tuple[int, int], None] = {}
     try:
         for index, frame in _decode(loaded, start, stop):
-            image = _compose(frame, loaded.frames.get(index), loaded, with_3d)
+            image = _compose(frame, loaded.frames.get(index), loaded, with_3d, index)
             if writer is None:
                 # The video's first frame size (as the run recorded it), whatever frame --start picks.
                 width, height = loaded.source_size if all(loaded.source_size) else (frame.shape[1], frame.shape[0])

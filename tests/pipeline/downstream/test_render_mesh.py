@@ -136,3 +136,70 @@ def test_a_mesh_needs_its_columns_and_the_model_file(output, smpl_files, tmp_pat
                                "--mesh", "hmr"], env={"POSEPIPE_SMPL_MODEL": str(smpl_files["smpl"])})
     assert result.exit_code == 0 and (tmp_path / "y.png").is_file(), result.output
     assert not list(tmp_path.glob(".*.png"))
+
+
+# --------------------------------------------------------------------------- render --densepose
+
+
+def _with_charts(root) -> dict[int, tuple[tuple[int, int, int, int], np.ndarray]]:
+    """A densepose/ part beside each poses part (same name: the same commit), each row's chart a known
+    pattern over its box: part I = 1 + (column // 4) % 24 in the left half, background on the right."""
+    from posepipe.models.densepose import encode_iuv_png
+    from posepipe.pipeline.io.schema import densepose_table
+    from posepipe.pipeline.io.store import DENSEPOSE_DIR, Store
+
+    store = Store(str(root))
+    drawn = {}
+    for path in sorted((root / "poses").rglob("part-*.parquet")):
+        table = pq.read_table(path)
+        rows = table.to_pylist()
+        boxes, pngs = [], []
+        for row in rows:
+            x1, y1, x2, y2 = row["bbox_xyxy"]
+            box = (int(x1), int(y1), int(x2 - x1), int(y2 - y1))
+            iuv = np.zeros((3, box[3], box[2]), np.uint8)
+            iuv[0, :, :box[2] // 2] = 1 + (np.arange(box[2] // 2) // 4) % 24
+            iuv[1:] = 128
+            boxes.append(box)
+            pngs.append(encode_iuv_png(iuv))
+            drawn[row["frame_index"]] = (box, iuv[0])
+        charts = densepose_table({
+            "video_id": "a.mp4", "frame_index": [r["frame_index"] for r in rows], "timestamp_s": [r["timestamp_s"] for r in rows],
+            "track_id": [r["track_id"] for r in rows], "person_index": [r["person_index"] for r in rows],
+            "bbox_xyxy": [r["bbox_xyxy"] for r in rows], "chart_box_xywh": boxes, "iuv_png": pngs})
+        store.write_table(f"{DENSEPOSE_DIR}/{path.parent.name}/{path.name}", charts)
+    return drawn
+
+
+def test_densepose_parts_are_laid_over_the_frame_in_their_colours(output, tmp_path):
+    from posepipe.pipeline.downstream.render import DENSEPOSE_ALPHA, DENSEPOSE_COLORS
+
+    drawn = _with_charts(output)
+    plain = cv2.imread(str(render_frame(str(output), "a.mp4", 3, tmp_path / "plain.png")))
+    over = cv2.imread(str(render_frame(str(output), "a.mp4", 3, tmp_path / "dp.png", densepose=True)))
+    (x, y, w, h), parts = drawn[3]
+    # a chart pixel away from the skeleton's lines: the frame's pixel blended with its part's colour
+    hits = 0
+    for row in range(2, h - 2, 7):
+        for col in range(0, w // 2, 5):
+            want = plain[y + row, x + col] * (1 - DENSEPOSE_ALPHA) + DENSEPOSE_COLORS[parts[row, col]] * DENSEPOSE_ALPHA
+            hits += np.abs(over[y + row, x + col].astype(float) - want).max() <= 2
+    assert hits >= 10
+    # the right half of the box is background: untouched where nothing else is drawn
+    same = np.all(over[y + 2:y + h - 2, x + w // 2 + 2:x + w - 2] == plain[y + 2:y + h - 2, x + w // 2 + 2:x + w - 2], axis=2)
+    assert same.mean() > 0.5
+    assert len({tuple(c) for c in DENSEPOSE_COLORS[1:]}) == 24   # every part its own colour
+
+
+def test_densepose_render_of_a_run_without_it_says_so(output, tmp_path):
+    from posepipe.jobs.cli import main
+
+    with pytest.raises(RenderError, match="without --densepose"):
+        render_frame(str(output), "a.mp4", 1, tmp_path / "x.png", densepose=True)
+    result = CliRunner().invoke(main, ["render", str(output), "--video", "a.mp4", "--frame", "1", "-o",
+                                       str(tmp_path / "y.png"), "--densepose"])
+    assert result.exit_code == 2 and "--densepose" in result.output, result.output
+    _with_charts(output)
+    result = CliRunner().invoke(main, ["render", str(output), "--video", "a.mp4", "--start", "1", "--stop", "4", "-o",
+                                       str(tmp_path / "v.mp4"), "--densepose"])
+    assert result.exit_code == 0 and "3 frames" in result.output, result.output
