@@ -135,6 +135,10 @@ TOPDOWN_TOLERANCES = {
     "rtmpose_m_coco_256x192": {"keypoints_atol": 1e-3, "scores_rel": 1e-4},
     "simplebaseline_res50_coco_256x192": {"keypoints_atol": 1e-3, "scores_rel": 2e-5},
     "rle_res50_coco_256x192": {"keypoints_atol": 2e-2, "scores_atol": 2e-6},
+    # whole-body and animal skeletons (tests/models/golden_<name>/README.md)
+    "rtmpose_m_coco_wholebody_256x192": {"keypoints_atol": 1e-3, "scores_rel": 1e-4},
+    "rtmpose_m_ap10k_256x256": {"keypoints_atol": 1e-3, "scores_rel": 1e-4},
+    "hrnet_w32_ap10k_256x256": {"keypoints_atol": 1e-3, "scores_rel": 2e-5},
 }
 
 

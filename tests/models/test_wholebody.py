@@ -10,13 +10,13 @@ import torch
 from posepipe.models import get_weights, read_weights
 from posepipe.models.skeletons import COCO17_NAMES, WHOLEBODY133, flip_indices
 from tests.golden import assert_close
-from tests.models.skeleton_golden import (TOLERANCES, assert_device_path, assert_predict, cases, load_release,
-                                          relative)
+from tests.models.skeleton_golden import (OUTPUTS_REL, assert_device_path, assert_predict, case_id, cases,
+                                          load_release, needs, relative)
 
 NAME = "rtmpose_m_coco_wholebody_256x192"
 
 
-@pytest.fixture(scope="module", params=cases(NAME), ids=lambda p: p.stem)
+@pytest.fixture(scope="module", params=cases(NAME), ids=case_id)
 def golden(request, tmp_path_factory):
     return load_release(NAME, request.param, tmp_path_factory.mktemp("wholebody"))
 
@@ -40,12 +40,14 @@ def test_release_layout_is_read_as_mmpose_reads_it(golden):
 
 def test_flip_test_uses_the_skeletons_pairs(golden):
     case, predictor, _ = golden
+    needs(case, "flip_indices")
     assert predictor.flip_indices == case["flip_indices"].tolist() == WHOLEBODY133.flip_indices
 
 
 def test_center_scale_and_raw_outputs(golden):
     """The crop geometry exactly; the SimCC vectors of the sampled joints, raw and flip-averaged."""
     case, predictor, _ = golden
+    needs(case, "center", "scale", "sample_joints", "simcc_x", "simcc_x_flip_avg")
     center, scale = predictor.box_to_center_scale(case["bboxes_xywh"])
     np.testing.assert_array_equal(center, case["center"])
     np.testing.assert_array_equal(scale, case["scale"])
@@ -55,11 +57,12 @@ def test_center_scale_and_raw_outputs(golden):
         x, y = predictor.simcc(inputs, flip_test=flip)
         for got, key in ((x[:, joints], "simcc_x" + suffix), (y[:, joints], "simcc_y" + suffix)):
             err = relative(got, case[key])
-            assert err <= TOLERANCES[NAME]["outputs_rel"], f"{key}: max|diff|/max|ref| = {err:.3g}"
+            assert err <= OUTPUTS_REL[NAME], f"{key}: max|diff|/max|ref| = {err:.3g}"
 
 
 def test_decoding_the_reference_vectors(golden):
     case, predictor, _ = golden
+    needs(case, "sample_joints", "simcc_x", "simcc_x_flip_avg", "keypoints_input", "keypoints_input_noflip")
     joints = case["sample_joints"]
     for suffix_in, suffix_out in (("_flip_avg", ""), ("", "_noflip")):
         kps, _ = predictor.decode(np.concatenate([case["simcc_x" + suffix_in], case["simcc_y" + suffix_in]], axis=-1))
