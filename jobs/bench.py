@@ -50,6 +50,11 @@ def parse_workers(value: str | None) -> list[int]:
               help="SMPL's neutral model file, for --refine ($POSEPIPE_SMPL_MODEL).")
 @click.option("--smpl-prior", envvar="POSEPIPE_SMPL_PRIOR", default=None, metavar="PATH",
               help="SMPLify's GMM pose prior gmm_08.pkl, for --refine ($POSEPIPE_SMPL_PRIOR).")
+@click.option("--densepose", is_flag=True,
+              help="Time the job with DensePose charts (run's --densepose): a models.densepose section, and every "
+                   "end-to-end figure includes it. Needs --densepose-weights, or --random-weights.")
+@click.option("--densepose-weights", envvar="POSEPIPE_DENSEPOSE_WEIGHTS", default=None, metavar="PATH",
+              help="detectron2's densepose_rcnn_R_50_FPN_s1x file, for --densepose ($POSEPIPE_DENSEPOSE_WEIGHTS).")
 @click.option("--smplify-option", "smplify_options", multiple=True, metavar="NAME=VALUE",
               help="A SMPLify setting other than SPIN's, as for run (repeatable), e.g. iterations=50.")
 @click.option("--shard-frames", type=click.IntRange(min=1), default=None,
@@ -63,7 +68,8 @@ def parse_workers(value: str | None) -> list[int]:
 def bench_command(video: str | None, n_frames: int, max_persons: int, device: str, half: bool | None,
                   frames_per_batch: int | None, pose_model: str | None, lifter: str | None, weights: tuple[str, ...],
                   random_weights: bool, refine: str | None, smpl_model: str | None, smpl_prior: str | None,
-                  smplify_options: tuple[str, ...], shard_frames: int | None, workers: str | None, memory: bool, no_ray: bool,
+                  smplify_options: tuple[str, ...], densepose: bool, densepose_weights: str | None,
+                  shard_frames: int | None, workers: str | None, memory: bool, no_ray: bool,
                   no_h264: bool, output: Path | None) -> None:
     """Time decoding, each model batched, the pipeline end to end, and a naive per-frame loop; print JSON.
 
@@ -88,7 +94,8 @@ def bench_command(video: str | None, n_frames: int, max_persons: int, device: st
                          weights=parse_weights(weights), random_weights=random_weights,
                          shard_frames=shard_frames or default_shard_frames(n_frames, batch), half=half,
                          frames_per_batch=batch, models=models, refine=refine, smpl_model=smpl_model,
-                         smpl_prior=smpl_prior, smplify=parse_smplify_options(smplify_options))
+                         smpl_prior=smpl_prior, smplify=parse_smplify_options(smplify_options), densepose=densepose,
+                         densepose_weights=densepose_weights)
     try:
         options.validate(CATALOGUE)
     except OptionError as exc:

@@ -13,7 +13,8 @@ per-stage device ms per frame) and `speedup`; opt-in:
 `workers` (run_job throughput per worker count) and `memory` (peak RSS of a worker process on a
 short and a 10x longer clip). With --refine smplify the `models` section also times the refinement
 (`refine`: persons/s over every person posed, reprojection error before and after) and every
-end-to-end figure includes it, so a bench with and one without give the job's relative cost.
+end-to-end figure includes it, so a bench with and one without give the job's relative cost; with
+--densepose likewise (`densepose`: persons/s, frames/s, stored PNG bytes per person).
 
 The clip is VIDEO's first N frames (looped when it is shorter), re-encoded as mp4v in a temporary
 folder, so every section reads the same N frames. With --random-weights speed depends only on the
@@ -284,6 +285,8 @@ def bench_models(worker: Any, frames: Sequence[np.ndarray]) -> dict[str, Any]:
                    **rate(n, seconds), "crops_per_s": rate(crops, seconds, "crops", "crops_per_s")["crops_per_s"]}
     if getattr(worker, "refiner", None) is not None:
         out["refine"] = bench_refine(worker.refiner, opts, boxes, pose, mesh, n)
+    if getattr(worker, "densepose", None) is not None:
+        out["densepose"] = bench_densepose(worker.densepose, frames, boxes)
 
     # One person's T-frame track (T = N): the first person of each frame that has one, cycled.
     firsts = np.stack([k[0] for k, _ in pose if len(k)]).astype(np.float32)
@@ -323,6 +326,20 @@ def bench_refine(refiner: Any, options: JobOptions, boxes: Sequence[np.ndarray],
             "median_reprojection_px_after": median(refined["smplify_reprojection_after"])}
 
 
+def bench_densepose(stage: Any, frames: Sequence[np.ndarray], boxes: Sequence[np.ndarray]) -> dict[str, Any]:
+    """--densepose over every box the models section posed, as a worker charts a window's rows (frames
+    grouped per call): persons/s, frames/s, and the stored PNG bytes per person-frame."""
+    frame_of_row = np.concatenate([np.full(len(b), i, np.int64) for i, b in enumerate(boxes)])
+    rows = np.concatenate([np.asarray(b, np.float64).reshape(-1, 4) for b in boxes])
+    first = frame_of_row == frame_of_row[0]
+    stage.charts(frames, frame_of_row[first], rows[first])   # warm-up
+    charts, seconds = _timed(lambda: stage.charts(frames, frame_of_row, rows))
+    stored = [len(p) for p in charts["densepose_png"] if p is not None]
+    return {"persons": len(rows), "charts": len(stored), **rate(len(frames), seconds),
+            "persons_per_s": rate(len(rows), seconds, "persons", "persons_per_s")["persons_per_s"],
+            "png_bytes_per_person": round(float(np.mean(stored)), 1) if stored else None}
+
+
 def finisher_of(worker: Any) -> Any:
     """The temporal half of the pipeline (tracking, lifting, writing) beside `worker`, made once."""
     from posepipe.pipeline.temporal.finish import VideoFinisher
@@ -352,8 +369,9 @@ def bench_in_process(worker: Any, uri: str, info: dict[str, Any], shard_frames: 
     result = finisher_of(worker).finish_video(_video(uri, info, opts.fingerprint(hashes)), shards, output, metadata, pose_boxes=worker)
     t2 = time.perf_counter()
     stages = {k: round(sum(s.timings.get(k, 0.0) for s in shards), 4) for k in ("decode", "detect", "pose2d", "smpl")}
-    if opts.refine:  # --refine smplify's share of the shards' time
-        stages["smplify"] = round(sum(s.timings.get("smplify", 0.0) for s in shards), 4)
+    for stage, on in (("smplify", opts.refine), ("densepose", opts.densepose)):  # the optional stages' shares
+        if on:
+            stages[stage] = round(sum(s.timings.get(stage, 0.0) for s in shards), 4)
     stages["finish_video"] = round(t2 - t1, 4)
     frames = int(sum(s.frames_decoded for s in shards))
     return {"shards": len(shards), "shard_frames": shard_frames, "rows": result.rows,
@@ -570,8 +588,9 @@ def memory_child(payload: str) -> None:
     seconds = time.perf_counter() - t0
     peaks["end"] = peak_rss_mib()
     stages = {k: round(sum(s.timings.get(k, 0.0) for s in shards), 4) for k in ("decode", "detect", "pose2d", "smpl")}
-    if opts.refine:  # --refine smplify's share of the shards' time
-        stages["smplify"] = round(sum(s.timings.get("smplify", 0.0) for s in shards), 4)
+    for stage, on in (("smplify", options.refine), ("densepose", options.densepose)):  # the optional stages' shares
+        if on:
+            stages[stage] = round(sum(s.timings.get(stage, 0.0) for s in shards), 4)
     print(json.dumps({"frames": n, "shards": len(shards), "rows": int(sum(len(s.frame_index) for s in shards)),
                       "stage_seconds": stages, **rate(n, seconds), "peak_rss_mib": peaks,
                       "processing_growth_mib": round(peaks["end"] - peaks["after_load"], 1),

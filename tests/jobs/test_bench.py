@@ -171,3 +171,20 @@ def test_refine_without_the_licensed_files_is_a_usage_error(clip, monkeypatch):
     monkeypatch.delenv("POSEPIPE_SMPL_PRIOR", raising=False)
     result = CliRunner().invoke(bench_command, [str(clip), "--random-weights", "--no-ray", "--refine", "smplify"])
     assert result.exit_code == 2 and "--smpl-model" in result.output and "POSEPIPE_SMPL_MODEL" in result.output, result.output
+
+
+def test_densepose_section_charts_every_posed_box(tmp_path):
+    """bench --densepose: `models.densepose` charts the boxes the models posed, as a worker does (generated weights)."""
+    from posepipe.pipeline.measure.benchmark import bench_densepose
+    from posepipe.pipeline.options import JobOptions
+    from posepipe.pipeline.perframe.densepose import load_densepose_stage
+
+    stage = load_densepose_stage(JobOptions(input="in", output="out", densepose=True, random_weights=True), "cpu")
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (96, 128, 3), dtype=np.uint8) for _ in range(2)]
+    boxes = [np.float32([[10, 10, 60, 90]]), np.float32([[20, 5, 70, 80], [70, 10, 120, 90]])]
+    section = bench_densepose(stage, frames, boxes)
+    assert section["persons"] == section["charts"] == 3 and section["frames"] == 2
+    positive_rate(section)
+    positive_rate(section, "persons", "persons_per_s")
+    assert section["png_bytes_per_person"] > 0
