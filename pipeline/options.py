@@ -134,6 +134,17 @@ class JobOptions:
                 choices = sorted(n for n, s in catalogue.items() if getattr(s, "stage", None) == stage)
                 what = "unknown" if spec is None else f"a {spec.stage} model"
                 raise OptionError(STAGE_OPTIONS[stage], f"{name!r} is {what}, not a {stage} model; choose one of {', '.join(choices)}")
+        # The job's tables hold COCO-17 keypoints (the default 2D model's joints, pipeline.io.schema): a model of
+        # another skeleton (whole-body, AP-10K animals) would have its joints written under COCO's names, or fail
+        # in every shard. Until outputs record their skeleton, such models are for Python only.
+        coco17 = tuple(getattr(catalogue.get(DEFAULT_MODELS["pose"]), "keypoint_names", ()))
+        pose = catalogue.get(self.models.get("pose", ""))
+        names = tuple(getattr(pose, "keypoint_names", ()) or ())
+        if coco17 and names and names != coco17:
+            raise OptionError("--pose-model", f"{self.models['pose']!r} gives {len(names)} keypoints of another skeleton "
+                              f"than COCO-17 ({', '.join(names[:3])}, ...), and a posepipe job writes COCO-17 only for "
+                              "now; use it from Python (posepipe.models.load_model(NAME).predict(image, boxes)) or "
+                              "choose a COCO model: posepipe weights list")
         for name in self.weights:
             if name not in self.models.values():
                 raise OptionError(

@@ -82,9 +82,22 @@ def test_every_lifter_has_the_same_interface(name):
             "motionbert_dstformer_ft_243_h36m": 243}[name] == lifter.receptive_field
 
 
-@pytest.mark.parametrize("stage,name", [(s, n) for s in ("pose", "lifter") for n in BY_STAGE[s]])
+COCO17 = CATALOGUE[DEFAULT_MODELS["pose"]].keypoint_names
+OTHER_SKELETONS = [n for n in BY_STAGE["pose"] if CATALOGUE[n].keypoint_names != COCO17]
+
+
+@pytest.mark.parametrize("stage,name", [(s, n) for s in ("pose", "lifter") for n in BY_STAGE[s] if n not in OTHER_SKELETONS])
 def test_a_job_takes_any_model_of_a_stage(stage, name):
     JobOptions(input="in", output="out", models=dict(DEFAULT_MODELS, **{stage: name})).validate(CATALOGUE)
+
+
+@pytest.mark.parametrize("name", OTHER_SKELETONS)
+def test_a_job_refuses_a_model_of_another_skeleton_until_outputs_record_theirs(name):
+    """Whole-body and animal models load and predict from Python; a job's tables are COCO-17, so a job with
+    one would write its joints under COCO's names (AP-10K's 17) or fail in every shard (whole-body's 133)."""
+    with pytest.raises(OptionError) as info:
+        JobOptions(input="in", output="out", models=dict(DEFAULT_MODELS, pose=name)).validate(CATALOGUE)
+    assert info.value.option == "--pose-model" and "COCO-17 only" in str(info.value) and "load_model" in str(info.value)
 
 
 def test_a_model_of_another_stage_is_refused_naming_the_option():
