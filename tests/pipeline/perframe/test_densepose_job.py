@@ -189,3 +189,36 @@ def test_the_bench_function_times_what_a_worker_runs():
     timing = time_densepose([frame], [np.array([[10, 5, 40, 60], [50, 10, 90, 62]], np.float32)], repeats=1, warmup=0)
     assert (timing.frames, timing.persons) == (1, 2) and timing.seconds > 0 and timing.png_bytes > 0
     assert timing.persons_per_s == pytest.approx(2 / timing.seconds) and timing.bytes_per_person == timing.png_bytes / 2
+
+
+@pytest.mark.slow
+def test_a_finisher_killed_between_its_charts_and_its_commit_leaves_nothing_behind(tmp_path):
+    """A real kill: the finisher process exits (os._exit, POSEPIPE_TEST_KILL_AT) after writing the video's
+    poses/ and densepose/ parts and before its commit row. The job finishes the video again under another
+    attempt; at its end only the committed attempt's parts are left in both folders, one chart per row."""
+    from tests.processes import Spawner, posepipe_argv, posepipe_env
+
+    clip = media.street_clip(tmp_path / "in" / "walk.mp4", n=2)
+    markers, out, log = tmp_path / "markers", tmp_path / "out", tmp_path / "run.log"
+    markers.mkdir()
+    spawn = Spawner()
+    try:
+        proc = spawn.start(posepipe_argv("run", str(clip.parent), "--output", str(out), *FAST, "--densepose", "--json"),
+                           log, posepipe_env(POSEPIPE_TEST_KILL_AT="finish:walk.mp4", POSEPIPE_TEST_KILL_DIR=str(markers)))
+        proc.wait(timeout=600)
+    finally:
+        spawn.cleanup()
+    text = log.read_text()
+    assert proc.returncode == 0, text[-4000:]
+    assert len(list(markers.iterdir())) == 1, f"the finisher was not killed:\n{text[-3000:]}"
+    summary = json.loads(text[text.rindex("\n{") + 1:])
+    assert summary["ok"] == 1 and summary["failed"] == 0 and summary["rows"] > 0
+    attempt = duckdb.sql(f"SELECT commit_attempt FROM read_parquet('{out}/videos/*.parquet')").fetchall()[0][0]
+    names = {table: sorted(p.relative_to(out / table).as_posix() for p in (out / table).rglob("*.parquet"))
+             for table in ("poses", "densepose")}
+    assert names["densepose"] == names["poses"] and all(n.endswith(f"-{attempt}.parquet") for n in names["densepose"])
+    charts, poses = read_densepose(str(out)), read_poses(str(out), columns=["frame_index", "person_index", "track_id"])
+    assert charts.num_rows == poses.num_rows == summary["rows"]
+    key = ["frame_index", "person_index", "track_id"]
+    assert charts.select(key).to_pylist() == poses.select(key).to_pylist()
+    assert all(decode_row(r) is not None for r in charts.to_pylist())
