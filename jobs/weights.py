@@ -76,6 +76,9 @@ def weights_list(as_json: bool) -> None:
         notes.append(f"licence: {spec.license}")
         metric = ", ".join(f"{k}={v}" for k, v in spec.metrics.items()) or "none published for this file"
         say("    " + "; ".join(notes), f"    accuracy: {metric}; {_cost(spec, CATALOGUE)}")
+        if spec.stage == "pose" and tuple(spec.keypoint_names) != tuple(CATALOGUE[DEFAULT_MODELS["pose"]].keypoint_names):
+            say(f"    skeleton: {len(spec.keypoint_names)} joints, not COCO-17: from Python only for now "
+                "(posepipe.models.load_model); a job refuses it, as its tables hold COCO-17")
 
 
 @weights_group.command("fetch", exit_codes=WEIGHTS_EXIT_CODES)

@@ -89,6 +89,9 @@ def test_list_shows_every_stage_with_accuracy_and_relative_cost():
         assert "GMACs per" in lines[at + 2]
     rtm = lines[next(i for i, line in enumerate(lines) if line.startswith("rtmpose_m_coco_256x192")) + 2]
     assert "coco_val2017_AP=74.6" in rtm and "0.25x hrnet_w32_coco_256x192, the default pose model" in rtm
+    assert not lines[next(i for i, line in enumerate(lines) if line.startswith("rtmpose_m_coco_256x192")) + 3].startswith("    skeleton")
+    animal = lines[next(i for i, line in enumerate(lines) if line.startswith("hrnet_w32_ap10k_256x256")) + 3]
+    assert animal.startswith("    skeleton: 17 joints, not COCO-17") and "load_model" in animal  # a job refuses it
     lifter = lines[next(i for i, line in enumerate(lines) if line.startswith("simplebaseline3d_h36m")) + 2]
     assert "h36m_mpjpe_mm=43.4" in lifter and "per frame" in lifter and "videopose3d_243_coco" in lifter
     rows = {row["name"]: row for row in json.loads(invoke("list", "--json").output)}
