@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import torch
 
 from posepipe.models import (
-    associative_embedding, hmr, hourglass, hrnet, hrnet_mmpose, motionbert, rle, rtmo, rtmpose, simplebaseline,
+    associative_embedding, dekr, hmr, hourglass, hrnet, hrnet_mmpose, motionbert, rle, rtmo, rtmpose, simplebaseline,
     simplebaseline3d, videopose3d, vitpose, yolox,
 )
 from posepipe.models.checkpoint import CheckpointError, preview, read_checkpoint, sniff_container
@@ -35,19 +35,19 @@ from posepipe.models.weights import Weights
 FAMILIES: dict[str, ModuleType] = {
     "yolox": yolox, "rtmo": rtmo, "rtmpose": rtmpose, "hourglass": hourglass, "vitpose": vitpose, "simplebaseline": simplebaseline,
     "rle": rle, "associative_embedding": associative_embedding, "hrnet": hrnet, "hrnet_mmpose": hrnet_mmpose, "videopose3d": videopose3d, "simplebaseline3d": simplebaseline3d,
-    "motionbert": motionbert, "hmr": hmr,
+    "motionbert": motionbert, "hmr": hmr, "dekr": dekr,
 }
 FAMILY_LABELS = {
     "yolox": "YOLOX", "hrnet": "HRNet", "rtmpose": "RTMPose", "simplebaseline": "SimpleBaseline", "rle": "RLE",
     "hourglass": "Hourglass", "vitpose": "ViTPose", "videopose3d": "VideoPose3D", "simplebaseline3d": "SimpleBaseline3D",
     "motionbert": "MotionBERT", "hmr": "HMR (SPIN)", "associative_embedding": "Associative Embedding",
-    "rtmo": "RTMO", "hrnet_mmpose": "top-down HRNet (mmpose)",
+    "rtmo": "RTMO", "hrnet_mmpose": "top-down HRNet (mmpose)", "dekr": "DEKR",
 }
 CATALOGUE: dict[str, Weights] = {
     **yolox.WEIGHTS, **hrnet.WEIGHTS, **rtmpose.WEIGHTS, **simplebaseline.WEIGHTS, **rle.WEIGHTS,
     **hourglass.WEIGHTS, **vitpose.WEIGHTS, **videopose3d.WEIGHTS, **simplebaseline3d.WEIGHTS,
     **motionbert.WEIGHTS, **hmr.WEIGHTS, **associative_embedding.WEIGHTS, **rtmo.WEIGHTS,
-    **hrnet_mmpose.WEIGHTS,
+    **hrnet_mmpose.WEIGHTS, **dekr.WEIGHTS,
 }
 STAGES = ("detector", "pose", "lifter", "mesh")
 # Pose families that find the people themselves (bottom-up, one-stage): a job with one runs no detector
