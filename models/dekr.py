@@ -88,8 +88,11 @@ def deform_conv2d(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, *
     bilinearly; a sample at or beyond one pixel outside the map (y <= -1, y >= H, x <= -1 or x >= W)
     is 0, and so is each corner outside the map of a sample near the border: the convention of the
     original CUDA kernel, mmcv's ``DeformConv2d`` and ``torchvision.ops.deform_conv2d`` (tests check the
-    last on samples inside, across and outside the border). The taps are gathered one at a time
-    (memory O(B C Ho Wo), not x kh kw) and each is a grouped matrix product summed into the output.
+    last on samples inside, across and outside the border). One tap at a time (memory O(B C Ho Wo), not
+    x kh kw), the samples are read by ``grid_sample`` (bilinear, zeros outside, ``align_corners=True``,
+    so that -1 and W map to pixel centres: the same weights and the same zeros; a map one pixel wide or
+    high gets a zero column or row first, which changes no sample) and each tap is a grouped matrix
+    product summed into the output.
     """
     b, c, h, w = x.shape
     out_channels, c_per_group, kh, kw = weight.shape
@@ -107,27 +110,20 @@ def deform_conv2d(x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, *
         raise ValueError(f"{offset_groups} offset groups do not divide {c} input channels")
     length = ho * wo
     off = offset.view(b, offset_groups, taps, 2, ho, wo)
-    source = x.reshape(b, offset_groups, c // offset_groups, h * w)
+    source = x.reshape(b * offset_groups, c // offset_groups, h, w)
+    source = F.pad(source, (0, 1 if w == 1 else 0, 0, 1 if h == 1 else 0))  # zeros: what outside reads anyway
+    span_y, span_x = max(h - 1, 1), max(w - 1, 1)
     base_y = (torch.arange(ho, device=x.device, dtype=x.dtype) * stride - padding).view(ho, 1)
     base_x = (torch.arange(wo, device=x.device, dtype=x.dtype) * stride - padding).view(1, wo)
     out = x.new_zeros((b, groups, out_channels // groups, length))
     kernel = weight.view(groups, out_channels // groups, c_per_group, taps)
     for k in range(taps):
         i, j = divmod(k, kw)
-        py = base_y + i * dilation + off[:, :, k, 0]          # (B, G, Ho, Wo)
+        py = base_y + i * dilation + off[:, :, k, 0]          # (B, G, Ho, Wo), input pixels
         px = base_x + j * dilation + off[:, :, k, 1]
-        inside = (py > -1) & (py < h) & (px > -1) & (px < w)
-        y0, x0 = torch.floor(py), torch.floor(px)
-        ly, lx = py - y0, px - x0
-        y0, x0 = y0.long(), x0.long()
-        sample = x.new_zeros((b, offset_groups, c // offset_groups, length))
-        for dy, dx, corner in ((0, 0, (1 - ly) * (1 - lx)), (0, 1, (1 - ly) * lx), (1, 0, ly * (1 - lx)), (1, 1, ly * lx)):
-            yy, xx = y0 + dy, x0 + dx
-            valid = inside & (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
-            index = (yy.clamp(0, h - 1) * w + xx.clamp(0, w - 1)).view(b, offset_groups, 1, length)
-            values = torch.gather(source, 3, index.expand(-1, -1, c // offset_groups, -1))
-            sample = sample + values * (corner * valid).view(b, offset_groups, 1, length)
-        out = out + torch.einsum("goc,bgcl->bgol", kernel[..., k], sample.view(b, groups, c_per_group, length))
+        grid = torch.stack((px * (2 / span_x) - 1, py * (2 / span_y) - 1), dim=-1).view(b * offset_groups, ho, wo, 2)
+        sample = F.grid_sample(source, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+        out = out + torch.matmul(kernel[..., k], sample.reshape(b, groups, c_per_group, length))
     return out.view(b, out_channels, ho, wo)
 
 
@@ -516,9 +512,9 @@ def create(spec: Weights, state_dict: Mapping[str, torch.Tensor] | None, *, devi
     """Build `spec`'s architecture, load `state_dict` strictly (None: random init), eval, place.
 
     Random weights (plumbing checks; the caller has warned) give no usable root peaks. So, as for the
-    other detector-free models, the root heatmap row is made constant 0.5 (every pixel a peak: the top 30
-    in row-major order), the displacements are scaled down so that each pose stays near its root, and the
-    rescore net answers 1: random weights then give persons for the stages downstream.
+    other detector-free models, the root heatmap row is made constant 0.5 (every pixel a peak), the displacements are scaled down so that each pose stays near its root, and the
+    rescore net answers 1: random weights then give persons (30 of the tied peaks, in topk's order) for the
+    stages downstream.
     """
     model = dekr(**dict(spec.arch))
     if state_dict is not None:

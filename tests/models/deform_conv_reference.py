@@ -13,7 +13,7 @@ Cases (``CASES``), each as ``<case>/x``, ``/offset``, ``/weight``, ``/out`` plus
 dilation: one group and one offset group; DEKR's layout (as many conv groups as offset groups); stride 2
 with dilation 2 and two offset groups over one conv group; and offsets that put samples on, across and far
 beyond the border (|offset| up to 3x the map, exact integers -1, 0, H - 1 and H included: a sample at
-exactly -1 or H is zero, one just inside blends with the zero outside).
+exactly -1 or H is zero, one just inside blends with the zero outside); and a map one pixel wide.
 """
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ CASES = {
     "dekr_groups": (1, 6, 9, 3, 3, 8, 6, 3, 1, 1, 1, 2.0),
     "strided_dilated": (2, 4, 4, 1, 2, 9, 11, 3, 2, 2, 2, 2.5),
     "outside": (1, 3, 3, 3, 3, 5, 6, 3, 1, 1, 1, 12.0),
+    "one_column": (2, 2, 3, 1, 1, 5, 1, 3, 1, 1, 1, 1.0),
 }
 
 

@@ -30,16 +30,17 @@ DEFORM_CASES = sorted(HERE.glob("deform_conv_seed*.npz"))
 @pytest.mark.parametrize("path", DEFORM_CASES, ids=lambda p: p.stem)
 def test_deform_conv2d_matches_torchvision(path):
     """Every case of the file (one group, DEKR's groups, stride + dilation, samples on and beyond the
-    border): torchvision's C++ kernel's output within float32 summation-order noise (measured 2.4e-7)."""
+    border, a map one pixel wide): torchvision's C++ kernel's output within float32 rounding noise (measured
+1.3e-6 at outputs up to 2.1: the sampling positions pass through grid_sample's normalised coordinates)."""
     data = np.load(path)
     names = sorted({key.split("/")[0] for key in data.files if "/" in key})
-    assert names == sorted(["plain", "dekr_groups", "strided_dilated", "outside"])
+    assert names == sorted(["plain", "dekr_groups", "strided_dilated", "outside", "one_column"])
     for name in names:
         stride, padding, dilation = (int(v) for v in data[f"{name}/geometry"])
         out = dekr.deform_conv2d(torch.from_numpy(data[f"{name}/x"]), torch.from_numpy(data[f"{name}/offset"]),
                                  torch.from_numpy(data[f"{name}/weight"]), stride=stride, padding=padding,
                                  dilation=dilation)
-        assert_close(out.numpy(), data[f"{name}/out"], f"deform_conv2d {name}", rtol=0, atol=2e-6)
+        assert_close(out.numpy(), data[f"{name}/out"], f"deform_conv2d {name}", rtol=0, atol=1e-5)
 
 
 def test_deform_conv2d_reference_samples_beyond_the_border():
