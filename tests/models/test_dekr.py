@@ -6,14 +6,18 @@ from __future__ import annotations
 import json
 import warnings
 from collections import OrderedDict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from posepipe.models import dekr, load_model, read_weights
 from posepipe.models.bottomup import warp_to_canvas
+from posepipe.models.checkpoint import CheckpointError
+from posepipe.models.skeletons import COCO17_NAMES
 from tests.golden import assert_close, generate_state_dict, load_case
 from tests.models.release_files import _with_metadata
 
@@ -183,3 +187,71 @@ def test_codec_and_rescore_on_the_official_maps(golden):
     assert len(keep) == len(case["keypoints"])
     expected = case["codec_root_scores"][keep] * case["rescore"][keep]
     assert_close(persons["scores"], expected, "person scores", rtol=0, atol=1e-5 * float(case["heatmaps_max_abs"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Architecture, formats, record, the modes without a reference
+# ---------------------------------------------------------------------------------------------
+
+def test_state_dict_keys_match_official_manifest():
+    manifest = json.loads((GOLDEN / "manifest.json").read_text())
+    state = dekr.dekr().state_dict()
+    assert list(state) == [e["name"] for e in manifest]  # mmpose's names and order, no remap needed
+    for key, e in zip(state, manifest):
+        assert list(state[key].shape) == e["shape"], e["name"]
+
+
+def test_convert_layouts_and_refusals(tmp_path):
+    manifest = json.loads((GOLDEN / "manifest.json").read_text())
+    state = OrderedDict((e["name"], torch.zeros(e["shape"], dtype=torch.int64 if e["dtype"] == "int64" else torch.float32))
+                        for e in manifest)
+    assert dekr.checkpoint_format({"meta": {}, "state_dict": state}).startswith("mmpose 1.x DEKR")
+    assert list(dekr.convert_checkpoint({"meta": {}, "state_dict": state})) == list(state)
+    # an Associative Embedding file (the same HRNet, another head) is not DEKR's, and load_model says whose it is
+    ae_state = OrderedDict((k, v) for k, v in state.items() if k.startswith("backbone.") and "stage4.2.fuse_layers.1" not in k)
+    ae_state["head.final_layer.weight"] = torch.zeros(34, 32, 1, 1)
+    ae_state["head.final_layer.bias"] = torch.zeros(34)
+    assert dekr.checkpoint_format({"state_dict": ae_state}) is None
+    path = tmp_path / "ae.pth"
+    torch.save({"meta": {}, "state_dict": ae_state}, path)
+    with pytest.raises(CheckpointError) as info:
+        load_model(NAME, weights=path)
+    assert "is not a DEKR checkpoint" in str(info.value) and "ae_hrnet_w32_coco_512x512" in str(info.value)
+    short = OrderedDict((k, v) for k, v in state.items() if not k.startswith("head.rescore_net."))
+    with pytest.raises(CheckpointError, match="rescore_net"):
+        dekr.convert_checkpoint({"state_dict": short})
+
+
+def test_weights_entry_and_counted_cost():
+    spec = dekr.WEIGHTS[NAME]
+    assert spec.family == "dekr" and spec.stage == "pose" and spec.source_format == "mmpose"
+    assert spec.url == ("https://download.openmmlab.com/mmpose/v1/body_2d_keypoint/dekr/coco/"
+                        "dekr_hrnet-w32_8xb10-140e_coco-512x512_ac7c17bf-20221228.pth")
+    assert spec.url.endswith("/" + spec.filename) and f"_{spec.hash_prefix}-" in spec.filename
+    assert spec.input_size == (512, 512) and spec.keypoint_names == COCO17_NAMES and spec.color == "RGB"
+    assert spec.mean == (123.675, 116.28, 103.53) and spec.std == (58.395, 57.12, 57.375)
+    assert spec.metrics["coco_val2017_AP"] == 68.6 and "Geng" in spec.paper
+    with torch.device("meta"):
+        model = dekr.dekr()
+        x = torch.zeros((1, 3, *spec.input_size))
+    with FlopCounterMode(display=False) as counter:
+        model(x)
+    assert spec.gmacs == pytest.approx(counter.get_total_flops() / 2e9, rel=0.01)
+
+
+def test_without_flip_test_and_without_anybody():
+    """The single pass (no reference: the config's test mode is the flip test) decodes the same way; random
+    weights give persons; a frame whose root heatmap stays below 0.01 gives none, in the documented shapes.
+    (On a 64-pixel canvas, to stay quick: the code path is the one of any canvas.)"""
+    predictor = dekr.create(replace(dekr.WEIGHTS[NAME], input_size=(64, 64)), None, device=CPU)
+    frame = np.full((48, 64, 3), 90, np.uint8)  # an 96x64 canvas
+    assert predictor.canvas(frame.shape[:2]).size_wh == (96, 64)
+    persons = predictor.predict_image(frame, flip_test=False)
+    assert persons["keypoints"].shape[1:] == (17, 2) and len(persons["scores"]) > 0
+    assert persons["keypoints"].shape[0] == persons["keypoint_scores"].shape[0] == persons["bboxes_xyxy"].shape[0]
+    with torch.no_grad():
+        predictor.model.head.heatmap_conv_layers[2].bias[-1] = -1.0  # nobody: the root far below the threshold
+    for flip in (False, True):
+        persons = predictor.predict_image(frame, flip_test=flip)
+        assert persons["keypoints"].shape == (0, 17, 2) and persons["bboxes_xyxy"].shape == (0, 4)
+        assert persons["keypoint_scores"].shape == (0, 17) and persons["scores"].shape == (0,)
