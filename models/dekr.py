@@ -384,7 +384,8 @@ def decode_spr(heatmaps: torch.Tensor, displacements: torch.Tensor
     pixels, root scores (N,) and joint scores (N, K), root peaks best first (``SPR.decode``)."""
     k2, h, w = displacements.shape
     k = k2 // 2
-    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    ys, xs = torch.meshgrid(torch.arange(h, device=displacements.device), torch.arange(w, device=displacements.device),
+                            indexing="ij")
     grid = torch.stack([xs, ys], dim=0).to(displacements)
     posemaps = (grid[None] + displacements.view(k, 2, h, w)).flatten(2)
     scores, index = root_peaks(heatmaps[-1])
@@ -500,7 +501,7 @@ class DEKRPose(BottomupPredictor):
                 x = self.normalize(warp_frames_to_canvas(frames, canvas, border_value=0))
                 heatmaps, displacements = self.maps(x, flip_test=flip_test)
                 for row, i in enumerate(chunk):
-                    keypoints, kp_scores, scores = decode(self.model, heatmaps[row].cpu(), displacements[row].cpu())
+                    keypoints, kp_scores, scores = decode(self.model, heatmaps[row], displacements[row])
                     keypoints = canvas.to_image(keypoints)
                     results[i] = {"keypoints": keypoints, "keypoint_scores": kp_scores.astype(np.float32),
                                   "scores": scores.astype(np.float32), "bboxes_xyxy": keypoint_extent(keypoints)}
