@@ -52,7 +52,7 @@ CATALOGUE: dict[str, Weights] = {
 STAGES = ("detector", "pose", "lifter", "mesh")
 # Pose families that find the people themselves (bottom-up, one-stage): a job with one runs no detector
 # (pipeline.options names these models too, to stay light; a test keeps the two equal).
-DETECTOR_FREE_FAMILIES = ("associative_embedding", "rtmo")
+DETECTOR_FREE_FAMILIES = ("associative_embedding", "rtmo", "dekr")
 DETECTOR_FREE = frozenset(name for name, spec in CATALOGUE.items() if spec.family in DETECTOR_FREE_FAMILIES)
 
 

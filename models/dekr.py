@@ -513,9 +513,10 @@ def create(spec: Weights, state_dict: Mapping[str, torch.Tensor] | None, *, devi
     """Build `spec`'s architecture, load `state_dict` strictly (None: random init), eval, place.
 
     Random weights (plumbing checks; the caller has warned) give no usable root peaks. So, as for the
-    other detector-free models, the root heatmap row is made constant 0.5 (every pixel a peak), the displacements are scaled down so that each pose stays near its root, and the
-    rescore net answers 1: random weights then give persons (30 of the tied peaks, in topk's order) for the
-    stages downstream.
+    other detector-free models, the root heatmap row is made 0.5 plus a trace of the features (peaks spread
+    over the frame rather than tied in topk's order along its top row), every pixel's displacements are a
+    fixed upright COCO-17 figure about 25 heatmap cells (100 canvas pixels) tall around it, and the rescore
+    net answers 1: random weights then give person-sized persons for the stages downstream.
     """
     model = dekr(**dict(spec.arch))
     if state_dict is not None:
@@ -525,15 +526,24 @@ def create(spec: Weights, state_dict: Mapping[str, torch.Tensor] | None, *, devi
     return DEKRPose(place(model, device), spec, torch.device(device), half=half)
 
 
+# A plumbing run's person: COCO-17 joints as (dx, dy) heatmap cells from the root (between the hips), upright.
+_PLUMBING_FIGURE = (
+    (0, -12), (1, -13), (-1, -13), (2, -12.5), (-2, -12.5), (4, -8), (-4, -8), (5, -3), (-5, -3),
+    (5.5, 1), (-5.5, 1), (2.5, 0), (-2.5, 0), (2.5, 6), (-2.5, 6), (2.5, 12), (-2.5, 12),
+)
+
+
 def _bias_random_head(model: DEKRNet) -> None:
     head = model.head
     final = head.heatmap_conv_layers[2]
     with torch.no_grad():
         if final.weight.device.type == "meta":
             return
-        final.weight[-1] = 0.0
+        final.weight[-1].mul_(1e-3)
         final.bias[-1] = 0.5
-        head.displacement_conv_layers[3].weight.mul_(1e-3)
+        displacement = head.displacement_conv_layers[3]
+        displacement.weight.zero_()
+        displacement.bias.copy_(torch.as_tensor(_PLUMBING_FIGURE, dtype=displacement.bias.dtype).reshape(-1))
         head.rescore_net.l3.weight.zero_()
         head.rescore_net.l3.bias.fill_(1.0)
 

@@ -23,7 +23,7 @@ STAGE_OPTIONS = {"detector": "--detector", "pose": "--pose-model", "lifter": "--
 # Pose models that find the people themselves (bottom-up, one-stage): with one, a job runs no
 # detector. The catalogue's own list is posepipe.models.DETECTOR_FREE (by family); it is named here
 # too so that options stay light (no torch import), and a test keeps the two equal.
-DETECTOR_FREE_POSE_MODELS = frozenset({"ae_hrnet_w32_coco_512x512", "rtmo_s_coco_640x640"})
+DETECTOR_FREE_POSE_MODELS = frozenset({"ae_hrnet_w32_coco_512x512", "rtmo_s_coco_640x640", "dekr_hrnet_w32_coco_512x512"})
 # Ceilings past which an option makes a job useless rather than bigger (README, Options): more
 # people per frame than any crowd scene gives the detector, batches that no GPU holds, shards
 # longer than a day of 30 fps video.

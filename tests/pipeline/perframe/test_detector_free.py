@@ -1,4 +1,4 @@
-"""Detector-free pose models (Associative Embedding, RTMO) in a job: no detector runs, the model's own boxes
+"""Detector-free pose models (Associative Embedding, RTMO, DEKR) in a job: no detector runs, the model's own boxes
 and scores reach the tracker, and tracking, lifting, SMPL and the exports work on them unchanged.
 
 The job tests are real: `posepipe run` through click on a real local Ray, a clip of real crowded street
@@ -21,7 +21,7 @@ from posepipe.models import CATALOGUE, DETECTOR_FREE
 from posepipe.pipeline.options import DEFAULT_MODELS, DETECTOR_FREE_POSE_MODELS, JobOptions, OptionError
 from tests import media
 
-AE, RTMO = "ae_hrnet_w32_coco_512x512", "rtmo_s_coco_640x640"
+AE, RTMO, DEKR = "ae_hrnet_w32_coco_512x512", "rtmo_s_coco_640x640", "dekr_hrnet_w32_coco_512x512"
 
 
 def _options(pose: str, **kw) -> JobOptions:
@@ -33,11 +33,11 @@ def _options(pose: str, **kw) -> JobOptions:
 # ---------------------------------------------------------------------------------------------
 
 def test_the_light_list_is_the_catalogues():
-    assert DETECTOR_FREE_POSE_MODELS == DETECTOR_FREE == {AE, RTMO}
+    assert DETECTOR_FREE_POSE_MODELS == DETECTOR_FREE == {AE, RTMO, DEKR}
     assert all(CATALOGUE[name].stage == "pose" for name in DETECTOR_FREE)
 
 
-@pytest.mark.parametrize("pose", [AE, RTMO])
+@pytest.mark.parametrize("pose", [AE, RTMO, DEKR])
 def test_a_detector_free_pose_model_drops_the_detector(pose):
     options = _options(pose)
     assert options.detector_free and "detector" not in options.models
@@ -114,7 +114,7 @@ def test_worker_rows_are_the_models_persons(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 @pytest.mark.slow
-@pytest.mark.parametrize("pose", [RTMO, AE])
+@pytest.mark.parametrize("pose", [RTMO, AE, DEKR])
 def test_run_with_a_detector_free_model(ray_local, tmp_path, pose):
     from posepipe.jobs.cli import main
 
@@ -143,7 +143,7 @@ def test_run_with_a_detector_free_model(ray_local, tmp_path, pose):
         assert betas is not None and len(betas) == 10
         if track >= 0:
             assert np.isfinite(np.asarray(kp3d)).all()
-        if pose == AE:  # the box is the keypoints' extent, clipped to the frame
+        if pose in (AE, DEKR):  # the box is the keypoints' extent, clipped to the frame
             np.testing.assert_allclose(box, [*np.clip(kp.min(0), 0, [384, 288]), *np.clip(kp.max(0), 0, [384, 288])],
                                        atol=1e-3)
     part = next((out / "poses").rglob("*.parquet"))
