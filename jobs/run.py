@@ -83,8 +83,8 @@ def parse_weights(values: tuple[str, ...]) -> dict[str, str]:
               help="Detector weights name (not used with a detector-free --pose-model).")
 @click.option("--pose-model", default=DEFAULT_MODELS["pose"],
               help="2D keypoint weights name: any pose model of `posepipe weights list` (HRNet, RTMPose, SimpleBaseline, "
-                   "RLE, Hourglass, ViTPose, ...; the detector-free ae_hrnet_w32_coco_512x512, rtmo_s_coco_640x640 and "
-                   "dekr_hrnet_w32_coco_512x512 find the people themselves, so --detector is then ignored).")
+                   "RLE, Hourglass, ViTPose, ...; the detector-free AE, RTMO and DEKR models find the people themselves, "
+                   "so --detector is then ignored).")
 @click.option("--lifter", default=DEFAULT_MODELS["lifter"],
               help="2D-to-3D lifter weights name: any lifter of `posepipe weights list` (VideoPose3D, SimpleBaseline3D, "
                    "MotionBERT, ...).")
